@@ -1,0 +1,257 @@
+"""Preprocessing stage: fit vocabularies and normalisers on TRAIN only, encode every split.
+
+inputs -> outputs: ingest, validate -> `preprocessor.json` (the fitted state), `io.json`
+(shapes the model builder needs) and `<split>.npz` (encoded, right-padded arrays).
+
+`Codec` rebuilds Keras preprocessing layers (StringLookup, Normalization) from the fitted
+state. The same layers encode the training data here and run inside the exported SavedModel,
+so raw strings and raw numbers go in and raw labels, strings and numbers come out, with no
+train/serve skew. Token ids: 0 = padding, 1 = unknown, then (for generated sequences)
+2 = start, 3 = end, then the vocabulary in frequency order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.ingestion import read_examples, read_spec
+from components.validation import tokens_of
+from pipeline.config import DataConfig
+
+PAD, UNK, START, END = "", "[UNK]", "<s>", "</s>"
+SPLITS = ("train", "validation", "test")
+
+
+# --------------------------------------------------------------------------------------------
+# Fitting (plain Python/NumPy, train split only)
+
+
+def fit_side(values: list[Any], spec: dict[str, Any], data: DataConfig, generated: bool) -> dict[str, Any]:
+    """Fitted state of one side (x or y) from its train values."""
+    kind = spec["kind"]
+    state: dict[str, Any] = dict(spec)
+    if kind == "tokens":
+        lowercase = data.lowercase and not generated
+        toks = [tokens_of(v, spec.get("tokenize", "char"), lowercase) for v in values]
+        counts = Counter(t for seq in toks for t in seq)
+        state["lowercase"] = lowercase
+        state["vocabulary"] = ([START, END] if generated else []) + [t for t, _ in counts.most_common()]
+        longest = max((len(t) for t in toks), default=1) + (1 if generated else 0)
+        state["length"] = min(longest, data.max_length + int(generated)) if data.max_length else longest
+    elif kind in ("label", "category"):
+        state["classes"] = sorted({str(v) for v in values})
+    elif kind == "labels":
+        state["classes"] = sorted({str(t) for seq in values for t in seq})
+        state["length"] = max(len(v) for v in values)
+    elif kind in ("vector", "series"):
+        arr = np.asarray(values, dtype="float64")
+        flat = arr.reshape(-1, arr.shape[-1])
+        state["mean"] = np.nanmean(flat, axis=0).tolist()
+        state["variance"] = np.maximum(np.nanvar(flat, axis=0), 1e-12).tolist()
+        state["features"] = int(arr.shape[-1])
+        if kind == "series":
+            state["length"] = int(arr.shape[1])
+    return state
+
+
+def io_spec(state: dict[str, Any]) -> dict[str, Any]:
+    """What the model builder needs to know about each side."""
+    out = {}
+    for side in ("x", "y"):
+        s = state[side]
+        entry: dict[str, Any] = {"kind": s["kind"]}
+        if s["kind"] == "tokens":
+            entry["vocab_size"] = len(s["vocabulary"]) + 2  # + padding and unknown
+            entry["length"] = s["length"]
+            if side == "y":
+                entry["start_id"], entry["end_id"] = 2, 3
+        elif s["kind"] == "category":
+            entry["vocab_size"] = len(s["classes"]) + 1  # + unknown
+        elif s["kind"] in ("label", "labels"):
+            entry["num_classes"] = len(s["classes"])
+            if "length" in s:
+                entry["length"] = s["length"]
+        else:
+            entry["features"] = s["features"]
+            if "length" in s:
+                entry["length"] = s["length"]
+        out[side] = entry
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Codec: the fitted state as Keras layers / TF ops (used for training data and in the export)
+
+
+class Codec:
+    """Encodes raw inputs and targets, decodes model outputs, from a fitted state."""
+
+    def __init__(self, state: dict[str, Any]):
+        import keras
+
+        self.state = state
+        self.x, self.y = state["x"], state["y"]
+        self.layers: dict[str, Any] = {}
+        for side in ("x", "y"):
+            s = state[side]
+            if s["kind"] == "tokens":
+                self.layers[side] = keras.layers.StringLookup(
+                    vocabulary=s["vocabulary"], mask_token=PAD, oov_token=UNK, name=f"{side}_lookup")
+            elif s["kind"] == "category":
+                self.layers[side] = keras.layers.StringLookup(
+                    vocabulary=s["classes"], num_oov_indices=1, mask_token=None, name=f"{side}_lookup")
+            elif s["kind"] in ("vector", "series"):
+                self.layers[side] = keras.layers.Normalization(
+                    mean=s["mean"], variance=s["variance"], name=f"{side}_norm")
+                self.layers[f"{side}_invert"] = keras.layers.Normalization(
+                    mean=s["mean"], variance=s["variance"], invert=True, name=f"{side}_denorm")
+        for name, layer in self.layers.items():  # built layers can be tracked by ExportArchive
+            features = state[name.split("_")[0]].get("features")
+            layer.build((None, features) if features else (None,))
+
+    @classmethod
+    def load(cls, artifact: Any) -> "Codec":
+        return cls(json.loads(artifact.path("preprocessor.json").read_text()))
+
+    # -- TF graph ops (also traced into the SavedModel) -----------------------------------
+    def tokenize(self, raw: Any, side: str) -> Any:
+        """tf.string [B] -> dense tf.string [B, T] padded with '' (right-padded)."""
+        import tensorflow as tf
+
+        s = self.state[side]
+        text = tf.strings.lower(raw, encoding="utf-8") if s.get("lowercase") else raw
+        if s.get("tokenize", "char") == "char":
+            parts = tf.strings.unicode_split(text, "UTF-8")
+        else:
+            parts = tf.strings.split(text)
+        return parts.to_tensor(default_value=PAD)
+
+    def encode(self, raw: Any, side: str = "x") -> Any:
+        """Raw values of one side -> the model's input tensor."""
+        import tensorflow as tf
+
+        kind = self.state[side]["kind"]
+        if kind == "tokens":
+            return tf.cast(self.layers[side](self.tokenize(raw, side)), "int32")
+        if kind == "category":
+            return tf.cast(self.layers[side](raw), "int32")
+        if kind in ("vector", "series"):
+            return tf.cast(self.layers[side](tf.cast(raw, "float32")), "float32")
+        raise ValueError(f"cannot encode a {kind!r} side")
+
+    def class_names(self, side: str = "y") -> Any:
+        import tensorflow as tf
+
+        return tf.constant(self.state[side]["classes"])
+
+    def token_names(self, side: str = "y") -> Any:
+        import tensorflow as tf
+
+        return tf.constant([PAD, UNK, *self.state[side]["vocabulary"]])
+
+    def join_tokens(self, ids: Any, side: str = "y") -> Any:
+        """int ids [B, T] -> strings [B], stopping at the end token, skipping pad/start."""
+        import tensorflow as tf
+
+        tokens = tf.gather(self.token_names(side), ids)
+        keep = tf.cumsum(tf.cast(tf.equal(tokens, END), "int32"), axis=1) == 0
+        keep &= tf.not_equal(tokens, PAD) & tf.not_equal(tokens, START)
+        sep = "" if self.state[side].get("tokenize", "char") == "char" else " "
+        return tf.strings.reduce_join(tf.ragged.boolean_mask(tokens, keep), axis=1, separator=sep)
+
+    def denormalize(self, values: Any, side: str = "y") -> Any:
+        return self.layers[f"{side}_invert"](values)
+
+    # -- NumPy encoding of targets (training data only) -----------------------------------
+    def encode_targets(self, ys: list[Any]) -> np.ndarray:
+        """Raw y values -> training targets (class ids, token ids + end, normalised numbers)."""
+        s = self.y
+        kind = s["kind"]
+        if kind == "label":
+            index = {c: i for i, c in enumerate(s["classes"])}
+            return np.array([index[str(v)] for v in ys], dtype="int32")
+        if kind == "labels":
+            index = {c: i for i, c in enumerate(s["classes"])}
+            out = np.zeros((len(ys), s["length"]), dtype="int32")
+            for row, seq in enumerate(ys):
+                ids = [index[str(t)] for t in seq][: s["length"]]
+                out[row, : len(ids)] = ids
+            return out
+        if kind == "tokens":
+            vocab = {t: i + 2 for i, t in enumerate(s["vocabulary"])}
+            out = np.zeros((len(ys), s["length"]), dtype="int32")
+            for row, value in enumerate(ys):
+                ids = [vocab.get(t, 1) for t in tokens_of(value, s.get("tokenize", "char"))]
+                ids = ids[: s["length"] - 1] + [vocab[END]]
+                out[row, : len(ids)] = ids
+            return out
+        return np.asarray(self.encode(np.asarray(ys, dtype="float32"), "y"))
+
+    def encode_inputs(self, xs: list[Any]) -> np.ndarray:
+        """Raw x values -> model inputs via the graph encoder, padded to the fitted length."""
+        import tensorflow as tf
+
+        kind = self.x["kind"]
+        if kind in ("tokens", "category"):
+            raw = tf.constant([str(v) for v in xs])
+        else:
+            raw = tf.constant(np.asarray(xs, dtype="float32"))
+        encoded = np.asarray(self.encode(raw, "x"))
+        length = self.x.get("length")
+        if kind == "tokens" and length:
+            padded = np.zeros((len(xs), length), dtype="int32")
+            width = min(length, encoded.shape[1])
+            padded[:, :width] = encoded[:, :width]
+            return padded
+        return encoded
+
+
+def usable(examples: list, state: dict[str, Any]) -> tuple[list, int]:
+    """Drop (and count) examples whose target class never occurs in train."""
+    y = state["y"]
+    if y["kind"] not in ("label", "labels"):
+        return examples, 0
+    known = set(y["classes"])
+    ok = [e for e in examples if (str(e[1]) in known if y["kind"] == "label" else set(map(str, e[1])) <= known)]
+    return ok, len(examples) - len(ok)
+
+
+def load_split(artifact: Any, split: str) -> dict[str, np.ndarray]:
+    """The encoded arrays of one split."""
+    with np.load(artifact.path(f"{split}.npz")) as data:
+        return {k: data[k] for k in data.files}
+
+
+def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str, Any]:
+    """Fit on train, encode all splits, save the state and the arrays."""
+    ingest = inputs["ingest"]
+    spec = read_spec(ingest)
+    generated = spec["topology"] in ("one_to_many", "seq2seq") or (
+        spec["topology"] == "many_to_many" and spec["y"]["kind"] == "tokens")
+    train = read_examples(ingest.path("train.jsonl"))
+    state = {
+        "x": fit_side([e[0] for e in train], spec["x"], data, generated=False),
+        "y": fit_side([e[1] for e in train], spec["y"], data, generated=generated),
+        "topology": spec["topology"],
+    }
+    codec = Codec(state)
+    dropped = {}
+    for split in SPLITS:
+        examples, dropped[split] = usable(read_examples(ingest.path(f"{split}.jsonl")), state)
+        if dropped[split]:
+            ctx.log(f"{split}: {dropped[split]} examples have a target class unseen in train; left out")
+        arrays = {"x": codec.encode_inputs([e[0] for e in examples]),
+                  "y": codec.encode_targets([e[1] for e in examples])}
+        np.savez(workdir / f"{split}.npz", **arrays)
+        (workdir / f"{split}_raw.jsonl").write_text(
+            "".join(json.dumps({"x": x, "y": y}, ensure_ascii=False) + "\n" for x, y in examples))
+    io = io_spec(state)
+    (workdir / "preprocessor.json").write_text(json.dumps(state, indent=1, ensure_ascii=False))
+    (workdir / "io.json").write_text(json.dumps(io, indent=2))
+    sizes = {k: v.get("vocab_size", v.get("num_classes", v.get("features"))) for k, v in io.items()}
+    return {"io": io, "dropped": dropped, "summary": f"x {io['x']['kind']}:{sizes['x']} -> y {io['y']['kind']}:{sizes['y']}"}

@@ -1,0 +1,143 @@
+"""Training stage: build the model from models/, fit it on the encoded splits, save it.
+
+inputs -> outputs: preprocess -> `model.keras`, `history.json`, `learning_curves.png`,
+`cudnn.md` (per-layer cuDNN eligibility), `input_example.npz` (for the MLflow signature).
+
+A killed run resumes: Keras' BackupAndRestore keeps an epoch checkpoint in the stage's
+scratch folder (stable per fingerprint), so the same command continues where it stopped.
+A NaN/Inf loss stops training at once with a clear error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from components.preprocessing import load_split
+from pipeline.config import ModelConfig, TrainConfig
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def make_dataset(inputs: Any, targets: Any, batch_size: int, *, shuffle: bool, seed: int) -> Any:
+    """In-memory arrays -> a cached, shuffled, batched, prefetched tf.data pipeline."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((inputs, targets)).cache()
+    if shuffle:
+        ds = ds.shuffle(len(targets), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def split_dataset(preprocess: Any, split: str, model_cfg: ModelConfig, train: TrainConfig,
+                  shuffle: bool = False) -> Any:
+    """The tf.data pipeline of one encoded split, shaped for the topology."""
+    from models.build import training_data
+
+    io = preprocess.properties["io"]
+    arrays = load_split(preprocess, split)
+    inputs, targets = training_data(model_cfg, io, arrays["x"], arrays["y"])
+    return make_dataset(inputs, targets, train.batch_size, shuffle=shuffle, seed=train.seed)
+
+
+@contextlib.contextmanager
+def precision(policy: str) -> Iterator[None]:
+    """Temporarily set the Keras mixed-precision policy."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    if policy != "none":
+        keras.config.set_dtype_policy(f"mixed_{policy}")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def optimizer(train: TrainConfig) -> Any:
+    import keras
+
+    classes = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+               "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
+    return classes[train.optimizer](learning_rate=train.learning_rate, clipnorm=train.clipnorm)
+
+
+def compiled_model(model_cfg: ModelConfig, train: TrainConfig, io: dict[str, Any]) -> Any:
+    """Build and compile the model (inside the current distribution scope)."""
+    from models.build import build_model, loss_and_metrics
+
+    model = build_model(model_cfg, io)
+    loss, metrics = loss_and_metrics(io)
+    model.compile(optimizer=optimizer(train), loss=loss, metrics=metrics,
+                  steps_per_execution=train.steps_per_execution, jit_compile=False)
+    return model
+
+
+def _nan_guard() -> Any:
+    import keras
+
+    class StopOnNaN(keras.callbacks.Callback):
+        """Raise as soon as a batch loss is NaN or infinite."""
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            loss = (logs or {}).get("loss")
+            if loss is not None and not np.isfinite(float(loss)):
+                raise TrainingDiverged(
+                    f"training diverged: loss became {float(loss)} at batch {batch}; "
+                    f"lower train.learning_rate or set train.clipnorm"
+                )
+
+    return StopOnNaN()
+
+
+def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: TrainConfig) -> dict[str, Any]:
+    """Fit the model; resumable after a kill; returns the final metrics."""
+    import keras
+
+    from components.plots import learning_curves
+    from models import cudnn
+
+    preprocess = inputs["preprocess"]
+    io = preprocess.properties["io"]
+    keras.utils.set_random_seed(train.seed)
+    with precision(train.mixed_precision):
+        net = compiled_model(model, train, io)
+        report = cudnn.report(net)
+        for line in cudnn.lines(report):
+            ctx.log(line)
+        train_ds = split_dataset(preprocess, "train", model, train, shuffle=True)
+        val_ds = split_dataset(preprocess, "validation", model, train)
+        has_val = len(load_split(preprocess, "validation")["y"]) > 0
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(ctx.scratch / "backup")),
+            _nan_guard(),
+            *ctx.callbacks,
+        ]
+        if train.early_stopping_patience:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss" if has_val else "loss", patience=train.early_stopping_patience,
+                restore_best_weights=True))
+        history = net.fit(train_ds, validation_data=val_ds if has_val else None, epochs=train.epochs,
+                          callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    net.save(workdir / "model.keras")
+    (workdir / "history.json").write_text(json.dumps(hist, indent=1))
+    learning_curves(hist, workdir / "learning_curves.png")
+    (workdir / "cudnn.md").write_text(cudnn.markdown(report))
+    example = load_split(preprocess, "train")["x"][:5]
+    np.savez(workdir / "input_example.npz", inputs=example)
+    final = {f"final_{k}": v[-1] for k, v in hist.items() if v}
+    eligible = cudnn.summary(report)
+    return {
+        "metrics": {**final, "epochs_trained": len(next(iter(hist.values()), []))},
+        "tags": {"cudnn": eligible},
+        "params": net.count_params(),
+        "summary": " ".join(f"{k}={v[-1]:.4f}" for k, v in hist.items()),
+    }

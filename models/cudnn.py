@@ -1,0 +1,80 @@
+"""Per-layer cuDNN eligibility: will Keras run this LSTM/GRU on the fused cuDNN kernel on a GPU?
+
+Keras falls back to the generic kernel silently, so we say it out loud, per layer, with the
+reason ("lstm_1: cudnn yes", "gru_2: cudnn no (recurrent_dropout=0.2)"). The rules mirror
+keras/src/backend/tensorflow/rnn.py (`cudnn_ok`) and the LSTM/GRU layers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+
+def layer_reasons(layer: Any) -> list[str] | None:
+    """Why `layer` cannot use cuDNN ([] = eligible); None if it is not an LSTM/GRU/SimpleRNN."""
+    if isinstance(layer, keras.layers.Bidirectional):
+        return layer_reasons(layer.forward_layer)
+    if isinstance(layer, keras.layers.SimpleRNN):
+        return ["SimpleRNN has no cuDNN kernel"]
+    if not isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
+        return None
+    cell = layer.cell
+    reasons = []
+    if getattr(layer, "use_cudnn", "auto") is False:
+        reasons.append("use_cudnn=false")
+    if cell.activation is not keras.activations.tanh:
+        reasons.append(f"activation={cell.activation.__name__}")
+    if cell.recurrent_activation is not keras.activations.sigmoid:
+        reasons.append(f"recurrent_activation={cell.recurrent_activation.__name__}")
+    if cell.recurrent_dropout:
+        reasons.append(f"recurrent_dropout={cell.recurrent_dropout}")
+    if layer.unroll:
+        reasons.append("unroll=true")
+    if not cell.use_bias:
+        reasons.append("use_bias=false")
+    if isinstance(layer, keras.layers.GRU) and not cell.reset_after:
+        reasons.append("reset_after=false")
+    return reasons
+
+
+def report(model: Any) -> list[dict[str, Any]]:
+    """One row per recurrent layer: name, cell, eligible, reasons."""
+    rows = []
+    for layer in _walk(model):
+        reasons = layer_reasons(layer)
+        if reasons is None:
+            continue
+        inner = layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer
+        rows.append({"layer": layer.name, "cell": type(inner).__name__, "eligible": not reasons,
+                     "reasons": reasons})
+    return rows
+
+
+def _walk(model: Any) -> list[Any]:
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out.extend(_walk(layer))
+        else:
+            out.append(layer)
+    return out
+
+
+def lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Console lines: 'lstm_1: cudnn yes' / 'gru_2: cudnn no (recurrent_dropout=0.2)'."""
+    return [f"{r['layer']}: cudnn yes" if r["eligible"] else f"{r['layer']}: cudnn no ({', '.join(r['reasons'])})"
+            for r in rows]
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """'yes' if every recurrent layer is eligible, 'no' if none, else 'partial'."""
+    flags = [r["eligible"] for r in rows]
+    return "yes" if flags and all(flags) else "no" if not any(flags) else "partial"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    body = "\n".join(f"| {r['layer']} | {r['cell']} | {'yes' if r['eligible'] else 'no'} | "
+                     f"{', '.join(r['reasons']) or '-'} |" for r in rows)
+    return "# cuDNN eligibility\n\n| layer | cell | cuDNN | why not |\n|---|---|---|---|\n" + body + "\n"

@@ -1,0 +1,128 @@
+"""The `rnnpipe` command line: run a pipeline, serve an export, open the MLflow UI.
+
+Errors a user can fix (config, data, divergence, ...) print one paragraph and exit non-zero,
+with no traceback; RNNPIPE_DEBUG=1 shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types whose message is the whole story for a user."""
+    from pipeline.config import ConfigError
+    from pipeline.runner import PipelineError
+
+    errors: list[type[BaseException]] = [ConfigError, PipelineError, FileNotFoundError]
+    for module, name in (("components.validation", "DataValidationError"),
+                         ("components.training", "TrainingDiverged"),
+                         ("components.infra_validation", "InfraValidationError"),
+                         ("components.ingestion.sources", "DataSourceError")):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline import config as cfgmod
+    from pipeline import runner
+
+    config = cfgmod.load(args.config, args.set)
+    _quiet_libraries()
+    started = time.time()
+    print(f"rnnpipe: pipeline '{config.name}' ({config.model.topology}, {config.model.cell}) "
+          f"on {config.data.source}")
+    result = runner.run(config, from_stage=args.from_stage, to_stage=args.to_stage)
+    print(f"\nMLflow run: {result.run_id or '(tracking disabled)'}  "
+          f"experiment: {config.experiment}")
+    if result.metrics:
+        print("test metrics: " + "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()
+                                           if k.startswith("test_")))
+    if result.export_path:
+        print(f"export: {result.export_path}")
+    print(f"done in {time.time() - started:.1f}s")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from pipeline.config import TrackingConfig
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or args.backend_store_uri or TrackingConfig().uri
+    print(f"MLflow UI on http://{args.host}:{args.port}  (store: {uri}); Ctrl-C to stop")
+    return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                            "--host", args.host, "--port", str(args.port)])
+
+
+def _quiet_libraries() -> None:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    try:
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rnnpipe", description="Config-driven RNN pipelines on Keras 3 + MLflow.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline end to end (ingest ... export)")
+    run.add_argument("config", help="YAML config, e.g. configs/names_gender_lstm.yaml")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    run.add_argument("--from", dest="from_stage", metavar="STAGE", help="rerun from this stage on")
+    run.add_argument("--to", dest="to_stage", metavar="STAGE", help="stop after this stage")
+    run.set_defaults(fn=cmd_run)
+
+    ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--backend-store-uri", default=None)
+    ui.set_defaults(fn=cmd_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("\nrnnpipe: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one paragraph for errors users can fix
+        if os.environ.get("RNNPIPE_DEBUG") or not isinstance(exc, _user_errors()):
+            raise
+        from pipeline.config import ConfigError
+
+        kind = "config error" if isinstance(exc, ConfigError) else "error"
+        print(f"rnnpipe: {kind}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_FAILED
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,335 @@
+"""Pipeline configuration: YAML -> frozen dataclasses, `--set` overrides, validation.
+
+Every section is a frozen dataclass; a field's allowed values or range live in its metadata,
+so one generic validator checks them all and every error names the field, the value and what
+is allowed (with the closest key for a typo).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported to the user as one paragraph."""
+
+
+def choice(default: Any, *allowed: Any) -> Any:
+    """A field whose value must be one of `allowed`."""
+    return field(default=default, metadata={"choices": tuple(allowed)})
+
+
+def bounded(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
+    """A numeric field that must lie in [lo, hi] (either end optional)."""
+    return field(default=default, metadata={"min": lo, "max": hi})
+
+
+TOPOLOGIES = ("one_to_one", "one_to_many", "many_to_one", "many_to_many", "seq2seq")
+CELLS = ("simple_rnn", "lstm", "gru")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the examples come from and how they are shaped."""
+
+    source: str = "names"
+    path: str | None = None
+    name: str | None = None
+    data_dir: str | None = None
+    max_examples: int | None = bounded(None, 1)
+    tokenize: str = choice("char", "char", "word")
+    lowercase: bool = True
+    max_length: int | None = bounded(None, 1)
+    window: int = bounded(30, 1)
+    horizon: int = bounded(1, 1)
+    stride: int = bounded(1, 1)
+    time_column: str | None = None
+    target_columns: tuple[str, ...] = ()
+    feature_columns: tuple[str, ...] = ()
+    val_fraction: float = bounded(0.1, 0.0, 0.5)
+    test_fraction: float = bounded(0.1, 0.0, 0.5)
+    split_seed: int = 42
+    max_bad_fraction: float = bounded(0.01, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: topology x cell, plus the knobs every topology shares."""
+
+    topology: str = choice("many_to_one", *TOPOLOGIES)
+    cell: str = choice("lstm", *CELLS)
+    units: int = bounded(64, 1, 65536)
+    num_layers: int = bounded(1, 1, 16)
+    bidirectional: bool = False
+    merge_mode: str = choice("concat", "concat", "sum", "mul", "ave")
+    dropout: float = bounded(0.0, 0.0, 0.95)
+    recurrent_dropout: float = bounded(0.0, 0.0, 0.95)
+    embedding_dim: int = bounded(32, 1, 65536)
+    activation: str = choice("tanh", "tanh", "relu", "sigmoid", "linear")
+    recurrent_activation: str = choice("sigmoid", "sigmoid", "hard_sigmoid", "tanh", "relu")
+    use_bias: bool = True
+    unroll: bool = False
+    reset_after: bool = True
+    use_cudnn: str = choice("auto", "auto", "true", "false")
+    reduce: str = choice("last", "last", "mean", "max", "attention")
+    input_mode: str = choice("first_step", "first_step", "every_step")
+    context: str = choice("last_state", "last_state", "projected", "attention")
+    attention: str = choice("luong", "luong", "bahdanau")
+    context_feed: str = choice("initial_state", "initial_state", "every_step")
+    beam_width: int = bounded(1, 1, 64)
+    max_output_length: int | None = bounded(None, 1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the model is fitted."""
+
+    epochs: int = bounded(10, 1, 100000)
+    batch_size: int = bounded(64, 1, 1 << 20)
+    learning_rate: float = bounded(1e-3, 0.0)
+    seed: int = 0
+    optimizer: str = choice("adam", "adam", "adamw", "rmsprop", "sgd")
+    clipnorm: float | None = bounded(1.0, 0.0)
+    early_stopping_patience: int | None = bounded(None, 1)
+    mixed_precision: str = choice("none", "none", "bfloat16", "float16")
+    distribution: str = choice("none", "none", "mirrored", "multi_worker", "tpu")
+    steps_per_execution: int = bounded(1, 1)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Test metrics and the blessing gate."""
+
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    compare_to: str = choice("baseline", "baseline", "last_blessed", "none")
+    tolerance: float = bounded(0.0, 0.0)
+    beam_width: int | None = bounded(None, 1, 64)
+    num_examples: int = bounded(8, 0, 1000)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Where and whether the SavedModel is written."""
+
+    dir: str = "exports"
+    require_blessing: bool = True
+    infra_validate: bool = True
+    register: bool = True
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking; MLFLOW_TRACKING_URI in the environment wins over `uri`."""
+
+    uri: str = "sqlite:///mlruns/mlflow.db"
+    artifact_location: str = "mlruns/artifacts"
+    experiment: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole pipeline: its name and one section per stage family."""
+
+    name: str = "rnnpipe"
+    runs_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+    def flat(self) -> dict[str, Any]:
+        """The resolved config as dotted keys (for MLflow params)."""
+        return flatten(self.to_dict())
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config, apply `dotted.key=value` overrides and validate everything."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist (or is not a file).")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}: {problem}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text.") from None
+    if raw is None:
+        raise ConfigError(f"config file '{path}' is empty; it needs at least a `name`.")
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"config file '{path}' must be a YAML mapping of sections "
+            f"(name, data, model, ...), not a {type(raw).__name__}."
+        )
+    raw.setdefault("name", path.stem)
+    for item in overrides:
+        apply_override(raw, item)
+    return from_dict(raw)
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a Config from plain data."""
+    return _build(Config, raw, "")
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one `--set a.b=value` (value parsed as YAML) to the raw mapping."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set '{item}' must look like section.key=value.")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set '{item}': '{part}' is not a section.")
+        node = child
+    node[parts[-1]] = value
+
+
+def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """A copy of `config` with dotted keys replaced (validated again)."""
+    raw = config.to_dict()
+    for key, value in overrides.items():
+        apply_override(raw, f"{key}={json.dumps(value)}")
+    return from_dict(raw)
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"'{where}' must be a mapping of keys, got {raw!r}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.6)
+        hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"unknown config key '{prefix}{key}'.{hint} "
+            f"Allowed keys in {where}: {', '.join(sorted(fields))}."
+        )
+    values = {}
+    for name, value in raw.items():
+        f, hint = fields[name], hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value if value is not None else {}, f"{prefix}{name}.")
+        else:
+            values[name] = _check(f"{prefix}{name}", value, hint, f.metadata)
+    return cls(**values)
+
+
+def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
+    """Coerce `value` to the field's type and check its allowed values and range."""
+    value = _coerce(key, value, hint)
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint_text = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"{key}={value!r} is not allowed.{hint_text} Allowed values: {', '.join(map(str, choices))}."
+        )
+    lo, hi = meta.get("min"), meta.get("max")
+    if value is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            raise ConfigError(f"{key}={value!r} is out of range; allowed: {rng}.")
+    return value
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}={value!r} must be true or false.")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}={value!r} must be a whole number.")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ConfigError(f"{key}={value!r} must be a finite number.")
+            return float(value)
+        raise ConfigError(f"{key}={value!r} must be a number.")
+    if hint is str:
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, bool):  # YAML reads true/false; accept them where strings belong
+            return str(value).lower()
+        raise ConfigError(f"{key}={value!r} must be a non-empty string.")
+    if origin is tuple:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_coerce(key, v, args[0]) for v in items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r} must be a mapping.")
+        return {str(k): _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
+    raise ConfigError(f"{key}: unsupported type {hint}.")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------
+# Plain data helpers
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses/tuples -> dicts/lists, recursively (JSON- and YAML-ready)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def dump_yaml(config: Config) -> str:
+    """The resolved config as YAML."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

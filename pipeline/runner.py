@@ -1,0 +1,194 @@
+"""Runs the stages in order with per-stage caching, `--from/--to` slices and MLflow tracking.
+
+Each stage declares the stages it reads and a `select` function that picks the part of the
+config it may see. That selection is both the stage's keyword arguments and (with the input
+fingerprints and the code version) what its fingerprint hashes, so a stage reruns exactly when
+something it can see changes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline import artifacts
+from pipeline.artifacts import Artifact
+from pipeline.config import Config, ConfigError, to_plain
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline step: `module.run(inputs, workdir, ctx, **select(config)) -> properties`."""
+
+    name: str
+    module: str
+    inputs: tuple[str, ...]
+    select: Callable[[Config], dict[str, Any]]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("ingest", "components.ingestion", (), lambda c: {"data": c.data, "topology": c.model.topology}),
+    Stage("validate", "components.validation", ("ingest",), lambda c: {"data": c.data}),
+    Stage("preprocess", "components.preprocessing", ("ingest", "validate"), lambda c: {"data": c.data}),
+    Stage("train", "components.training", ("preprocess",), lambda c: {"model": c.model, "train": c.train}),
+    Stage(
+        "evaluate",
+        "components.evaluation",
+        ("preprocess", "train"),
+        lambda c: {"evaluate": c.evaluate, "model": c.model},
+    ),
+    Stage(
+        "export",
+        "components.export",
+        ("preprocess", "train", "evaluate"),
+        lambda c: {"export": c.export, "name": c.name},
+    ),
+    Stage("infra_validate", "components.infra_validation", ("export", "preprocess"), lambda c: {"export": c.export}),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+class PipelineError(RuntimeError):
+    """A stage failed for a reason the user can act on (bad data, divergence, not blessed...)."""
+
+
+@dataclass
+class StageContext:
+    """What the runner hands a stage besides its inputs and config."""
+
+    stage: str
+    log: Callable[[str], None]
+    scratch: Path = Path(".")
+    callbacks: list[Any] = field(default_factory=list)
+    forced: bool = False
+
+
+@dataclass
+class RunResult:
+    """The outcome of one pipeline run."""
+
+    run_id: str | None
+    run_dir: Path
+    artifacts: dict[str, Artifact]
+    cached: dict[str, bool]
+    seconds: dict[str, float]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        art = self.artifacts.get("evaluate")
+        return dict(art.properties.get("metrics", {})) if art else {}
+
+    @property
+    def export_path(self) -> str | None:
+        art = self.artifacts.get("export")
+        return art.properties.get("path") if art else None
+
+
+def check(config: Config) -> None:
+    """Cross-field checks (topology x data, cuDNN...) before any work is done."""
+    from components import ingestion
+    from models import build
+
+    ingestion.check(config.data, config.model.topology)
+    build.check(config.model, config.train)
+
+
+def run(
+    config: Config,
+    from_stage: str | None = None,
+    to_stage: str | None = None,
+    log: Callable[[str], None] = print,
+    tracker: Any = None,
+) -> RunResult:
+    """Run the pipeline; returns what each stage produced."""
+    for opt, value in (("--from", from_stage), ("--to", to_stage)):
+        if value is not None and value not in STAGE_NAMES:
+            raise ConfigError(f"{opt} {value!r} is not a stage. Stages: {', '.join(STAGE_NAMES)}.")
+    first = STAGE_NAMES.index(from_stage) if from_stage else 0
+    last = STAGE_NAMES.index(to_stage) if to_stage else len(STAGES) - 1
+    if first > last:
+        raise ConfigError(f"--from {from_stage} comes after --to {to_stage}.")
+    check(config)
+
+    from pipeline import tracking
+
+    root = Path(config.runs_dir) / config.name
+    with tracking.pipeline_run(config) if tracker is None else _nullctx(tracker) as tracker:
+        run_dir = root / "_runs" / (tracker.run_id or time.strftime("%Y%m%d-%H%M%S"))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        result = RunResult(tracker.run_id, run_dir, {}, {}, {})
+        total = last + 1
+        for index, stage in enumerate(STAGES[: last + 1]):
+            produced = _run_stage(stage, config, root, result, force=index >= first and from_stage is not None,
+                                  may_build=index >= first, tracker=tracker, log=log,
+                                  label=f"[{index + 1}/{total}] {stage.name}")
+            if produced is None:  # gate closed (e.g. not blessed): later stages do not run
+                break
+        artifacts.write_json(run_dir / "run.json", {
+            "run_id": result.run_id,
+            "stages": {k: str(v.uri) for k, v in result.artifacts.items()},
+            "cached": result.cached,
+            "seconds": result.seconds,
+        })
+        tracker.finish(result)
+    return result
+
+
+def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, force: bool,
+               may_build: bool, tracker: Any, log: Callable[[str], None], label: str) -> Artifact | None:
+    import importlib
+
+    missing = [i for i in stage.inputs if i not in result.artifacts]
+    if missing:
+        log(f"{label:<24} skipped (no {', '.join(missing)} output)")
+        return None
+    inputs = {name: result.artifacts[name] for name in stage.inputs}
+    kwargs = stage.select(config)
+    fp = artifacts.fingerprint(stage.name, to_plain(kwargs), inputs)
+    stage_dir = root / stage.name
+    start = time.time()
+    with artifacts.stage_lock(stage_dir, fp):
+        artifacts.clean_stale(stage_dir)
+        art = None if force else artifacts.find(stage_dir, fp)
+        cached = art is not None
+        if art is None:
+            if not may_build:
+                raise ConfigError(
+                    f"--from needs a cached '{stage.name}' output for this config, and there is none; "
+                    f"run without --from first."
+                )
+            module = importlib.import_module(stage.module)
+            scratch = stage_dir / f".scratch-{fp}"  # survives a kill: resumable work (checkpoints)
+            scratch.mkdir(parents=True, exist_ok=True)
+            ctx = StageContext(stage.name, log=lambda msg: log(f"    {msg}"), scratch=scratch,
+                               callbacks=tracker.callbacks(stage.name), forced=force)
+            log(f"{label:<24} running...")
+            with artifacts.building(stage_dir, fp) as tmp:
+                properties = module.run(inputs, tmp, ctx, **kwargs)
+                art = artifacts.commit(tmp, stage.name, fp, properties or {})
+            shutil.rmtree(scratch, ignore_errors=True)
+    seconds = time.time() - start
+    result.artifacts[stage.name] = art
+    result.cached[stage.name] = cached
+    result.seconds[stage.name] = round(seconds, 3)
+    tracker.log_stage(stage.name, art, cached)
+    summary = art.properties.get("summary", "")
+    log(f"{label:<24} {'cached' if cached else 'done'} in {seconds:.1f}s  {summary}".rstrip())
+    if art.properties.get("gate") is False:
+        log(f"    stopping here: {art.properties.get('reason', 'gate closed')}")
+        return None
+    return art
+
+
+class _nullctx:
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __enter__(self) -> Any:
+        return self.value
+
+    def __exit__(self, *exc: Any) -> None:
+        return None

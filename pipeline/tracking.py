@@ -1,0 +1,242 @@
+"""All MLflow code lives here: one MLflow run per pipeline run.
+
+The run gets the flattened resolved config as params, tags (topology, cell, dataset, cudnn,
+blessed...), per-epoch metrics while training, each stage's metrics, plots (PNG) and reports,
+and the trained model. Stages never import MLflow: they return properties and write files,
+and this module turns those into MLflow records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipeline.config import Config, dump_yaml
+
+PLOT_DIR = "plots"
+REPORT_DIR = "reports"
+ENV_URI = "MLFLOW_TRACKING_URI"
+
+
+def tracking_uri(config: Config) -> str:
+    """MLFLOW_TRACKING_URI wins over the config's `tracking.uri`."""
+    return os.environ.get(ENV_URI) or config.tracking.uri
+
+
+def _is_local_sqlite(uri: str) -> bool:
+    return uri.startswith("sqlite:///")
+
+
+def _prepare_store(uri: str) -> None:
+    if _is_local_sqlite(uri):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def experiment_id(config: Config) -> str:
+    """Get or create the pipeline's experiment (safe when two processes race to create it)."""
+    import mlflow
+
+    uri = tracking_uri(config)
+    _prepare_store(uri)
+    mlflow.set_tracking_uri(uri)
+    name = config.experiment
+    client = mlflow.MlflowClient()
+    for _ in range(5):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        location = None
+        if _is_local_sqlite(uri) and not os.environ.get(ENV_URI):
+            location = (Path(config.tracking.artifact_location).resolve() / name).as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except Exception:  # created by a concurrent process in between: look it up again
+            time.sleep(0.2)
+    raise RuntimeError(f"could not get or create MLflow experiment {name!r}")
+
+
+class Tracker:
+    """Records one pipeline run in MLflow."""
+
+    def __init__(self, config: Config, run_id: str | None):
+        self.config = config
+        self.run_id = run_id
+
+    # -- what the runner calls -------------------------------------------------------------
+    def callbacks(self, stage: str) -> list[Any]:
+        """Keras callbacks for a stage (per-epoch metrics while training)."""
+        return [EpochLogger()] if stage == "train" and self.run_id else []
+
+    def log_stage(self, stage: str, artifact: Any, cached: bool) -> None:
+        """Log a stage's metrics, tags, plots and reports."""
+        if not self.run_id:
+            return
+        import mlflow
+
+        props = artifact.properties
+        tags = {f"stage.{stage}": "cached" if cached else "ran", **props.get("tags", {})}
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        metrics = {k: float(v) for k, v in props.get("metrics", {}).items() if _is_number(v)}
+        if metrics:
+            mlflow.log_metrics(metrics)
+        if stage == "train":
+            self._log_history(artifact.path("history.json"), live=not cached)
+            self._log_keras_model(artifact)
+        for png in sorted(artifact.uri.glob("*.png")):
+            mlflow.log_artifact(str(png), PLOT_DIR)
+        for report in sorted([*artifact.uri.glob("*.md"), *artifact.uri.glob("*.html"), *artifact.uri.glob("*.csv")]):
+            mlflow.log_artifact(str(report), f"{REPORT_DIR}/{stage}")
+
+    def finish(self, result: Any) -> None:
+        if not self.run_id:
+            return
+        import mlflow
+
+        mlflow.log_metrics({f"time_{k}_s": v for k, v in result.seconds.items()})
+        mlflow.log_dict({k: str(v.uri) for k, v in result.artifacts.items()}, "lineage.json")
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _log_history(self, path: Path, live: bool) -> None:
+        """Per-epoch metrics of a cached training run (live ones were logged by EpochLogger)."""
+        import mlflow
+
+        if live or not path.is_file():
+            return
+        history = json.loads(path.read_text())
+        for epoch in range(len(next(iter(history.values()), []))):
+            mlflow.log_metrics({k: float(v[epoch]) for k, v in history.items()}, step=epoch)
+
+    def _log_keras_model(self, artifact: Any) -> None:
+        """Log the trained Keras model (keras flavour, tensor signature)."""
+        import keras
+        import mlflow
+        import mlflow.keras
+        from mlflow.models import infer_signature
+
+        path = artifact.path("model.keras")
+        if not path.is_file():
+            return
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        example = _example_inputs(artifact)
+        signature = infer_signature(example, _predict(model, example)) if example is not None else None
+        mlflow.keras.log_model(
+            model,
+            name="keras_model",
+            signature=signature,
+            pip_requirements=_requirements(),
+        )
+
+
+def _example_inputs(artifact: Any) -> Any:
+    import numpy as np
+
+    path = artifact.path("input_example.npz")
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    return arrays["inputs"] if list(arrays) == ["inputs"] else arrays
+
+
+def _predict(model: Any, example: Any) -> Any:
+    out = model.predict(example, verbose=0)
+    return out
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("tensorflow", "keras", "numpy")]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class EpochLogger:
+    """Keras callback logging each epoch's logs (loss, val_loss, ...) to the active run."""
+
+    def __new__(cls) -> Any:
+        import keras
+        import mlflow
+
+        class _EpochLogger(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                values = {k: float(v) for k, v in (logs or {}).items() if _is_number(float(v))}
+                if values:
+                    mlflow.log_metrics(values, step=epoch)
+
+        return _EpochLogger()
+
+
+@contextlib.contextmanager
+def pipeline_run(config: Config) -> Iterator[Tracker]:
+    """Open the MLflow run for a pipeline run; it ends FAILED (or KILLED) on an exception."""
+    if not config.tracking.enabled:
+        yield Tracker(config, None)
+        return
+    import mlflow
+
+    exp_id = experiment_id(config)
+    close_stale_runs(exp_id)
+    m = config.model
+    run_name = f"{config.name}-{m.cell}-{m.topology}-{os.urandom(2).hex()}"
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as active:
+        mlflow.set_tags({
+            "topology": m.topology,
+            "cell": m.cell,
+            "dataset": config.data.source,
+            "pipeline": config.name,
+            "rnnpipe.pid": str(os.getpid()),
+            "rnnpipe.host": socket.gethostname(),
+        })
+        mlflow.log_params({k: _param(v) for k, v in config.flat().items()})
+        mlflow.log_text(dump_yaml(config), "config.yaml")
+        tracker = Tracker(config, active.info.run_id)
+        try:
+            yield tracker
+        except KeyboardInterrupt:
+            mlflow.set_tag("error", "interrupted")
+            mlflow.end_run("KILLED")
+            raise
+        except BaseException as exc:
+            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.end_run("FAILED")
+            raise
+
+
+def close_stale_runs(exp_id: str) -> None:
+    """Mark RUNNING runs whose process is gone (killed with -9) as KILLED, with a note."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    host = socket.gethostname()
+    for run in client.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=200):
+        tags = run.data.tags
+        pid = tags.get("rnnpipe.pid")
+        if tags.get("rnnpipe.host") != host or not (pid and pid.isdigit()) or _alive(int(pid)):
+            continue
+        client.set_tag(run.info.run_id, "error", f"process {pid} died without closing the run")
+        client.set_terminated(run.info.run_id, "KILLED")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _param(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text[:6000]
