@@ -47,7 +47,7 @@ class Artifact:
         }
 
     @classmethod
-    def read(cls, uri: Path) -> "Artifact":
+    def read(cls, uri: Path) -> Artifact:
         data = json.loads((uri / ARTIFACT_FILE).read_text())
         return cls(
             type=data["type"],

@@ -37,13 +37,29 @@ def _prepare_store(uri: str) -> None:
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
 
 
+def use_store(uri: str) -> None:
+    """Point this process's MLflow client at `uri`.
+
+    mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; we restore the user's value so
+    that "the environment variable wins" keeps meaning what the user set, not our last run.
+    """
+    import mlflow
+
+    before = os.environ.get(ENV_URI)
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop(ENV_URI, None)
+    else:
+        os.environ[ENV_URI] = before
+
+
 def experiment_id(config: Config) -> str:
     """Get or create the pipeline's experiment (safe when two processes race to create it)."""
     import mlflow
 
     uri = tracking_uri(config)
     _prepare_store(uri)
-    mlflow.set_tracking_uri(uri)
+    use_store(uri)
     name = config.experiment
     client = mlflow.MlflowClient()
     for _ in range(5):
@@ -72,7 +88,7 @@ class Tracker:
     # -- what the runner calls -------------------------------------------------------------
     def callbacks(self, stage: str) -> list[Any]:
         """Keras callbacks for a stage (per-epoch metrics while training)."""
-        return [EpochLogger()] if stage == "train" and self.run_id else []
+        return [epoch_logger()] if stage == "train" and self.run_id else []
 
     def log_stage(self, stage: str, artifact: Any, cached: bool) -> None:
         """Log a stage's metrics, tags, plots and reports."""
@@ -125,7 +141,7 @@ class Tracker:
             return
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
         example = _example_inputs(artifact)
-        signature = infer_signature(example, _predict(model, example)) if example is not None else None
+        signature = infer_signature(example, model.predict(example, verbose=0)) if example is not None else None
         mlflow.keras.log_model(
             model,
             name="keras_model",
@@ -145,11 +161,6 @@ def _example_inputs(artifact: Any) -> Any:
     return arrays["inputs"] if list(arrays) == ["inputs"] else arrays
 
 
-def _predict(model: Any, example: Any) -> Any:
-    out = model.predict(example, verbose=0)
-    return out
-
-
 def _requirements() -> list[str]:
     from importlib.metadata import version
 
@@ -160,20 +171,18 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-class EpochLogger:
-    """Keras callback logging each epoch's logs (loss, val_loss, ...) to the active run."""
+def epoch_logger() -> Any:
+    """A Keras callback logging each epoch's logs (loss, val_loss, ...) to the active run."""
+    import keras
+    import mlflow
 
-    def __new__(cls) -> Any:
-        import keras
-        import mlflow
+    class EpochLogger(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            values = {k: float(v) for k, v in (logs or {}).items()}
+            if values:
+                mlflow.log_metrics(values, step=epoch)
 
-        class _EpochLogger(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                values = {k: float(v) for k, v in (logs or {}).items() if _is_number(float(v))}
-                if values:
-                    mlflow.log_metrics(values, step=epoch)
-
-        return _EpochLogger()
+    return EpochLogger()
 
 
 @contextlib.contextmanager

@@ -48,3 +48,22 @@ def tiny(**extra: Any) -> dict[str, Any]:
             "model__embedding_dim": 8, "export__require_blessing": "false"}
     base.update(extra)
     return base
+
+
+@pytest.fixture(scope="session")
+def names_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One tiny names -> gender pipeline, trained once per test session.
+
+    Returns (config, result) with runs, exports and the MLflow store under a session tmp dir.
+    """
+    import yaml
+
+    from pipeline import config as cfgmod
+    from pipeline import runner
+
+    tmp = tmp_path_factory.mktemp("names_run")
+    raw = isolated(yaml.safe_load((CONFIGS / "names_gender_lstm.yaml").read_text()), tmp)
+    for key, value in tiny(data__max_examples=200, train__epochs=2).items():
+        cfgmod.apply_override(raw, f"{key.replace('__', '.')}={value}")
+    config = cfgmod.from_dict(raw)
+    return config, runner.run(config, log=lambda _: None)
