@@ -80,6 +80,31 @@ def compiled_model(model_cfg: ModelConfig, train: TrainConfig, io: dict[str, Any
     return model
 
 
+def _atomic_backup(backup_dir: Path) -> Any:
+    """Keras BackupAndRestore whose checkpoint files are replaced atomically.
+
+    Keras writes the weights file in place, so a kill -9 while it saves leaves a corrupt HDF5
+    file that the next run cannot load. Here each file is written beside its final name and
+    renamed over it, so a checkpoint on disk is always the last whole one.
+    """
+    import os
+
+    import keras
+
+    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        def _save_model(self) -> None:
+            os.makedirs(self.backup_dir, exist_ok=True)
+            tmp_weights = os.path.join(self.backup_dir, "saving.weights.h5")
+            self.model.save_weights(tmp_weights, overwrite=True)
+            os.replace(tmp_weights, self._weights_path)
+            tmp_meta = self._training_metadata_path + ".saving"
+            with open(tmp_meta, "w") as handle:
+                json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, handle)
+            os.replace(tmp_meta, self._training_metadata_path)
+
+    return AtomicBackupAndRestore(str(backup_dir))
+
+
 def _nan_guard() -> Any:
     import keras
 
@@ -95,6 +120,16 @@ def _nan_guard() -> Any:
                 )
 
     return StopOnNaN()
+
+
+def read_epoch_log(path: Path) -> dict[str, list[float]]:
+    """Per-epoch metrics from the CSV log, across resumes (a repeated epoch keeps its last row)."""
+    import csv
+
+    with path.open() as handle:
+        rows = {int(r["epoch"]): r for r in csv.DictReader(handle)}
+    names = [k for k in next(iter(rows.values()), {}) if k != "epoch"]
+    return {k: [float(rows[e][k]) for e in sorted(rows)] for k in names}
 
 
 def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: TrainConfig) -> dict[str, Any]:
@@ -115,8 +150,12 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
         train_ds = split_dataset(preprocess, "train", model, train, shuffle=True)
         val_ds = split_dataset(preprocess, "validation", model, train)
         has_val = len(load_split(preprocess, "validation")["y"]) > 0
+        backup = ctx.scratch / "backup"
+        if backup.is_dir() and any(backup.iterdir()):
+            ctx.log("resuming from the last epoch checkpoint of an interrupted run")
         callbacks = [
-            keras.callbacks.BackupAndRestore(str(ctx.scratch / "backup")),
+            _atomic_backup(backup),
+            keras.callbacks.CSVLogger(str(ctx.scratch / "epochs.csv"), append=True),
             _nan_guard(),
             *ctx.callbacks,
         ]
@@ -124,9 +163,9 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss" if has_val else "loss", patience=train.early_stopping_patience,
                 restore_best_weights=True))
-        history = net.fit(train_ds, validation_data=val_ds if has_val else None, epochs=train.epochs,
-                          callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
-    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        net.fit(train_ds, validation_data=val_ds if has_val else None, epochs=train.epochs,
+                callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    hist = read_epoch_log(ctx.scratch / "epochs.csv")
     net.save(workdir / "model.keras")
     (workdir / "history.json").write_text(json.dumps(hist, indent=1))
     learning_curves(hist, workdir / "learning_curves.png")

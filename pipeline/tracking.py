@@ -9,6 +9,7 @@ and this module turns those into MLflow records.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -32,9 +33,20 @@ def _is_local_sqlite(uri: str) -> bool:
     return uri.startswith("sqlite:///")
 
 
-def _prepare_store(uri: str) -> None:
-    if _is_local_sqlite(uri):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise first-time set-up of a local SQLite store (table creation, experiments)."""
+    if not _is_local_sqlite(uri):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def use_store(uri: str) -> None:
@@ -58,11 +70,10 @@ def experiment_id(config: Config) -> str:
     import mlflow
 
     uri = tracking_uri(config)
-    _prepare_store(uri)
-    use_store(uri)
     name = config.experiment
-    client = mlflow.MlflowClient()
-    for _ in range(5):
+    with _store_lock(uri):
+        use_store(uri)
+        client = mlflow.MlflowClient()
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
@@ -73,9 +84,9 @@ def experiment_id(config: Config) -> str:
             location = (Path(config.tracking.artifact_location).resolve() / name).as_uri()
         try:
             return client.create_experiment(name, artifact_location=location)
-        except Exception:  # created by a concurrent process in between: look it up again
-            time.sleep(0.2)
-    raise RuntimeError(f"could not get or create MLflow experiment {name!r}")
+        except Exception:  # a remote server: another client created it in between
+            time.sleep(0.5)
+            return client.get_experiment_by_name(name).experiment_id
 
 
 class Tracker:
@@ -84,11 +95,12 @@ class Tracker:
     def __init__(self, config: Config, run_id: str | None):
         self.config = config
         self.run_id = run_id
+        self.live_epochs: set[int] = set()  # epochs already logged while training
 
     # -- what the runner calls -------------------------------------------------------------
     def callbacks(self, stage: str) -> list[Any]:
         """Keras callbacks for a stage (per-epoch metrics while training)."""
-        return [epoch_logger()] if stage == "train" and self.run_id else []
+        return [epoch_logger(self.live_epochs)] if stage == "train" and self.run_id else []
 
     def log_stage(self, stage: str, artifact: Any, cached: bool) -> None:
         """Log a stage's metrics, tags, plots and reports."""
@@ -103,7 +115,7 @@ class Tracker:
         if metrics:
             mlflow.log_metrics(metrics)
         if stage == "train":
-            self._log_history(artifact.path("history.json"), live=not cached)
+            self._log_history(artifact.path("history.json"), skip=set() if cached else self.live_epochs)
             self._log_keras_model(artifact)
         for png in sorted(artifact.uri.glob("*.png")):
             mlflow.log_artifact(str(png), PLOT_DIR)
@@ -119,15 +131,16 @@ class Tracker:
         mlflow.log_dict({k: str(v.uri) for k, v in result.artifacts.items()}, "lineage.json")
 
     # -- helpers ---------------------------------------------------------------------------
-    def _log_history(self, path: Path, live: bool) -> None:
-        """Per-epoch metrics of a cached training run (live ones were logged by EpochLogger)."""
+    def _log_history(self, path: Path, skip: set[int]) -> None:
+        """Per-epoch metrics not logged live (a cached stage, or epochs before a resume)."""
         import mlflow
 
-        if live or not path.is_file():
+        if not path.is_file():
             return
         history = json.loads(path.read_text())
         for epoch in range(len(next(iter(history.values()), []))):
-            mlflow.log_metrics({k: float(v[epoch]) for k, v in history.items()}, step=epoch)
+            if epoch not in skip:
+                mlflow.log_metrics({k: float(v[epoch]) for k, v in history.items()}, step=epoch)
 
     def _log_keras_model(self, artifact: Any) -> None:
         """Log the trained Keras model (keras flavour, tensor signature)."""
@@ -171,7 +184,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def epoch_logger() -> Any:
+def epoch_logger(logged: set[int]) -> Any:
     """A Keras callback logging each epoch's logs (loss, val_loss, ...) to the active run."""
     import keras
     import mlflow
@@ -181,6 +194,7 @@ def epoch_logger() -> Any:
             values = {k: float(v) for k, v in (logs or {}).items()}
             if values:
                 mlflow.log_metrics(values, step=epoch)
+                logged.add(epoch)
 
     return EpochLogger()
 

@@ -1,0 +1,131 @@
+"""Faults lose nothing: kill -9 and resume, divergence, stale MLflow runs, concurrent runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import runner
+from pipeline.config import from_dict
+from tests.conftest import CONFIGS, ROOT, isolated, tiny
+
+QUIET = {"log": lambda _: None}
+
+
+def write_config(tmp_path: Path, **overrides: object) -> Path:
+    """The names config isolated in tmp_path, with dotted overrides, written as YAML."""
+    from pipeline.config import apply_override
+
+    raw = isolated(yaml.safe_load((CONFIGS / "names_gender_lstm.yaml").read_text()), tmp_path)
+    for key, value in overrides.items():
+        apply_override(raw, f"{key.replace('__', '.')}={value}")
+    path = tmp_path / "pipe.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def cli(path: Path, *args: str, **kwargs: object) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(path), *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def runs_of(config_path: Path) -> list:
+    from mlflow import MlflowClient
+
+    cfg = from_dict(yaml.safe_load(config_path.read_text()))
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    exp = client.get_experiment_by_name(cfg.name)
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+@pytest.mark.slow
+def test_kill_9_during_training_then_resume(tmp_path: Path) -> None:
+    path = write_config(tmp_path, data__max_examples=1500, train__epochs=12, train__batch_size=32,
+                        model__units=16, export__infra_validate="false")
+    proc = cli(path)
+    train_dir = tmp_path / "runs" / "names_gender_lstm" / "train"
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(train_dir.glob(".scratch-*/backup/training_metadata.json")):
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-training, after at least one epoch checkpoint
+    proc.wait()
+    assert not [p for p in train_dir.iterdir() if (p / "artifact.json").exists()]  # nothing looks complete
+    (killed,) = runs_of(path)
+    assert killed.info.status == "RUNNING"
+
+    again = cli(path)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+    assert "resuming from the last epoch checkpoint" in out
+    assert "[1/7] ingest" in out and "cached" in out.split("[1/7] ingest", 1)[1].splitlines()[0]
+    assert "Epoch 1/12" not in out  # it did not start over
+    statuses = {r.info.run_id: r for r in runs_of(path)}
+    assert statuses[killed.info.run_id].info.status == "KILLED"
+    assert "died" in statuses[killed.info.run_id].data.tags["error"]
+    finished = [r for r in statuses.values() if r.info.status == "FINISHED"]
+    assert len(finished) == 1 and finished[0].data.metrics["epochs_trained"] == 12
+    assert not list(train_dir.glob(".tmp-*")) and not list(train_dir.glob(".scratch-*"))
+
+
+def test_divergence_stops_at_once_and_fails_the_run(make_config) -> None:
+    from components.training import TrainingDiverged
+    from mlflow import MlflowClient
+
+    config = make_config(**tiny(model__cell="simple_rnn", model__activation="relu", train__optimizer="sgd",
+                                train__clipnorm="null", train__learning_rate="1e6", train__epochs=3))
+    with pytest.raises(TrainingDiverged, match="loss became nan"):
+        runner.run(config, **QUIET)
+    client = MlflowClient(tracking_uri=config.tracking.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(config.name).experiment_id])
+    assert run.info.status == "FAILED" and "TrainingDiverged" in run.data.tags["error"]
+    assert not Path(config.export.dir).exists()
+    train_dir = Path(config.runs_dir, config.name, "train")
+    assert not [p for p in train_dir.iterdir() if (p / "artifact.json").exists()]
+
+
+def test_stale_running_runs_are_closed_on_the_next_start(make_config) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipeline import tracking
+
+    config = make_config(**tiny())
+    exp = tracking.experiment_id(config)
+    client = MlflowClient(tracking_uri=config.tracking.uri)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = client.create_run(exp, tags={"rnnpipe.pid": str(dead.pid), "rnnpipe.host": os.uname().nodename})
+    mine = client.create_run(exp, tags={"rnnpipe.pid": str(os.getpid()), "rnnpipe.host": os.uname().nodename})
+    runner.run(config, to_stage="ingest", **QUIET)
+    assert client.get_run(stale.info.run_id).info.status == "KILLED"
+    assert client.get_run(mine.info.run_id).info.status == "RUNNING"  # alive: left alone
+    mlflow.end_run()
+
+
+@pytest.mark.slow
+def test_concurrent_runs_share_one_store_without_collisions(tmp_path: Path) -> None:
+    same = write_config(tmp_path, **tiny(export__infra_validate="false"))
+    other = tmp_path / "seed1.yaml"
+    other.write_text(same.read_text().replace("seed: 0", "seed: 1"))
+    procs = [cli(same), cli(same), cli(other)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outs):
+        assert proc.returncode == 0, out
+        assert "database is locked" not in out
+    runs = runs_of(same)
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    run_dirs = list((tmp_path / "runs" / "names_gender_lstm" / "_runs").iterdir())
+    assert len(run_dirs) == 3
+    versions = sorted(p.name for p in (tmp_path / "exports" / "names_gender_lstm").iterdir() if p.name.isdigit())
+    assert versions == ["1", "2"]  # same config -> one model, one version; other seed -> its own
+    assert {r.data.tags["export_version"] for r in runs} == {"1", "2"}
