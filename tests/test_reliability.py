@@ -78,8 +78,9 @@ def test_kill_9_during_training_then_resume(tmp_path: Path) -> None:
 
 
 def test_divergence_stops_at_once_and_fails_the_run(make_config) -> None:
-    from components.training import TrainingDiverged
     from mlflow import MlflowClient
+
+    from components.training import TrainingDiverged
 
     config = make_config(**tiny(model__cell="simple_rnn", model__activation="relu", train__optimizer="sgd",
                                 train__clipnorm="null", train__learning_rate="1e6", train__epochs=3))
