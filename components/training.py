@@ -27,13 +27,18 @@ class TrainingDiverged(RuntimeError):
 
 
 def make_dataset(inputs: Any, targets: Any, batch_size: int, *, shuffle: bool, seed: int) -> Any:
-    """In-memory arrays -> a cached, shuffled, batched, prefetched tf.data pipeline."""
+    """In-memory arrays -> a cached, shuffled, batched, prefetched tf.data pipeline.
+
+    Under a multi-worker strategy each worker reads its shard of every global batch.
+    """
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((inputs, targets)).cache()
     if shuffle:
         ds = ds.shuffle(len(targets), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def split_dataset(preprocess: Any, split: str, model_cfg: ModelConfig, train: TrainConfig,
@@ -44,7 +49,15 @@ def split_dataset(preprocess: Any, split: str, model_cfg: ModelConfig, train: Tr
     io = preprocess.properties["io"]
     arrays = load_split(preprocess, split)
     inputs, targets = training_data(model_cfg, io, arrays["x"], arrays["y"])
-    return make_dataset(inputs, targets, train.batch_size, shuffle=shuffle, seed=train.seed)
+    return make_dataset(inputs, targets, global_batch_size(train), shuffle=shuffle and train.shuffle,
+                        seed=train.seed)
+
+
+def global_batch_size(train: TrainConfig) -> int:
+    """`train.batch_size` per replica x the number of replicas in sync."""
+    from pipeline.cluster import strategy
+
+    return train.batch_size * strategy(train.distribution).num_replicas_in_sync
 
 
 @contextlib.contextmanager
@@ -105,6 +118,19 @@ def _atomic_backup(backup_dir: Path) -> Any:
     return AtomicBackupAndRestore(str(backup_dir))
 
 
+def _build_before_fit(net: Any, dataset: Any) -> None:
+    """Build metrics/loss/optimizer state from one plain batch before a distributed fit.
+
+    Under a tf.distribute strategy Keras 3.15's TF trainer builds these by pulling a batch off
+    the *distributed* training iterator: that shifts the shuffled order by one batch, and under
+    MultiWorkerMirroredStrategy its MEAN-reduce of integer token batches fails. Building here
+    from an undistributed batch and skipping that step avoids both.
+    """
+    batch = next(iter(dataset))
+    net._symbolic_build(data_batch=batch)
+    net._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+
 def _nan_guard() -> Any:
     import keras
 
@@ -138,11 +164,16 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
 
     from components.plots import learning_curves
     from models import cudnn
+    from pipeline.cluster import strategy
 
     preprocess = inputs["preprocess"]
     io = preprocess.properties["io"]
+    dist = strategy(train.distribution)  # before seeding: creating it may draw random ops
     keras.utils.set_random_seed(train.seed)
-    with precision(train.mixed_precision):
+    if dist.num_replicas_in_sync > 1:
+        ctx.log(f"{train.distribution}: {dist.num_replicas_in_sync} replicas, "
+                f"global batch {global_batch_size(train)}")
+    with precision(train.mixed_precision), dist.scope():
         net = compiled_model(model, train, io)
         report = cudnn.report(net)
         for line in cudnn.lines(report):
@@ -163,6 +194,8 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss" if has_val else "loss", patience=train.early_stopping_patience,
                 restore_best_weights=True))
+        if train.distribution != "none":
+            _build_before_fit(net, split_dataset(preprocess, "train", model, train))
         net.fit(train_ds, validation_data=val_ds if has_val else None, epochs=train.epochs,
                 callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
     hist = read_epoch_log(ctx.scratch / "epochs.csv")

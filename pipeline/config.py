@@ -47,6 +47,7 @@ class DataConfig:
     data_dir: str | None = None
     max_examples: int | None = bounded(None, 1)
     tokenize: str = choice("char", "char", "word")
+    target_tokenize: str | None = choice(None, None, "char", "word")  # y of pairs/tfds text; None: = tokenize
     lowercase: bool = True
     max_length: int | None = bounded(None, 1)
     window: int = bounded(30, 1)
@@ -97,6 +98,7 @@ class TrainConfig:
     batch_size: int = bounded(64, 1, 1 << 20)
     learning_rate: float = bounded(1e-3, 0.0)
     seed: int = 0
+    shuffle: bool = True
     optimizer: str = choice("adam", "adam", "adamw", "rmsprop", "sgd")
     clipnorm: float | None = bounded(1.0, 0.0)
     early_stopping_patience: int | None = bounded(None, 1)

@@ -112,6 +112,8 @@ def run(
     if first > last:
         raise ConfigError(f"--from {from_stage} comes after --to {to_stage}.")
     check(config)
+    if config.train.distribution == "multi_worker":
+        config, last = _as_worker(config, last)
 
     from pipeline import tracking
 
@@ -135,6 +137,24 @@ def run(
         })
         tracker.finish(result)
     return result
+
+
+def _as_worker(config: Config, last: int) -> tuple[Config, int]:
+    """Join the TF_CONFIG cluster; a non-chief worker trains in its own folder, untracked.
+
+    The collective strategy must exist before any other TensorFlow op, so it is made here.
+    Only the chief logs to MLflow, evaluates and exports.
+    """
+    from pipeline import cluster
+    from pipeline.config import with_overrides
+
+    cluster.strategy("multi_worker")
+    if cluster.is_chief():
+        return config, last
+    kind, index = cluster.task()
+    worker = with_overrides(config, {"runs_dir": str(Path(config.runs_dir) / "_workers" / f"{kind}{index}"),
+                                     "tracking.enabled": False})
+    return worker, min(last, STAGE_NAMES.index("train"))
 
 
 def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, force: bool,

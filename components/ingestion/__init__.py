@@ -7,14 +7,22 @@ Kinds of x / y (raw values; all encoding happens in preprocessing, inside the ex
 - `tokens`: a string, split into chars or words (`tokenize`) by the model's own graph
 - `category`: a string naming one class used as an input (one_to_many)
 - `vector`: a fixed-length list of floats
-- `series`: a list of time steps, each a list of floats (features)
+- `series`: a list of time steps, each a list of floats (features; `columns` names them)
 - `label`: a string class (output of classifiers)
 - `labels`: a list of string classes, one per time step (synced tagging)
+
+A `tokens` y with `"language_model": true` is the x text shifted by one token (next-token
+prediction, aligned step by step with x). Sources: the bundled datasets (`names`, `digits`,
+`seattle_weather`, `seattle_temps`, `pydoc_topics`, `cmudict`; see `bundled.py`) and the user
+sources `csv`, `pairs`, `labelled`, `text`, `tfds` (see `sources.py`). Each source lists the
+topologies it feeds; `check` rejects any other pairing before any work is done.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,40 +30,193 @@ from typing import Any, Callable, Iterable
 
 from pipeline.config import ConfigError, DataConfig
 
-from . import bundled
+from . import bundled, sources
+from .sources import DataSourceError
 
 Example = tuple[Any, Any]
+Make = Callable[[list[dict[str, Any]], DataConfig], list[Example]]
+
+# Which (x kind, y kind) pairs each topology can learn.
+FITS = {
+    "one_to_one": {("vector", "label")},
+    "one_to_many": {("category", "tokens"), ("category", "series"), ("vector", "tokens"), ("vector", "series")},
+    "many_to_one": {("tokens", "label"), ("series", "label"), ("series", "series")},
+    "many_to_many": {("tokens", "labels"), ("series", "labels"), ("tokens", "tokens"), ("series", "series")},
+    "seq2seq": {("tokens", "tokens"), ("series", "series"), ("tokens", "series"), ("series", "tokens")},
+}
 
 
 @dataclass(frozen=True)
 class Task:
-    """How one source feeds one topology: the kinds of x and y and how records become examples."""
+    """How one source feeds one topology: the kinds of x and y and how records become examples.
+
+    `kinds`, when set, decides the x/y kinds from what was loaded (user files) instead of x/y.
+    A `tokenize` of "config" takes `data.tokenize` (x) or `data.target_tokenize` (y).
+    """
 
     x: dict[str, Any]
     y: dict[str, Any]
-    make: Callable[[list[dict[str, Any]], DataConfig], list[Example]]
+    make: Make
+    kinds: Callable[[Loaded, DataConfig], tuple[dict[str, Any], dict[str, Any]]] | None = None
 
 
 @dataclass
 class Loaded:
-    """A source's records per split and the rows it had to skip."""
+    """A source's records per split, the rows it had to skip and what it learnt about the data."""
 
     splits: dict[str, list[dict[str, Any]]]
     bad_rows: list[dict[str, Any]] = field(default_factory=list)
     total_rows: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Source:
-    """A named data source: how to load it and which topologies it can feed."""
+    """A named data source: how to load it, which topologies it feeds, which config it needs."""
 
     load: Callable[[DataConfig], Loaded]
     tasks: dict[str, Task]
     bundled: bool = True
+    needs: tuple[str, ...] = ()
 
 
-def _pairs(x_key: str, y_key: str) -> Callable[[list[dict[str, Any]], DataConfig], list[Example]]:
+# --------------------------------------------------------------------------------------------
+# Records -> examples
+
+
+def _pairs(x_key: str, y_key: str) -> Make:
     return lambda records, cfg: [(r[x_key], r[y_key]) for r in records]
+
+
+def groups(records: list[dict[str, Any]], key: str) -> list[list[dict[str, Any]]]:
+    """Consecutive runs of records with the same `key` value (a topic, a gap-free segment)."""
+    out: list[list[dict[str, Any]]] = []
+    for record in records:
+        if out and out[-1][0].get(key) == record.get(key):
+            out[-1].append(record)
+        else:
+            out.append([record])
+    return out
+
+
+def window_starts(n: int, window: int, ahead: int, stride: int) -> range:
+    """Start indices of windows of `window` steps that leave `ahead` more steps inside n."""
+    return range(0, max(n - window - ahead + 1, 0), stride)
+
+
+def language_model(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]:
+    """Text -> (window of tokens, the same window shifted by one token); windows stay in a topic."""
+    sep = "" if cfg.tokenize == "char" else " "
+    out = []
+    for topic in groups(records, "topic"):
+        toks = sources.tokens(" ".join(r["text"] for r in topic), cfg.tokenize)
+        for s in window_starts(len(toks), cfg.window, 1, cfg.stride):
+            out.append((sep.join(toks[s:s + cfg.window]), sep.join(toks[s + 1:s + cfg.window + 1])))
+    return out
+
+
+# seattle_weather: one step per day
+
+
+WEATHER_MEASURES = ("precipitation", "temp_max", "temp_min", "wind")
+WEATHER_COLUMNS = (*WEATHER_MEASURES, "day_of_year_sin", "day_of_year_cos")
+
+
+def weather_day(record: dict[str, Any]) -> list[float]:
+    """A day's measurements plus its position in the year (sin/cos of the day of year)."""
+    day = datetime.date.fromisoformat(record["date"]).timetuple().tm_yday
+    angle = 2 * math.pi * day / 365.25
+    return [record[k] for k in WEATHER_MEASURES] + [round(math.sin(angle), 6), round(math.cos(angle), 6)]
+
+
+def weather_next_day(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]:
+    """`window` days (measurements + one-hot observed weather) -> the weather `horizon` days later."""
+    steps = [weather_day(r) + [float(r["weather"] == w) for w in bundled.WEATHER] for r in records]
+    return [(steps[s:s + cfg.window], records[s + cfg.window + cfg.horizon - 1]["weather"])
+            for s in window_starts(len(records), cfg.window, cfg.horizon, cfg.stride)]
+
+
+def weather_tagging(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]:
+    """`window` days of measurements -> that window's weather label for every day."""
+    steps = [weather_day(r) for r in records]
+    return [(steps[s:s + cfg.window], [r["weather"] for r in records[s:s + cfg.window]])
+            for s in window_starts(len(records), cfg.window, 0, cfg.stride)]
+
+
+def hourly_forecast(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]:
+    """`window` hourly temperatures -> the next `horizon` ones."""
+    temps = [[r["temp"]] for r in records]
+    return [(temps[s:s + cfg.window], temps[s + cfg.window:s + cfg.window + cfg.horizon])
+            for s in window_starts(len(temps), cfg.window, cfg.horizon, cfg.stride)]
+
+
+def _digit_rows(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]:
+    return [(r["label"], [r["pixels"][i:i + 8] for i in range(0, 64, 8)]) for r in records]
+
+
+def _digit_series(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]:
+    return [([r["pixels"][i:i + 8] for i in range(0, 64, 8)], r["label"]) for r in records]
+
+
+# csv: windows over the rows of each gap-free segment
+
+
+def csv_windows(topology: str) -> Make:
+    """Windows of CSV rows for one topology (see `csv_kinds` for what x and y hold)."""
+
+    def make(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]:
+        out: list[Example] = []
+        w, h = cfg.window, cfg.horizon
+        for seg in groups(records, "segment"):
+            names = list(seg[0]["values"])
+            targets = [n for n in names if n in cfg.target_columns]
+            features = [n for n in names if n not in targets]
+            text = isinstance(seg[0]["values"][targets[0]], str)
+            x_cols = features if text else targets + features
+            xs = [[r["values"][c] for c in x_cols] for r in seg]
+            ys = [r["values"][targets[0]] if text else [r["values"][c] for c in targets] for r in seg]
+            ahead = 0 if topology == "many_to_many" and text else h
+            for s in window_starts(len(seg), w, ahead, cfg.stride):
+                if topology == "many_to_one":
+                    y = ys[s + w + h - 1] if text else ys[s + w:s + w + h]
+                elif topology == "many_to_many":
+                    y = ys[s:s + w] if text else ys[s + h:s + w + h]
+                else:
+                    y = ys[s + w:s + w + h]
+                out.append((xs[s:s + w], y))
+        return out
+
+    return make
+
+
+def csv_kinds(topology: str) -> Callable[[Loaded, DataConfig], tuple[dict[str, Any], dict[str, Any]]]:
+    """x: series of targets + features (features only for a text target); y: by topology and target type."""
+
+    def kinds(loaded: Loaded, cfg: DataConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+        info = loaded.info
+        text = info["target_type"] == "string"
+        if text and not info["features"]:
+            raise DataSourceError(f"target column {info['targets'][0]!r} holds text (classes), so the inputs "
+                                  f"must come from other, numeric columns: set data.feature_columns.")
+        if text and topology == "seq2seq":
+            raise DataSourceError(f"seq2seq on a CSV forecasts numbers, but target column "
+                                  f"{info['targets'][0]!r} holds text; use many_to_one or many_to_many.")
+        x = {"kind": "series", "columns": info["features"] if text else info["targets"] + info["features"]}
+        if text:
+            y = {"kind": "label" if topology == "many_to_one" else "labels"}
+        else:
+            y = {"kind": "series", "columns": info["targets"]}
+        return x, y
+
+    return kinds
+
+
+def _tfds_kinds(loaded: Loaded, cfg: DataConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    return loaded.info["x"], loaded.info["y"]
+
+
+# --------------------------------------------------------------------------------------------
+# Loaders
 
 
 def _load_bundled(name: str) -> Callable[[DataConfig], Loaded]:
@@ -66,21 +227,90 @@ def _load_bundled(name: str) -> Callable[[DataConfig], Loaded]:
     return load
 
 
+def _load_user(kind: str) -> Callable[[DataConfig], Loaded]:
+    def load(cfg: DataConfig) -> Loaded:
+        if kind == "csv":
+            splits, rows, info = sources.load_csv(cfg)
+        elif kind == "text":
+            (splits, rows), info = sources.load_text(cfg), {}
+        else:
+            (splits, rows), info = sources.load_records(cfg, kind), {}
+        return Loaded(splits, rows.bad, rows.total, info)
+
+    return load
+
+
+def _load_tfds(cfg: DataConfig) -> Loaded:
+    splits, kinds = sources.load_tfds(cfg)
+    return Loaded(splits, [], sum(len(v) for v in splits.values()), kinds)
+
+
 CHAR_TOKENS = {"kind": "tokens", "tokenize": "char"}
+CONFIG_TOKENS = {"kind": "tokens", "tokenize": "config"}
+LM_TARGET = {"kind": "tokens", "tokenize": "config", "language_model": True}
+SERIES, LABEL, LABELS = {"kind": "series"}, {"kind": "label"}, {"kind": "labels"}
+XY = _pairs("x", "y")
 
 SOURCES: dict[str, Source] = {
     "names": Source(
         load=_load_bundled("names"),
         tasks={
-            "many_to_one": Task(CHAR_TOKENS, {"kind": "label"}, _pairs("name", "gender")),
+            "many_to_one": Task(CHAR_TOKENS, LABEL, _pairs("name", "gender")),
             "one_to_many": Task({"kind": "category"}, CHAR_TOKENS, _pairs("gender", "name")),
         },
+    ),
+    "digits": Source(
+        load=_load_bundled("digits"),
+        tasks={
+            "one_to_one": Task({"kind": "vector"}, LABEL, _pairs("pixels", "label")),
+            "one_to_many": Task({"kind": "category"}, {**SERIES, "columns": [f"col{i}" for i in range(8)]},
+                                _digit_rows),
+            "many_to_one": Task({**SERIES, "columns": [f"col{i}" for i in range(8)]}, LABEL, _digit_series),
+        },
+    ),
+    "seattle_weather": Source(
+        load=_load_bundled("seattle_weather"),
+        tasks={
+            "many_to_one": Task({**SERIES, "columns": [*WEATHER_COLUMNS, *(f"was_{w}" for w in bundled.WEATHER)]},
+                                LABEL, weather_next_day),
+            "many_to_many": Task({**SERIES, "columns": list(WEATHER_COLUMNS)}, LABELS, weather_tagging),
+        },
+    ),
+    "seattle_temps": Source(
+        load=_load_bundled("seattle_temps"),
+        tasks={"seq2seq": Task({**SERIES, "columns": ["temp"]}, {**SERIES, "columns": ["temp"]}, hourly_forecast)},
+    ),
+    "pydoc_topics": Source(
+        load=_load_bundled("pydoc_topics"),
+        tasks={"many_to_many": Task({**CONFIG_TOKENS}, LM_TARGET, language_model)},
+    ),
+    "cmudict": Source(
+        load=_load_bundled("cmudict"),
+        tasks={"seq2seq": Task(CHAR_TOKENS, {"kind": "tokens", "tokenize": "word"}, _pairs("word", "phonemes"))},
+    ),
+    "csv": Source(
+        load=_load_user("csv"),
+        tasks={t: Task(SERIES, SERIES, csv_windows(t), csv_kinds(t)) for t in ("many_to_one", "many_to_many", "seq2seq")},
+        bundled=False,
+        needs=("path", "target_columns"),
+    ),
+    "pairs": Source(load=_load_user("pairs"), tasks={"seq2seq": Task(CONFIG_TOKENS, CONFIG_TOKENS, XY)},
+                    bundled=False, needs=("path",)),
+    "labelled": Source(load=_load_user("labelled"), tasks={"many_to_one": Task(CONFIG_TOKENS, LABEL, XY)},
+                       bundled=False, needs=("path",)),
+    "text": Source(load=_load_user("text"), tasks={"many_to_many": Task(CONFIG_TOKENS, LM_TARGET, language_model)},
+                   bundled=False, needs=("path",)),
+    "tfds": Source(
+        load=_load_tfds,
+        tasks={t: Task({}, {}, XY, _tfds_kinds) for t in FITS},
+        bundled=False,
+        needs=("name",),
     ),
 }
 
 
 def check(data: DataConfig, topology: str) -> None:
-    """Fail before any work if the source is unknown or cannot feed this topology."""
+    """Fail before any work if the source is unknown, cannot feed this topology or lacks settings."""
     source = SOURCES.get(data.source)
     if source is None:
         raise ConfigError(
@@ -92,10 +322,28 @@ def check(data: DataConfig, topology: str) -> None:
             f"data.source={data.source!r} cannot feed model.topology={topology!r}; "
             f"it feeds: {', '.join(source.tasks)}."
         )
-    if not source.bundled and not data.path and data.source != "tfds":
-        raise ConfigError(f"data.source={data.source!r} needs data.path (the file to read).")
+    for key in source.needs:
+        if not getattr(data, key):
+            raise ConfigError(f"data.source={data.source!r} needs data.{key} "
+                              f"({'the file to read' if key == 'path' else 'set it in the config'}).")
     if data.path and not Path(data.path).exists():
         raise ConfigError(f"data.path={data.path!r} does not exist.")
+
+
+def resolve_kinds(task: Task, loaded: Loaded, data: DataConfig, topology: str) -> tuple[dict, dict]:
+    """The x / y kinds of this run's spec (tokenizers from the config), checked against the topology."""
+    x, y = task.kinds(loaded, data) if task.kinds else (dict(task.x), dict(task.y))
+    x, y = dict(x), dict(y)
+    if x.get("tokenize") == "config":
+        x["tokenize"] = data.tokenize
+    if y.get("tokenize") == "config":
+        y["tokenize"] = data.tokenize if y.get("language_model") else sources.target_tokenize(data)
+    if (x["kind"], y["kind"]) not in FITS[topology]:
+        raise DataSourceError(
+            f"data.source={data.source!r} gives {x['kind']} -> {y['kind']} examples, which "
+            f"model.topology={topology!r} cannot learn; it takes: "
+            f"{', '.join(f'{a} -> {b}' for a, b in sorted(FITS[topology]))}.")
+    return x, y
 
 
 def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig, topology: str) -> dict[str, Any]:
@@ -103,19 +351,23 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig, topology: st
     source = SOURCES[data.source]
     task = source.tasks[topology]
     loaded = source.load(data)
+    x_kind, y_kind = resolve_kinds(task, loaded, data, topology)
     counts = {}
-    for split, records in loaded.splits.items():
-        examples = task.make(records, data)
+    for split in bundled.SPLITS:
+        examples = task.make(loaded.splits.get(split, []), data)
         if data.max_examples is not None and len(examples) > data.max_examples:
             examples = _sample(examples, data.max_examples, data.split_seed)
         write_examples(workdir / f"{split}.jsonl", examples)
         counts[split] = len(examples)
-    spec = {"x": task.x, "y": task.y, "topology": topology, "source": data.source}
+    spec = {"x": x_kind, "y": y_kind, "topology": topology, "source": data.source}
+    if "columns" in loaded.info:  # a user CSV: each column's type and missing count
+        spec["columns"] = loaded.info["columns"]
     (workdir / "spec.json").write_text(json.dumps(spec, indent=2))
     (workdir / "bad_rows.json").write_text(
         json.dumps({"total_rows": loaded.total_rows, "bad_rows": loaded.bad_rows}, indent=2)
     )
-    ctx.log(f"{data.source}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    ctx.log(f"{data.source}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+            + (f"; {len(loaded.bad_rows)} of {loaded.total_rows} rows malformed" if loaded.bad_rows else ""))
     return {
         "counts": counts,
         "spec": spec,
