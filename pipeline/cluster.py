@@ -53,8 +53,8 @@ def _fix_keras_multi_worker_mean() -> None:
     for input with 0 dimensions"). Scalars are averaged across replicas with axis=None here;
     everything else goes through Keras unchanged.
     """
-    from keras.src.backend.tensorflow import trainer
     from keras.src import tree
+    from keras.src.backend.tensorflow import trainer
 
     original = trainer.reduce_per_replica
     if getattr(original, "rnnpipe_fixed", False):
