@@ -40,6 +40,7 @@ def fit_side(values: list[Any], spec: dict[str, Any], data: DataConfig, generate
         toks = [tokens_of(v, spec.get("tokenize", "char"), lowercase) for v in values]
         counts = Counter(t for seq in toks for t in seq)
         state["lowercase"] = lowercase
+        state["generated"] = generated
         state["vocabulary"] = ([START, END] if generated else []) + [t for t, _ in counts.most_common()]
         longest = max((len(t) for t in toks), default=1) + (1 if generated else 0)
         state["length"] = min(longest, data.max_length + int(generated)) if data.max_length else longest
@@ -52,7 +53,9 @@ def fit_side(values: list[Any], spec: dict[str, Any], data: DataConfig, generate
         arr = np.asarray(values, dtype="float64")
         flat = arr.reshape(-1, arr.shape[-1])
         state["mean"] = np.nanmean(flat, axis=0).tolist()
-        state["variance"] = np.maximum(np.nanvar(flat, axis=0), 1e-12).tolist()
+        variance = np.nanvar(flat, axis=0)
+        # a feature constant in train (e.g. an always-blank pixel) is centred, not blown up
+        state["variance"] = np.where(variance < 1e-8, 1.0, variance).tolist()
         state["features"] = int(arr.shape[-1])
         if kind == "series":
             state["length"] = int(arr.shape[1])
@@ -68,8 +71,10 @@ def io_spec(state: dict[str, Any]) -> dict[str, Any]:
         if s["kind"] == "tokens":
             entry["vocab_size"] = len(s["vocabulary"]) + 2  # + padding and unknown
             entry["length"] = s["length"]
-            if side == "y":
+            if side == "y" and s.get("generated"):
                 entry["start_id"], entry["end_id"] = 2, 3
+            if s.get("language_model"):
+                entry["language_model"] = True  # y = x shifted by one token, same vocabulary
         elif s["kind"] == "category":
             entry["vocab_size"] = len(s["classes"]) + 1  # + unknown
         elif s["kind"] in ("label", "labels"):
@@ -186,8 +191,8 @@ class Codec:
             vocab = {t: i + 2 for i, t in enumerate(s["vocabulary"])}
             out = np.zeros((len(ys), s["length"]), dtype="int32")
             for row, value in enumerate(ys):
-                ids = [vocab.get(t, 1) for t in tokens_of(value, s.get("tokenize", "char"))]
-                ids = ids[: s["length"] - 1] + [vocab[END]]
+                ids = [vocab.get(t, 1) for t in tokens_of(value, s.get("tokenize", "char"), s.get("lowercase", False))]
+                ids = ids[: s["length"] - 1] + [vocab[END]] if s.get("generated") else ids[: s["length"]]
                 out[row, : len(ids)] = ids
             return out
         return np.asarray(self.encode(np.asarray(ys, dtype="float32"), "y"))
@@ -231,14 +236,14 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     """Fit on train, encode all splits, save the state and the arrays."""
     ingest = inputs["ingest"]
     spec = read_spec(ingest)
-    generated = spec["topology"] in ("one_to_many", "seq2seq") or (
-        spec["topology"] == "many_to_many" and spec["y"]["kind"] == "tokens")
+    generated = spec["topology"] in ("one_to_many", "seq2seq") and spec["y"]["kind"] == "tokens"
     train = read_examples(ingest.path("train.jsonl"))
-    state = {
-        "x": fit_side([e[0] for e in train], spec["x"], data, generated=False),
-        "y": fit_side([e[1] for e in train], spec["y"], data, generated=generated),
-        "topology": spec["topology"],
-    }
+    x_state = fit_side([e[0] for e in train], spec["x"], data, generated=False)
+    if spec["y"].get("language_model"):  # next-token targets share the input's vocabulary and length
+        y_state = {**x_state, **spec["y"]}
+    else:
+        y_state = fit_side([e[1] for e in train], spec["y"], data, generated=generated)
+    state = {"x": x_state, "y": y_state, "topology": spec["topology"]}
     codec = Codec(state)
     dropped = {}
     for split in SPLITS:

@@ -1,9 +1,17 @@
 """Validation stage (TFDV-style, plain Python): statistics, an inferred schema, anomalies.
 
 inputs -> outputs: ingest -> `statistics.json` (per split), `schema.json` (inferred from
-train), `anomalies.json`, `validation.md` (report) and `lengths.png` (length histogram).
-Fatal anomalies (an empty split, too many malformed rows, a target that is always missing,
-values of the wrong kind) stop the run with a message that names them.
+train), `anomalies.json`, `validation.md` (report), `lengths.png` (length histogram) and
+`numeric.png` (a histogram per numeric column, splits overlaid).
+
+Statistics per split and side: counts, missing values, values of the wrong type, lengths
+(min/mean/max + histogram), vocabulary / classes, and per numeric column min/max/mean/missing.
+The schema (kinds, classes, vocabulary, feature count, length and value ranges) comes from the
+train split; validation and test are checked against it. Fatal anomalies (an empty split, too
+many malformed rows, a target that is always missing, values of the wrong type, a feature
+count that differs from train, a single class) stop the run with a message that names them;
+the others (unseen classes, out-of-vocabulary tokens, longer sequences, values outside the
+train range, missing values) are warnings in the report.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from components.ingestion import read_examples, read_spec
 from pipeline.config import DataConfig
 
 SEQUENCE_KINDS = ("tokens", "series", "labels")
+SPLITS = ("train", "validation", "test")
+OOV_WARNING = 0.05  # share of validation/test tokens unseen in train that deserves a warning
 
 
 class DataValidationError(RuntimeError):
@@ -30,28 +40,58 @@ def tokens_of(value: str, tokenize: str, lowercase: bool = False) -> list[str]:
     return list(value) if tokenize == "char" else value.split()
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def type_error(value: Any, kind: str) -> str | None:
+    """Why `value` is not a valid raw value of `kind` (None when it is, or when it is missing)."""
+    if value is None or value == "" or value == []:
+        return None
+    if kind == "tokens":
+        ok = isinstance(value, str)
+    elif kind in ("label", "category"):
+        ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+    elif kind == "labels":
+        ok = isinstance(value, list) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value)
+    elif kind == "vector":
+        ok = isinstance(value, list) and all(_is_number(v) or v is None for v in value)
+    elif kind == "series":
+        ok = isinstance(value, list) and all(
+            isinstance(step, list) and all(_is_number(v) or v is None for v in step) for step in value)
+    else:
+        return f"unknown kind {kind!r}"
+    return None if ok else f"{type(value).__name__} value {json.dumps(value)[:60]} is not a {kind} value"
+
+
 def side_stats(values: list[Any], spec: dict[str, Any], lowercase: bool) -> dict[str, Any]:
     """Statistics of one side (x or y) of a split."""
     kind = spec["kind"]
     stats: dict[str, Any] = {"kind": kind, "count": len(values)}
+    errors = [(i, e) for i, e in ((i, type_error(v, kind)) for i, v in enumerate(values)) if e]
+    stats["wrong_type"] = len(errors)
+    if errors:
+        stats["wrong_type_example"] = f"example {errors[0][0]}: {errors[0][1]}"
+    bad = {i for i, _ in errors}
     missing = sum(v is None or v == "" or v == [] for v in values)
     stats["missing"] = missing
-    present = [v for v in values if not (v is None or v == "" or v == [])]
+    present = [v for i, v in enumerate(values) if i not in bad and not (v is None or v == "" or v == [])]
     if kind in ("label", "category"):
         stats["classes"] = dict(Counter(map(str, present)).most_common())
     elif kind == "tokens":
-        toks = [tokens_of(v, spec.get("tokenize", "char"), lowercase) for v in present]
+        lower = lowercase and spec.get("lowercase", True)
+        toks = [tokens_of(v, spec.get("tokenize", "char"), lower) for v in present]
         stats["lengths"] = [len(t) for t in toks]
         stats["vocabulary"] = dict(Counter(t for seq in toks for t in seq).most_common())
     elif kind == "labels":
         stats["lengths"] = [len(v) for v in present]
         stats["classes"] = dict(Counter(str(t) for seq in present for t in seq).most_common())
     else:  # vector / series: numbers
-        rows = [v for v in present]
+        rows = list(present)
         if kind == "series":
             stats["lengths"] = [len(v) for v in rows]
             rows = [step for seq in rows for step in seq]
-        stats.update(_numeric(rows))
+        stats.update(_numeric(rows, spec.get("columns")))
     if "lengths" in stats:
         lengths = stats["lengths"]
         stats["length_min"] = min(lengths, default=0)
@@ -60,19 +100,32 @@ def side_stats(values: list[Any], spec: dict[str, Any], lowercase: bool) -> dict
     return stats
 
 
-def _numeric(rows: list[list[float]]) -> dict[str, Any]:
-    width = len(rows[0]) if rows else 0
-    cols = list(zip(*rows)) if rows else []
-    out = {"features": width, "columns": []}
-    for col in cols:
+def _numeric(rows: list[list[float]], names: list[str] | None = None) -> dict[str, Any]:
+    widths = Counter(len(r) for r in rows)
+    width = widths.most_common(1)[0][0] if widths else 0
+    cols = list(zip(*[r for r in rows if len(r) == width])) if rows else []
+    out: dict[str, Any] = {"features": width, "ragged": sum(n for w, n in widths.items() if w != width),
+                           "columns": []}
+    for j, col in enumerate(cols):
         finite = [float(v) for v in col if v is not None and math.isfinite(float(v))]
         out["columns"].append({
+            "name": names[j] if names and j < len(names) else f"f{j}",
             "min": min(finite, default=None),
             "max": max(finite, default=None),
             "mean": sum(finite) / len(finite) if finite else None,
             "missing": len(col) - len(finite),
+            "histogram": _histogram(finite),
         })
     return out
+
+
+def _histogram(values: list[float], bins: int = 20) -> dict[str, list[float]]:
+    import numpy as np
+
+    if not values:
+        return {"edges": [], "counts": []}
+    counts, edges = np.histogram(values, bins=bins)
+    return {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist()}
 
 
 def split_stats(path: Path, spec: dict[str, Any], lowercase: bool) -> dict[str, Any]:
@@ -95,10 +148,12 @@ def infer_schema(train: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
             entry["classes"] = sorted(st["classes"])
         if "vocabulary" in st:
             entry["vocabulary_size"] = len(st["vocabulary"])
+            entry["vocabulary"] = sorted(st["vocabulary"])[:20000]
         if "features" in st:
             entry["features"] = st["features"]
+            entry["ranges"] = [{"name": c["name"], "min": c["min"], "max": c["max"]} for c in st["columns"]]
         if "lengths" in st:
-            entry["length_max"] = st["length_max"]
+            entry["length_min"], entry["length_max"] = st["length_min"], st["length_max"]
         schema[side] = entry
     return schema
 
@@ -116,42 +171,70 @@ def find_anomalies(stats: dict[str, dict], schema: dict[str, Any], bad: dict[str
         examples = "; ".join(f"{b['where']}: {b['reason']}" for b in bad["bad_rows"][:5])
         add("all", f"{n_bad} of {total} rows are malformed ({n_bad / total:.1%} > "
                    f"data.max_bad_fraction={data.max_bad_fraction:.1%}), e.g. {examples}", True)
+    elif n_bad:
+        add("all", f"{n_bad} of {total} rows are malformed and were skipped (see bad_rows.json)", False)
     for split, st in stats.items():
         if st["count"] == 0:
             add(split, "the split is empty", split in ("train", "test"))
             continue
         for side in ("x", "y"):
-            s, sch = st[side], schema[side]
-            if s["missing"] == s["count"]:
-                add(split, f"every {side} value is missing", True)
-            elif s["missing"]:
-                add(split, f"{s['missing']} {side} values are missing", False)
-            if split != "train" and "classes" in s and "classes" in sch:
-                unseen = sorted(set(s["classes"]) - set(sch["classes"]))
-                if unseen:
-                    add(split, f"{side} has classes never seen in train: {unseen[:10]}", False)
-            if split != "train" and "features" in s and s["features"] != sch.get("features"):
-                add(split, f"{side} has {s['features']} features, train has {sch.get('features')}", True)
+            _side_anomalies(split, side, st[side], schema[side], add)
     if stats["train"]["count"] and len(schema["y"].get("classes", [None, None])) < 2:
         add("train", "the target has a single class: nothing to learn", True)
     return out
+
+
+def _side_anomalies(split: str, side: str, s: dict[str, Any], sch: dict[str, Any], add: Any) -> None:
+    """Anomalies of one side of one split against the train schema."""
+    if s["wrong_type"]:
+        add(split, f"wrong type: {s['wrong_type']} {side} values are not {s['kind']} values "
+                   f"({s['wrong_type_example']})", True)
+    if s["missing"] == s["count"]:
+        add(split, f"every {side} value is missing", True)
+    elif s["missing"]:
+        add(split, f"{s['missing']} {side} values are missing", False)
+    if s.get("ragged"):
+        add(split, f"{s['ragged']} {side} rows have a different number of features than the rest", True)
+    if split == "train":
+        return
+    if "classes" in s and "classes" in sch:
+        unseen = sorted(set(s["classes"]) - set(sch["classes"]))
+        if unseen:
+            add(split, f"{side} has classes never seen in train: {unseen[:10]}", False)
+    if "features" in s and s["features"] != sch.get("features"):
+        add(split, f"{side} has {s['features']} features, train has {sch.get('features')}", True)
+    elif "features" in s:
+        for col, rng in zip(s["columns"], sch["ranges"]):
+            lo, hi = rng["min"], rng["max"]
+            if None not in (lo, hi, col["min"], col["max"]):
+                span = max(hi - lo, 1e-9)
+                if col["min"] < lo - span or col["max"] > hi + span:
+                    add(split, f"{side} column {col['name']!r} ranges over [{col['min']:.4g}, {col['max']:.4g}], "
+                               f"far outside train's [{lo:.4g}, {hi:.4g}]", False)
+    if "vocabulary" in s and "vocabulary" in sch:
+        known = set(sch["vocabulary"])
+        n = sum(s["vocabulary"].values())
+        oov = sum(c for t, c in s["vocabulary"].items() if t not in known)
+        if n and oov / n > OOV_WARNING:
+            add(split, f"{oov / n:.1%} of {side} tokens never occur in train (they become [UNK])", False)
+    if "lengths" in s and sch.get("length_max") is not None and s["length_max"] > sch["length_max"]:
+        add(split, f"{side} has sequences of {s['length_max']} steps, longer than train's {sch['length_max']}",
+            False)
 
 
 def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str, Any]:
     """Compute statistics, infer the schema, check every split, write the report."""
     ingest = inputs["ingest"]
     spec = read_spec(ingest)
-    stats = {
-        split: split_stats(ingest.path(f"{split}.jsonl"), spec, data.lowercase)
-        for split in ("train", "validation", "test")
-    }
+    stats = {split: split_stats(ingest.path(f"{split}.jsonl"), spec, data.lowercase) for split in SPLITS}
     schema = infer_schema(stats["train"], spec)
     bad = json.loads(ingest.path("bad_rows.json").read_text())
     anomalies = find_anomalies(stats, schema, bad, data)
     for name, value in (("statistics", stats), ("schema", schema), ("anomalies", anomalies)):
-        (workdir / f"{name}.json").write_text(json.dumps(value, indent=2))
-    (workdir / "validation.md").write_text(_report(stats, schema, anomalies, bad))
+        (workdir / f"{name}.json").write_text(json.dumps(value, indent=1, ensure_ascii=False))
+    (workdir / "validation.md").write_text(_report(stats, schema, anomalies, bad, spec))
     _plot_lengths(stats, workdir / "lengths.png")
+    _plot_numeric(stats, workdir / "numeric.png")
     for a in anomalies:
         ctx.log(f"{'FATAL' if a['fatal'] else 'warning'} [{a['split']}] {a['anomaly']}")
     fatal = [a for a in anomalies if a["fatal"]]
@@ -160,26 +243,58 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
             "data validation failed: " + "; ".join(f"[{a['split']}] {a['anomaly']}" for a in fatal)
         )
     return {
-        "schema": schema,
+        "schema": {side: {k: v for k, v in entry.items() if k != "vocabulary"} for side, entry in schema.items()},
         "anomalies": len(anomalies),
         "summary": f"{len(anomalies)} anomalies, {len(bad.get('bad_rows', []))} malformed rows",
         "metrics": {"data_anomalies": len(anomalies), "data_bad_rows": len(bad.get("bad_rows", []))},
     }
 
 
-def _report(stats: dict, schema: dict, anomalies: list, bad: dict) -> str:
-    lines = ["# Data validation", "", "| split | examples | x kind | y kind | x length (min/mean/max) |",
-             "|---|---|---|---|---|"]
+def _describe(side: dict[str, Any]) -> str:
+    if "vocabulary" in side:
+        return f"vocabulary {len(side['vocabulary'])}"
+    if "classes" in side:
+        return f"{len(side['classes'])} classes"
+    if "features" in side:
+        return f"{side['features']} features"
+    return "-"
+
+
+def _report(stats: dict, schema: dict, anomalies: list, bad: dict, spec: dict) -> str:
+    lines = [f"# Data validation: {spec.get('source')} -> {spec.get('topology')}", "",
+             "| split | examples | x kind | x length (min/mean/max) | x | y kind | y length | y |",
+             "|---|---|---|---|---|---|---|---|"]
     for split, st in stats.items():
-        x = st["x"]
-        length = (f"{x['length_min']}/{x['length_mean']:.1f}/{x['length_max']}" if "lengths" in x else "-")
-        lines.append(f"| {split} | {st['count']} | {x['kind']} | {st['y']['kind']} | {length} |")
-    lines += ["", "## Schema (from train)", "", "```json", json.dumps(schema, indent=2)[:4000], "```", "",
+        cells = []
+        for side in ("x", "y"):
+            s = st[side]
+            length = f"{s['length_min']}/{s['length_mean']:.1f}/{s['length_max']}" if "lengths" in s else "-"
+            cells += [s["kind"], length, _describe(s)]
+        lines.append(f"| {split} | {st['count']} | " + " | ".join(cells) + " |")
+    numeric = [(side, c) for side in ("x", "y") for c in stats["train"][side].get("columns", [])]
+    if numeric:
+        lines += ["", "## Numeric columns (train)", "", "| side | column | min | max | mean | missing |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {side} | {c['name']} | {_num(c['min'])} | {_num(c['max'])} | {_num(c['mean'])} | "
+                  f"{c['missing']} |" for side, c in numeric[:64]]
+    for side in ("x", "y"):
+        classes = stats["train"][side].get("classes")
+        if classes:
+            lines += ["", f"## {side} classes (train)", "", ", ".join(f"{k}: {v}" for k, v in list(classes.items())[:50])]
+    if spec.get("columns"):
+        lines += ["", "## Source columns", "", "| column | type | missing |", "|---|---|---|"]
+        lines += [f"| {k} | {v['type']} | {v['missing']} |" for k, v in spec["columns"].items()]
+    brief = {side: {k: v for k, v in e.items() if k not in ("vocabulary", "ranges")} for side, e in schema.items()}
+    lines += ["", "## Schema (from train)", "", "```json", json.dumps(brief, indent=2)[:4000], "```", "",
               "## Anomalies", ""]
     lines += [f"- {'**FATAL** ' if a['fatal'] else ''}[{a['split']}] {a['anomaly']}" for a in anomalies] or ["- none"]
     lines += ["", f"## Malformed rows: {len(bad.get('bad_rows', []))} of {bad.get('total_rows', 0)}", ""]
     lines += [f"- {b['where']}: {b['reason']}" for b in bad.get("bad_rows", [])[:50]]
     return "\n".join(lines) + "\n"
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
 
 
 def _plot_lengths(stats: dict, path: Path) -> None:
@@ -194,3 +309,32 @@ def _plot_lengths(stats: dict, path: Path) -> None:
         ax.set_xlabel("length (tokens / steps)")
         ax.set_ylabel("examples")
         ax.legend()
+
+
+def _plot_numeric(stats: dict, path: Path) -> None:
+    """A histogram per numeric column (up to 16), train / validation / test overlaid."""
+    from components.plots import plt
+
+    cols = [(side, j, c["name"]) for side in ("x", "y") for j, c in enumerate(stats["train"][side].get("columns", []))]
+    if not cols:
+        return
+    cols = cols[:16]
+    ncols = min(4, len(cols))
+    nrows = math.ceil(len(cols) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), dpi=100, squeeze=False)
+    for ax, (side, j, name) in zip(axes.flat, cols):
+        for k, split in enumerate(SPLITS):
+            columns = stats[split][side].get("columns", [])
+            hist = columns[j]["histogram"] if j < len(columns) else {"edges": []}
+            if hist["edges"]:
+                total = max(sum(hist["counts"]), 1)
+                ax.stairs([c / total for c in hist["counts"]], hist["edges"], color=f"C{k}", label=split)
+        ax.set_title(f"{side}.{name}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(cols):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Numeric columns (share of values per bin)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

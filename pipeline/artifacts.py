@@ -138,8 +138,14 @@ def clean_stale(stage_dir: Path) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file + rename)."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a small text file atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 

@@ -56,6 +56,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stage(args: argparse.Namespace) -> int:
+    from pipeline import config as cfgmod
+    from pipeline import runner
+
+    config = cfgmod.load(args.config, args.set)
+    _quiet_libraries()
+    art = runner.run_stage(config, args.stage, args.run_dir)
+    print(f"{args.stage}: {art.uri}")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -94,6 +105,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="from_stage", metavar="STAGE", help="rerun from this stage on")
     run.add_argument("--to", dest="to_stage", metavar="STAGE", help="stop after this stage")
     run.set_defaults(fn=cmd_run)
+
+    stage = sub.add_parser("stage", help="run one stage alone on the artifacts in --run-dir (orchestrators)")
+    stage.add_argument("stage", help="ingest | validate | preprocess | train | evaluate | export | infra_validate")
+    stage.add_argument("--config", required=True, help="YAML config")
+    stage.add_argument("--run-dir", required=True, help="shared folder holding every stage's output")
+    stage.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    stage.set_defaults(fn=cmd_stage)
 
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")

@@ -49,6 +49,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("infra_validate", "components.infra_validation", ("export", "preprocess"), lambda c: {"export": c.export}),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+CURRENT = "CURRENT"  # in each stage folder: the fingerprint of the output last used there
+RUN_ID_FILE = "mlflow_run_id"
 
 
 class PipelineError(RuntimeError):
@@ -139,6 +141,37 @@ def run(
     return result
 
 
+def run_stage(config: Config, name: str, run_dir: str | Path, log: Callable[[str], None] = print) -> Artifact:
+    """Run one stage alone on artifacts in `run_dir` (for Kubeflow/Airflow/Argo steps).
+
+    Inputs are the outputs its upstream stages left in `run_dir` (each `<stage>/CURRENT`
+    names the fingerprint); the output goes to `run_dir/<stage>/<fingerprint>/`. All steps
+    of one run_dir share one MLflow run, whose id the first step writes to `run_dir`.
+    """
+    if name not in STAGE_NAMES:
+        raise ConfigError(f"stage {name!r} does not exist. Stages: {', '.join(STAGE_NAMES)}.")
+    check(config)
+    stage = STAGES[STAGE_NAMES.index(name)]
+    root = Path(run_dir)
+    result = RunResult(None, root, {}, {}, {})
+    for upstream in stage.inputs:
+        pointer = root / upstream / CURRENT
+        if not pointer.is_file():
+            raise ConfigError(f"stage {name!r} needs the output of {upstream!r} in {root}; "
+                              f"run `rnnpipe stage {upstream}` with this --run-dir first.")
+        result.artifacts[upstream] = Artifact.read(root / upstream / pointer.read_text().strip())
+    from pipeline import tracking
+
+    id_file = root / RUN_ID_FILE
+    resume = id_file.read_text().strip() if id_file.is_file() else None
+    with tracking.pipeline_run(config, resume_run_id=resume) as tracker:
+        if tracker.run_id:
+            artifacts.write_text(id_file, tracker.run_id)
+        _run_stage(stage, config, root, result, force=False, may_build=True, tracker=tracker,
+                   log=log, label=f"[{name}]")
+    return result.artifacts[name]
+
+
 def _as_worker(config: Config, last: int) -> tuple[Config, int]:
     """Join the TF_CONFIG cluster; a non-chief worker trains in its own folder, untracked.
 
@@ -191,6 +224,7 @@ def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, f
                 art = artifacts.commit(tmp, stage.name, fp, properties or {})
             shutil.rmtree(scratch, ignore_errors=True)
     seconds = time.time() - start
+    artifacts.write_text(stage_dir / CURRENT, art.fingerprint)
     result.artifacts[stage.name] = art
     result.cached[stage.name] = cached
     result.seconds[stage.name] = round(seconds, 3)

@@ -200,14 +200,21 @@ def epoch_logger(logged: set[int]) -> Any:
 
 
 @contextlib.contextmanager
-def pipeline_run(config: Config) -> Iterator[Tracker]:
-    """Open the MLflow run for a pipeline run; it ends FAILED (or KILLED) on an exception."""
+def pipeline_run(config: Config, resume_run_id: str | None = None) -> Iterator[Tracker]:
+    """Open the MLflow run for a pipeline run; it ends FAILED (or KILLED) on an exception.
+
+    `resume_run_id` reopens an existing run (one stage at a time: `rnnpipe stage`).
+    """
     if not config.tracking.enabled:
         yield Tracker(config, None)
         return
     import mlflow
 
     exp_id = experiment_id(config)
+    if resume_run_id:
+        with mlflow.start_run(run_id=resume_run_id) as active:
+            yield from _tracked(config, active.info.run_id)
+        return
     close_stale_runs(exp_id)
     m = config.model
     run_name = f"{config.name}-{m.cell}-{m.topology}-{os.urandom(2).hex()}"
@@ -222,17 +229,23 @@ def pipeline_run(config: Config) -> Iterator[Tracker]:
         })
         mlflow.log_params({k: _param(v) for k, v in config.flat().items()})
         mlflow.log_text(dump_yaml(config), "config.yaml")
-        tracker = Tracker(config, active.info.run_id)
-        try:
-            yield tracker
-        except KeyboardInterrupt:
-            mlflow.set_tag("error", "interrupted")
-            mlflow.end_run("KILLED")
-            raise
-        except BaseException as exc:
-            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
-            mlflow.end_run("FAILED")
-            raise
+        yield from _tracked(config, active.info.run_id)
+
+
+def _tracked(config: Config, run_id: str) -> Iterator[Tracker]:
+    """Yield the run's Tracker; an exception ends the run FAILED (KILLED on Ctrl-C)."""
+    import mlflow
+
+    try:
+        yield Tracker(config, run_id)
+    except KeyboardInterrupt:
+        mlflow.set_tag("error", "interrupted")
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException as exc:
+        mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+        mlflow.end_run("FAILED")
+        raise
 
 
 def close_stale_runs(exp_id: str) -> None:
