@@ -8,6 +8,12 @@ state. The same layers encode the training data here and run inside the exported
 so raw strings and raw numbers go in and raw labels, strings and numbers come out, with no
 train/serve skew. Token ids: 0 = padding, 1 = unknown, then (for generated sequences)
 2 = start, 3 = end, then the vocabulary in frequency order.
+
+Encoded targets by kind: `label` -> class id; `labels` -> one class id per step; `tokens` ->
+token ids + end token, right-padded (one_to_many / seq2seq), or, for a language model
+(`language_model` in the spec), the next-token ids in the input's own vocabulary, aligned with
+the input steps; `series` -> values normalised with the train mean/variance (the exported model
+de-normalises). A numeric feature constant in train is centred but not scaled.
 """
 
 from __future__ import annotations
@@ -120,7 +126,7 @@ class Codec:
             layer.build((None, features) if features else (None,))
 
     @classmethod
-    def load(cls, artifact: Any) -> "Codec":
+    def load(cls, artifact: Any) -> Codec:
         return cls(json.loads(artifact.path("preprocessor.json").read_text()))
 
     # -- TF graph ops (also traced into the SavedModel) -----------------------------------
@@ -195,13 +201,28 @@ class Codec:
                 ids = ids[: s["length"] - 1] + [vocab[END]] if s.get("generated") else ids[: s["length"]]
                 out[row, : len(ids)] = ids
             return out
+        if not ys:
+            return np.zeros((0, *self.shape("y")), dtype="float32")
         return np.asarray(self.encode(np.asarray(ys, dtype="float32"), "y"))
+
+    def shape(self, side: str) -> tuple[int, ...]:
+        """The encoded shape of one example of a side (without the batch axis)."""
+        s = self.state[side]
+        if s["kind"] in ("tokens", "labels"):
+            return (s["length"],)
+        if s["kind"] == "vector":
+            return (s["features"],)
+        if s["kind"] == "series":
+            return (s["length"], s["features"])
+        return ()
 
     def encode_inputs(self, xs: list[Any]) -> np.ndarray:
         """Raw x values -> model inputs via the graph encoder, padded to the fitted length."""
         import tensorflow as tf
 
         kind = self.x["kind"]
+        if not xs:  # an empty split (e.g. data.val_fraction=0)
+            return np.zeros((0, *self.shape("x")), dtype="int32" if kind in ("tokens", "category") else "float32")
         if kind in ("tokens", "category"):
             raw = tf.constant([str(v) for v in xs])
         else:
@@ -259,4 +280,5 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     (workdir / "preprocessor.json").write_text(json.dumps(state, indent=1, ensure_ascii=False))
     (workdir / "io.json").write_text(json.dumps(io, indent=2))
     sizes = {k: v.get("vocab_size", v.get("num_classes", v.get("features"))) for k, v in io.items()}
-    return {"io": io, "dropped": dropped, "summary": f"x {io['x']['kind']}:{sizes['x']} -> y {io['y']['kind']}:{sizes['y']}"}
+    summary = f"x {io['x']['kind']}:{sizes['x']} -> y {io['y']['kind']}:{sizes['y']}"
+    return {"io": io, "dropped": dropped, "summary": summary}

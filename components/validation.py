@@ -280,7 +280,8 @@ def _report(stats: dict, schema: dict, anomalies: list, bad: dict, spec: dict) -
     for side in ("x", "y"):
         classes = stats["train"][side].get("classes")
         if classes:
-            lines += ["", f"## {side} classes (train)", "", ", ".join(f"{k}: {v}" for k, v in list(classes.items())[:50])]
+            counts = ", ".join(f"{k}: {v}" for k, v in list(classes.items())[:50])
+            lines += ["", f"## {side} classes (train)", "", counts]
     if spec.get("columns"):
         lines += ["", "## Source columns", "", "| column | type | missing |", "|---|---|---|"]
         lines += [f"| {k} | {v['type']} | {v['missing']} |" for k, v in spec["columns"].items()]

@@ -52,6 +52,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                            if k.startswith("test_")))
     if result.export_path:
         print(f"export: {result.export_path}")
+    from pipeline.compare import stage_summary
+
+    print(f"\n{stage_summary(result)}")
     print(f"done in {time.time() - started:.1f}s")
     return 0
 
@@ -72,10 +75,34 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     from pipeline.config import TrackingConfig
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or args.backend_store_uri or TrackingConfig().uri
+    uri = args.backend_store_uri or os.environ.get("MLFLOW_TRACKING_URI") or TrackingConfig().uri
+    if uri.startswith(("http://", "https://")):
+        print(f"runs are on a tracking server: open {uri} in a browser")
+        return 0
+    from pipeline.compare import ui_links
+    from pipeline.tracking import store_uri
+
+    store_uri(uri)  # a clear error when there is no store here yet
     print(f"MLflow UI on http://{args.host}:{args.port}  (store: {uri}); Ctrl-C to stop")
+    print("\n".join(ui_links(uri, f"http://{args.host}:{args.port}")), flush=True)
     return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                            "--host", args.host, "--port", str(args.port)])
+                            "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)])
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pipeline.compare import sweep_command
+
+    _quiet_libraries()
+    return sweep_command(args.config, args.set, args.grid, args.random, args.seed, args.metric, args.goal,
+                         args.to_stage)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from pipeline.compare import runs_command
+
+    _quiet_libraries()
+    return runs_command(args.experiment, args.tracking_uri, args.sort, args.ascending, args.limit,
+                        args.metrics.split(",") if args.metrics else None, args.compare)
 
 
 def _quiet_libraries() -> None:
@@ -116,8 +143,41 @@ def parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--backend-store-uri", default=None)
+    ui.add_argument("--backend-store-uri", "--tracking-uri", dest="backend_store_uri", default=None,
+                    help="store to show (default: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    ui.add_argument("--workers", type=int, default=2, help="server worker processes (mlflow default: 4)")
     ui.set_defaults(fn=cmd_ui)
+
+    sweep = sub.add_parser("sweep", help="run a pipeline for every combination of config values, ranked")
+    sweep.add_argument("config", help="YAML config (its optional `sweep:` section gives a default grid)")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="values to try, e.g. --grid model.cell=simple_rnn,lstm,gru (repeatable)")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value for every trial (repeatable)")
+    sweep.add_argument("--random", type=int, default=None, metavar="N",
+                       help="random search: run N combinations drawn from the grid (the budget)")
+    sweep.add_argument("--seed", type=int, default=None, help="seed of the random draw (default 0)")
+    sweep.add_argument("--metric", default=None,
+                       help="rank by this metric (default: test_<main metric of the evaluation>)")
+    sweep.add_argument("--goal", choices=("auto", "max", "min"), default=None,
+                       help="auto: lower is better for losses and errors")
+    sweep.add_argument("--to", dest="to_stage", default="evaluate", metavar="STAGE",
+                       help="last stage of each trial (default evaluate: trials do not publish exports)")
+    sweep.set_defaults(fn=cmd_sweep)
+
+    runs = sub.add_parser("runs", help="table of recent MLflow runs, or --compare two of them")
+    runs.add_argument("experiment", nargs="?", default=None, help="experiment name or id (default: all)")
+    runs.add_argument("--sort", metavar="METRIC", default=None, help="order by a metric, e.g. test_accuracy")
+    order = runs.add_mutually_exclusive_group()
+    order.add_argument("--asc", dest="ascending", action="store_true", default=None, help="smallest first")
+    order.add_argument("--desc", dest="ascending", action="store_false", help="largest first")
+    runs.add_argument("--limit", type=int, default=20, help="at most this many runs (default 20)")
+    runs.add_argument("--metrics", default=None, metavar="M1,M2", help="metric columns (default: val_loss, test_*)")
+    runs.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
+                      help="show what differs between two runs (id, id prefix or run name)")
+    runs.add_argument("--tracking-uri", default=None,
+                      help="store to read (default: MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)")
+    runs.set_defaults(fn=cmd_runs, ascending=None)
     return p
 
 

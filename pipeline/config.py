@@ -139,6 +139,28 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    """`rnnpipe sweep`: the grid (dotted config key -> values), random search, the ranking metric.
+
+    Not part of a pipeline run's identity: never in a run's params nor in any fingerprint.
+    """
+
+    grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    random: int | None = bounded(None, 1)  # sample this many grid points (the budget); None: all
+    seed: int = 0
+    metric: str | None = None  # None: test_<the evaluation's main metric>
+    goal: str = choice("auto", "auto", "max", "min")  # auto: min for *loss/error/mae/mse..., else max
+
+    def __post_init__(self) -> None:
+        for key, values in self.grid.items():
+            if "." not in key or key.split(".")[0] in ("sweep", "name"):
+                raise ConfigError(f"sweep.grid key '{key}' must be a dotted config key like model.cell "
+                                  f"(not name or sweep.*).")
+            if not values:
+                raise ConfigError(f"sweep.grid.{key} has no values; give a list, e.g. [lstm, gru].")
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole pipeline: its name and one section per stage family."""
 
@@ -150,6 +172,7 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     @property
     def experiment(self) -> str:
@@ -159,8 +182,8 @@ class Config:
         return to_plain(self)
 
     def flat(self) -> dict[str, Any]:
-        """The resolved config as dotted keys (for MLflow params)."""
-        return flatten(self.to_dict())
+        """The resolved config as dotted keys (for MLflow params); the sweep section is left out."""
+        return flatten({k: v for k, v in self.to_dict().items() if k != "sweep"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,6 +294,8 @@ def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:  # free-form values (sweep grids), validated where they are used
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

@@ -9,6 +9,7 @@ and this module turns those into MLflow records.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -130,6 +131,20 @@ class Tracker:
         mlflow.log_metrics({f"time_{k}_s": v for k, v in result.seconds.items()})
         mlflow.log_dict({k: str(v.uri) for k, v in result.artifacts.items()}, "lineage.json")
 
+    def log_summary(self, files: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
+                    tags: dict[str, Any] | None = None) -> None:
+        """Log text files (artifact path -> content), metrics and tags on this run."""
+        if not self.run_id:
+            return
+        import mlflow
+
+        for path, text in (files or {}).items():
+            mlflow.log_text(text, path)
+        if metrics:
+            mlflow.log_metrics(metrics)
+        if tags:
+            mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
     # -- helpers ---------------------------------------------------------------------------
     def _log_history(self, path: Path, skip: set[int]) -> None:
         """Per-epoch metrics not logged live (a cached stage, or epochs before a resume)."""
@@ -155,11 +170,13 @@ class Tracker:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
         example = _example_inputs(artifact)
         signature = infer_signature(example, model.predict(example, verbose=0)) if example is not None else None
+        m = self.config.model
         mlflow.keras.log_model(
             model,
             name="keras_model",
             signature=signature,
             pip_requirements=_requirements(),
+            tags={"pipeline": self.config.name, "topology": m.topology, "cell": m.cell, "units": str(m.units)},
         )
 
 
@@ -200,10 +217,11 @@ def epoch_logger(logged: set[int]) -> Any:
 
 
 @contextlib.contextmanager
-def pipeline_run(config: Config, resume_run_id: str | None = None) -> Iterator[Tracker]:
+def pipeline_run(config: Config, resume_run_id: str | None = None, nested: bool = False) -> Iterator[Tracker]:
     """Open the MLflow run for a pipeline run; it ends FAILED (or KILLED) on an exception.
 
-    `resume_run_id` reopens an existing run (one stage at a time: `rnnpipe stage`).
+    `resume_run_id` reopens an existing run (one stage at a time: `rnnpipe stage`); `nested`
+    makes it a child of the active run (a trial of `rnnpipe sweep`, see `sweep_run`).
     """
     if not config.tracking.enabled:
         yield Tracker(config, None)
@@ -218,7 +236,7 @@ def pipeline_run(config: Config, resume_run_id: str | None = None) -> Iterator[T
     close_stale_runs(exp_id)
     m = config.model
     run_name = f"{config.name}-{m.cell}-{m.topology}-{os.urandom(2).hex()}"
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as active:
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=nested) as active:
         mlflow.set_tags({
             "topology": m.topology,
             "cell": m.cell,
@@ -276,3 +294,117 @@ def _alive(pid: int) -> bool:
 def _param(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     return text[:6000]
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps and run queries (`rnnpipe sweep`, `rnnpipe runs`)
+
+
+@contextlib.contextmanager
+def sweep_run(config: Config, params: dict[str, Any], tags: dict[str, Any]) -> Iterator[Tracker]:
+    """Open a sweep's parent run; trials opened with `pipeline_run(..., nested=True)` nest under it."""
+    if not config.tracking.enabled:
+        yield Tracker(config, None)
+        return
+    import mlflow
+
+    exp_id = experiment_id(config)
+    close_stale_runs(exp_id)
+    run_name = f"{config.name}-sweep-{os.urandom(2).hex()}"
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as active:
+        mlflow.set_tags({"pipeline": config.name, "rnnpipe.sweep": "true", "rnnpipe.pid": str(os.getpid()),
+                         "rnnpipe.host": socket.gethostname(), **{k: str(v) for k, v in tags.items()}})
+        mlflow.log_params({k: _param(v) for k, v in params.items()})
+        yield from _tracked(config, active.info.run_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One MLflow run as plain data (what `rnnpipe runs` shows)."""
+
+    run_id: str
+    name: str
+    experiment: str
+    status: str
+    start_ms: int | None
+    end_ms: int | None
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.tags.get("mlflow.parentRunId")
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.end_ms - self.start_ms) / 1000 if self.start_ms and self.end_ms else None
+
+
+def store_uri(explicit: str | None = None) -> str:
+    """The store to read: an explicit URI, else MLFLOW_TRACKING_URI, else the project's SQLite store."""
+    from pipeline.config import ConfigError, TrackingConfig
+
+    uri = explicit or os.environ.get(ENV_URI) or TrackingConfig().uri
+    if _is_local_sqlite(uri) and not Path(uri[len("sqlite:///"):]).is_file():
+        raise ConfigError(f"no MLflow store at {uri} (looked in {Path.cwd()}): run a pipeline first, "
+                          f"or point --tracking-uri / {ENV_URI} at your store.")
+    return uri
+
+
+def experiment_names(uri: str) -> dict[str, str]:
+    """Active experiments of a store: id -> name."""
+    import mlflow
+
+    return {e.experiment_id: e.name for e in mlflow.MlflowClient(tracking_uri=uri).search_experiments()}
+
+
+def search_runs(uri: str, experiment: str | None = None, metric: str | None = None, ascending: bool = False,
+                limit: int = 50) -> list[RunRecord]:
+    """Runs of one experiment (name or id; None: every experiment), newest first or by `metric`."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiments = experiment_names(uri)
+    if experiment is not None:
+        ids = [i for i, name in experiments.items() if experiment in (i, name)]
+        if not ids:
+            from pipeline.config import ConfigError
+
+            raise ConfigError(f"no experiment '{experiment}' in {uri}; experiments: "
+                              f"{', '.join(sorted(experiments.values())) or '(none)'}.")
+        experiments = {i: experiments[i] for i in ids}
+    if not experiments:
+        return []
+    order = [f"metrics.`{metric}` {'ASC' if ascending else 'DESC'}"] if metric else []
+    runs = client.search_runs(list(experiments), order_by=[*order, "attributes.start_time DESC"],
+                              max_results=limit)
+    return [_record(r, experiments) for r in runs]
+
+
+def find_run(uri: str, ref: str) -> RunRecord:
+    """A run by full id, unique id prefix or run name."""
+    import mlflow
+
+    from pipeline.config import ConfigError
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiments = experiment_names(uri)
+    if len(ref) == 32:  # a full run id
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
+            return _record(client.get_run(ref), experiments)
+    every = client.search_runs(list(experiments), max_results=5000) if experiments else []
+    runs = [r for r in every if r.info.run_name == ref] or \
+        [r for r in every if len(ref) >= 4 and r.info.run_id.startswith(ref)]
+    if len(runs) != 1:
+        found = "no run" if not runs else f"{len(runs)} runs"
+        raise ConfigError(f"{found} matches '{ref}' in {uri}; give a run id (or a unique prefix of 4+ "
+                          f"characters) or a run name, as `rnnpipe runs` lists them.")
+    return _record(runs[0], experiments)
+
+
+def _record(run: Any, experiments: dict[str, str]) -> RunRecord:
+    info, data = run.info, run.data
+    return RunRecord(info.run_id, info.run_name or "", experiments.get(info.experiment_id, info.experiment_id),
+                     info.status, info.start_time, info.end_time, dict(data.params), dict(data.metrics),
+                     dict(data.tags))

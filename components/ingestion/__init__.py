@@ -235,7 +235,8 @@ def _load_user(kind: str) -> Callable[[DataConfig], Loaded]:
             (splits, rows), info = sources.load_text(cfg), {}
         else:
             (splits, rows), info = sources.load_records(cfg, kind), {}
-        return Loaded(splits, rows.bad, rows.total, info)
+        bad = sorted(rows.bad, key=lambda b: int(b["where"].rsplit(":", 1)[1]))  # in file order
+        return Loaded(splits, bad, rows.total, info)
 
     return load
 
@@ -290,7 +291,8 @@ SOURCES: dict[str, Source] = {
     ),
     "csv": Source(
         load=_load_user("csv"),
-        tasks={t: Task(SERIES, SERIES, csv_windows(t), csv_kinds(t)) for t in ("many_to_one", "many_to_many", "seq2seq")},
+        tasks={t: Task(SERIES, SERIES, csv_windows(t), csv_kinds(t))
+               for t in ("many_to_one", "many_to_many", "seq2seq")},
         bundled=False,
         needs=("path", "target_columns"),
     ),
@@ -322,12 +324,16 @@ def check(data: DataConfig, topology: str) -> None:
             f"data.source={data.source!r} cannot feed model.topology={topology!r}; "
             f"it feeds: {', '.join(source.tasks)}."
         )
+    if data.path and not Path(data.path).exists():
+        raise ConfigError(f"data.path={data.path!r} does not exist.")
     for key in source.needs:
         if not getattr(data, key):
             raise ConfigError(f"data.source={data.source!r} needs data.{key} "
                               f"({'the file to read' if key == 'path' else 'set it in the config'}).")
-    if data.path and not Path(data.path).exists():
-        raise ConfigError(f"data.path={data.path!r} does not exist.")
+    if source.bundled and data.path:
+        users = ", ".join(name for name, s in SOURCES.items() if not s.bundled and "path" in s.needs)
+        raise ConfigError(f"data.path is set, but data.source={data.source!r} is a bundled dataset that reads "
+                          f"no file; to read your file set data.source to one of: {users}.")
 
 
 def resolve_kinds(task: Task, loaded: Loaded, data: DataConfig, topology: str) -> tuple[dict, dict]:
@@ -354,7 +360,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig, topology: st
     x_kind, y_kind = resolve_kinds(task, loaded, data, topology)
     counts = {}
     for split in bundled.SPLITS:
-        examples = task.make(loaded.splits.get(split, []), data)
+        examples = _drop_empty(task.make(loaded.splits.get(split, []), data), split, loaded, x_kind)
         if data.max_examples is not None and len(examples) > data.max_examples:
             examples = _sample(examples, data.max_examples, data.split_seed)
         write_examples(workdir / f"{split}.jsonl", examples)
@@ -376,6 +382,17 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig, topology: st
         "summary": " ".join(f"{k}={v}" for k, v in counts.items()),
         "metrics": {f"examples_{k}": v for k, v in counts.items()},
     }
+
+
+def _drop_empty(examples: list[Example], split: str, loaded: Loaded, x_kind: dict[str, Any]) -> list[Example]:
+    """Leave out (and record) examples with an empty input: an empty sequence breaks cuDNN masking."""
+    kept = []
+    for i, (x, y) in enumerate(examples):
+        if x is None or x == [] or (isinstance(x, str) and not sources.tokens(x, x_kind.get("tokenize", "char"))):
+            loaded.bad_rows.append({"where": f"{split} example {i + 1}", "reason": "empty input sequence"})
+        else:
+            kept.append((x, y))
+    return kept
 
 
 def _sample(examples: list[Example], n: int, seed: int) -> list[Example]:

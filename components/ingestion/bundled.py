@@ -292,7 +292,11 @@ def read_builder(builder: Any, splits: tuple[str, ...] = SPLITS, limit: int | No
     for split in splits:
         ds = builder.as_dataset(split=split, shuffle_files=False)
         ds = ds.take(limit) if limit else ds
-        out[split] = [{key: plain(info[key], value) for key, value in ex.items()} for ex in tfds.as_numpy(ds)]
+        rows: list[dict[str, Any]] = []
+        for batch in tfds.as_numpy(ds.batch(4096)):  # batched: far faster than example by example
+            columns = {key: [plain(info[key], v) for v in values] for key, values in batch.items()}
+            rows += [dict(zip(columns, values)) for values in zip(*columns.values())]
+        out[split] = rows
     return out
 
 

@@ -1,0 +1,167 @@
+"""rnnpipe's training stage vs a minimal hand-written `model.fit`, same model, data and epochs.
+
+(a) `components.training.run` on a real preprocess artifact, with everything that stage does
+    (tf.data input, BackupAndRestore epoch checkpoints, CSV log, NaN guard, cuDNN report,
+    saving the model, history and learning-curve plot); MLflow tracking is off.
+(b) `models.build.build_model` + the same compile, then `model.fit` on in-memory NumPy arrays
+    with the same batch size, epochs, shuffling and validation data, and nothing else.
+
+Both get one epoch-level timing callback (a clock read per epoch). Reported per case:
+- steady examples/s: training examples per second of the epochs after the first (which
+  traces the graphs), the stage's training throughput; the ratio a/b is held to the target
+  (rnnpipe >= 0.97 of plain Keras);
+- end-to-end examples/s: epochs x examples over the whole call (build, fit, save...), and the
+  fixed seconds each spends outside its epochs (which a longer training amortises).
+
+Run: `python -m bench.pipeline_overhead [--quick] [--configs a.yaml b.yaml] [--cells lstm gru]`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import common
+
+TARGET = 0.97
+MANY_TO_ONE = "names_gender_lstm.yaml"
+SEQ2SEQ = ("cmudict_g2p_lstm.yaml", "seattle_temps_forecast_gru.yaml")
+
+
+def default_configs() -> list[str]:
+    """One many_to_one config and the first seq2seq config that exists."""
+    seq2seq = [name for name in SEQ2SEQ if (common.CONFIGS / name).is_file()][:1]
+    return [MANY_TO_ONE, *seq2seq]
+
+
+def epoch_clock() -> Any:
+    """A callback keeping the wall seconds of each epoch in `.seconds`."""
+    import keras
+
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochClock()
+
+
+def rnnpipe_stage(config: Any, art: Any, workdir: Path) -> list[float]:
+    """Run the training stage once in a fresh folder; returns its epoch seconds."""
+    from components import training
+    from pipeline.runner import StageContext
+
+    out, scratch = workdir / "out", workdir / "scratch"
+    shutil.rmtree(workdir, ignore_errors=True)
+    out.mkdir(parents=True)
+    scratch.mkdir()
+    clock = epoch_clock()
+    ctx = StageContext("train", log=lambda _: None, scratch=scratch, callbacks=[clock])
+    training.run({"preprocess": art}, out, ctx, model=config.model, train=config.train)
+    return clock.seconds
+
+
+def plain_keras(config: Any, art: Any) -> list[float]:
+    """The hand-written baseline: build, compile, fit on NumPy arrays; returns epoch seconds."""
+    import keras
+
+    from components.preprocessing import load_split
+    from components.training import optimizer
+    from models.build import build_model, loss_and_metrics, training_data
+
+    io = art.properties["io"]
+    train, val = load_split(art, "train"), load_split(art, "validation")
+    x, y = training_data(config.model, io, train["x"], train["y"])
+    vx, vy = training_data(config.model, io, val["x"], val["y"])
+    keras.utils.set_random_seed(config.train.seed)
+    net = build_model(config.model, io)
+    loss, metrics = loss_and_metrics(io)
+    net.compile(optimizer=optimizer(config.train), loss=loss, metrics=metrics, jit_compile=False)
+    clock = epoch_clock()
+    net.fit(x, y, batch_size=config.train.batch_size, epochs=config.train.epochs, shuffle=True,
+            validation_data=(vx, vy) if len(vy) else None, callbacks=[clock], verbose=0)
+    return clock.seconds
+
+
+def measure(path: str, cell: str, workdir: Path, *, examples: int, epochs: int, rounds: int,
+            extra: dict[str, Any]) -> dict[str, Any] | str:
+    """One (config, cell) case: interleaved rounds of both variants; a row, or why it was skipped."""
+    from components.preprocessing import load_split
+
+    config = common.load_config(path, workdir, {"model.cell": cell, "data.max_examples": examples,
+                                                "train.epochs": epochs, **extra})
+    if not common.has_builder(config.model.topology):
+        return f"{config.name}: models/ has no {config.model.topology!r} builder yet"
+    art = common.preprocess(config)
+    n = len(load_split(art, "train")["y"])
+    runs: dict[str, list[list[float]]] = {"rnnpipe": [], "keras": []}  # epoch seconds of each call
+    variants = {
+        "rnnpipe": lambda: runs["rnnpipe"].append(rnnpipe_stage(config, art, workdir / "stage")),
+        "keras": lambda: runs["keras"].append(plain_keras(config, art)),
+    }
+    common.log(f"pipeline_overhead: {config.name} cell={cell} n={n} epochs={epochs} rounds={rounds}")
+    for fn in variants.values():  # warm-up: imports, first graph builds
+        fn()
+    for values in runs.values():
+        values.clear()
+    wall = common.interleaved(variants, rounds)
+    row: dict[str, Any] = {"config": config.name, "topology": config.model.topology, "cell": cell,
+                           "train_examples": n, "epochs": epochs, "rounds": rounds}
+    for name in variants:
+        steady = [s for call in runs[name] for s in call[1:]]  # the first epoch traces the graphs
+        row[f"{name}_steady_ex_s"] = n / common.median(steady)
+        row[f"{name}_e2e_ex_s"] = n * epochs / common.median(wall[name])
+        row[f"{name}_first_epoch_s"] = common.median([call[0] for call in runs[name]])
+        row[f"{name}_outside_fit_s"] = common.median([w - sum(call) for w, call in zip(wall[name], runs[name])])
+        row[f"{name}_spread"] = common.spread(steady)
+    row["steady_ratio"] = row["rnnpipe_steady_ex_s"] / row["keras_steady_ex_s"]
+    row["e2e_ratio"] = row["rnnpipe_e2e_ex_s"] / row["keras_e2e_ex_s"]
+    return row
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--configs", nargs="+", default=None, help="config paths (default: names + a seq2seq)")
+    p.add_argument("--cells", nargs="+", default=["lstm", "gru"])
+    p.add_argument("--examples", type=int, default=None, help="data.max_examples")
+    p.add_argument("--epochs", type=int, default=None)
+    args = p.parse_args(argv)
+    quick = args.quick
+    examples = args.examples or (256 if quick else 3000)
+    epochs = args.epochs or (2 if quick else 3)
+    rounds = args.rounds or (1 if quick else 3)
+    extra = {"model.units": 16, "model.embedding_dim": 8} if quick else {}
+    configs = args.configs or default_configs()
+    result: dict[str, Any] = {"benchmark": "pipeline_overhead", "rows": [], "summary": [], "notes": []}
+    workdir = common.scratch_dir("overhead")
+    try:
+        for path in configs:
+            for cell in args.cells:
+                row = measure(path, cell, workdir / Path(path).stem, examples=examples, epochs=epochs,
+                              rounds=rounds, extra=extra)
+                if isinstance(row, str):
+                    result["notes"].append(f"skipped {row}")
+                    break
+                result["rows"].append(row)
+                case = f"{row['config']} {cell}"
+                result["summary"].append(common.summary_line(
+                    case, "train examples/s (steady)", row["rnnpipe_steady_ex_s"], row["keras_steady_ex_s"],
+                    "plain model.fit", TARGET))
+                result["summary"].append(common.summary_line(
+                    case, f"examples/s end-to-end ({epochs} epochs)", row["rnnpipe_e2e_ex_s"],
+                    row["keras_e2e_ex_s"], "plain model.fit"))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return common.finish(result, args.json)
+
+
+if __name__ == "__main__":
+    main()

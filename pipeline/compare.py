@@ -1,0 +1,426 @@
+"""Compare runs: `rnnpipe sweep` (grid or random search), `rnnpipe runs` and `rnnpipe runs --compare`.
+
+A sweep runs the pipeline once per combination of config values, each trial a child MLflow run
+of one parent run. All trials share the pipeline's stage cache, so stages that do not see the
+swept keys (ingest, validate, preprocess when only model.* / train.* vary) run once. A trial
+that fails ends FAILED and the others go on. The ranked table (metric, swept values, wall time)
+is printed and logged on the parent as `sweep/ranking.csv` and `sweep/ranking.md`.
+
+MLflow calls live in pipeline/tracking.py; this module plans, ranks and formats.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import random
+import re
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from pipeline.config import Config, ConfigError, SweepConfig, with_overrides
+
+# Metrics where lower is better (matched on the name without the test_/val_/baseline_ prefix).
+LOWER_IS_BETTER = re.compile(r"(loss|error|mae|mse|rmse|mape|perplexity|cer|wer|distance)$")
+# Tags and params `rnnpipe runs` shows for every run (column -> where to look).
+KEY_COLUMNS = {"topology": "model.topology", "cell": "model.cell", "units": "model.units",
+               "layers": "model.num_layers"}
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table; numeric columns are right-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    right = [bool(cells) and all(_numeric(r[i]) or r[i] == "-" for r in cells) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """The same table as GitHub markdown."""
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+
+    return "\n".join([line(headers), line(["---"] * len(headers)), *(line([_cell(v) for v in r]) for r in rows)])
+
+
+def csv_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """The same table as CSV (raw values; empty for missing)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return out.getvalue()
+
+
+def stage_summary(result: Any) -> str:
+    """The closing table of `rnnpipe run`: every stage, whether it was cached, its seconds."""
+    from pipeline.runner import STAGE_NAMES
+
+    rows = [[name, ("cached" if result.cached[name] else "ran") if name in result.cached else "not run",
+             result.seconds.get(name)] for name in STAGE_NAMES]
+    rows.append(["total", "", round(sum(result.seconds.values()), 3)])
+    return format_table(["stage", "status", "seconds"], rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps
+
+
+@dataclass
+class Trial:
+    """One combination of a sweep and what became of it."""
+
+    index: int
+    overrides: dict[str, Any]
+    run_id: str | None = None
+    run_name: str = ""
+    status: str = "PENDING"
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    blessed: bool | None = None
+    main_metric: str | None = None
+    error: str = ""
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """`--grid model.cell=lstm,gru` (values read as YAML, or one YAML list `[32, 64]`) -> key: values."""
+    grid: dict[str, tuple[Any, ...]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise ConfigError(f"--grid '{item}' must look like section.key=value1,value2.")
+        if key in grid:
+            raise ConfigError(f"--grid {key} is given twice; list all its values once: {key}=a,b,c.")
+        try:
+            values = yaml.safe_load(text) if text.strip().startswith("[") else \
+                [yaml.safe_load(v) if v.strip() else v for v in text.split(",")]
+        except yaml.YAMLError:
+            raise ConfigError(f"--grid '{item}': cannot read the values (YAML).") from None
+        grid[key] = tuple(values) if isinstance(values, list) else (values,)
+    return grid
+
+
+def plan(grid: dict[str, Sequence[Any]], budget: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Every combination of the grid (first key slowest), or `budget` of them drawn at random."""
+    keys = list(grid)
+    combos = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    if budget is not None and budget < len(combos):
+        picked = sorted(random.Random(seed).sample(range(len(combos)), budget))
+        combos = [combos[i] for i in picked]
+    return combos
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether smaller values of `metric` are better (losses, errors)."""
+    return bool(LOWER_IS_BETTER.search(re.sub(r"^(test_|val_|baseline_|final_)", "", metric)))
+
+
+def rank(trials: Sequence[Trial], metric: str, minimize: bool) -> list[Trial]:
+    """Best first (ties: lower val_loss first); trials without the metric (failed...) last, in trial order."""
+    scored = [t for t in trials if metric in t.metrics]
+    rest = [t for t in trials if metric not in t.metrics]
+
+    def key(t: Trial) -> tuple[float, float, int]:
+        return (t.metrics[metric] if minimize else -t.metrics[metric], t.metrics.get("val_loss", float("inf")),
+                t.index)
+
+    return sorted(scored, key=key) + rest
+
+
+def ranking(trials: Sequence[Trial], metric: str, minimize: bool, keys: Sequence[str]) -> tuple[list[str], list[list]]:
+    """The ranked table: headers and rows."""
+    short = {k: k.split(".")[-1] for k in keys}
+    if len(set(short.values())) < len(short):
+        short = {k: k for k in keys}
+    extra = [m for m in ("val_loss",) if m != metric]
+    headers = ["rank", metric, *extra, *short.values(), "status", "wall_s", "blessed", "run", "run_id"]
+    rows = []
+    for place, t in enumerate(rank(trials, metric, minimize), 1):
+        rows.append([place if metric in t.metrics else None, t.metrics.get(metric), *(t.metrics.get(m) for m in extra),
+                     *(t.overrides[k] for k in keys), t.status, round(t.seconds, 1), t.blessed, t.run_name,
+                     (t.run_id or "")[:8]])
+    return headers, rows
+
+
+@dataclass
+class SweepResult:
+    """What `run_sweep` returns."""
+
+    parent_run_id: str | None
+    trials: list[Trial]
+    metric: str
+    minimize: bool
+    table: str
+
+    @property
+    def best(self) -> Trial | None:
+        ranked = rank(self.trials, self.metric, self.minimize)
+        return ranked[0] if ranked and self.metric in ranked[0].metrics else None
+
+    @property
+    def failed(self) -> list[Trial]:
+        return [t for t in self.trials if t.status != "FINISHED"]
+
+
+def resolve(config: Config, grid: dict[str, tuple[Any, ...]] | None = None, budget: int | None = None,
+            seed: int | None = None, metric: str | None = None, goal: str | None = None) -> SweepConfig:
+    """The sweep to run: the YAML `sweep:` section with command-line values laid over it."""
+    base = config.sweep
+    merged = {**base.grid, **(grid or {})}
+    if not merged:
+        raise ConfigError("nothing to sweep: give --grid section.key=v1,v2 (repeatable) "
+                          "or a `sweep: {grid: {...}}` section in the config.")
+    return SweepConfig(grid=merged, random=budget if budget is not None else base.random,
+                       seed=seed if seed is not None else base.seed, metric=metric or base.metric,
+                       goal=goal or base.goal)
+
+
+def run_sweep(config: Config, sweep: SweepConfig, to_stage: str | None = "evaluate",
+              log: Callable[[str], None] = print) -> SweepResult:
+    """Run every trial as a child run of one parent run; returns the ranked trials."""
+    from pipeline import runner, tracking
+
+    if to_stage is not None and to_stage not in runner.STAGE_NAMES:
+        raise ConfigError(f"--to {to_stage!r} is not a stage. Stages: {', '.join(runner.STAGE_NAMES)}.")
+    base = replace(config, sweep=SweepConfig())
+    combos = plan(sweep.grid, sweep.random, sweep.seed)
+    configs = [with_overrides(base, combo) for combo in combos]  # every value is checked before any work
+    trials = [Trial(i + 1, combo) for i, combo in enumerate(combos)]
+    keys = list(sweep.grid)
+    size = len(plan(sweep.grid))
+    mode = f"random {len(trials)} of {size}" if len(trials) < size else \
+        f"grid {' x '.join(str(len(v)) for v in sweep.grid.values())}"
+    log(f"sweep: {len(trials)} trials ({mode}) over {', '.join(keys)}")
+    params = {"sweep.mode": "random" if len(trials) < size else "grid", "sweep.trials": len(trials),
+              "sweep.seed": sweep.seed, "sweep.goal": sweep.goal, "sweep.to": to_stage or "infra_validate",
+              **{f"sweep.grid.{k}": ",".join(map(str, v)) for k, v in sweep.grid.items()}}
+    tags = {"topology": base.model.topology, "cell": base.model.cell, "dataset": base.data.source}
+    tags.update({tag: ",".join(map(str, sweep.grid[key])) for tag, key in
+                 (("topology", "model.topology"), ("cell", "model.cell"), ("dataset", "data.source"))
+                 if key in sweep.grid})
+    with tracking.sweep_run(base, params, tags) as parent:
+        for trial, child in zip(trials, configs):
+            what = " ".join(f"{k}={v}" for k, v in trial.overrides.items())
+            log(f"\n== trial {trial.index}/{len(trials)}: {what}")
+            _run_trial(trial, child, to_stage, log, runner, tracking)
+            log(f"== trial {trial.index}/{len(trials)}: {trial.status.lower()} in {trial.seconds:.1f}s"
+                + (f"  {trial.error}" if trial.error else ""))
+        metric = sweep.metric or next((f"test_{t.main_metric}" for t in trials if t.main_metric), "val_loss")
+        minimize = sweep.goal == "min" or (sweep.goal == "auto" and lower_is_better(metric))
+        headers, rows = ranking(trials, metric, minimize, keys)
+        result = SweepResult(parent.run_id, trials, metric, minimize, format_table(headers, rows))
+        best = result.best
+        parent.log_summary(
+            files={"sweep/ranking.csv": csv_table(headers, rows), "sweep/ranking.md": markdown_table(headers, rows)},
+            metrics={"trials_finished": len(trials) - len(result.failed), "trials_failed": len(result.failed),
+                     **({f"best_{metric}": best.metrics[metric]} if best else {})},
+            tags={"sweep.metric": metric, "sweep.goal": "min" if minimize else "max",
+                  **({"best_run_id": best.run_id, "best_run_name": best.run_name} if best else {})},
+        )
+        if len(result.failed) == len(trials):
+            raise SweepFailed(f"all {len(trials)} trials failed; first error: {trials[0].error}")
+    return result
+
+
+class SweepFailed(RuntimeError):
+    """Every trial of a sweep failed."""
+
+
+def _run_trial(trial: Trial, config: Config, to_stage: str | None, log: Callable[[str], None],
+               runner: Any, tracking: Any) -> None:
+    """One child run; an exception marks the trial FAILED (the child run ends FAILED) and is not raised."""
+    start = time.time()
+    try:
+        with tracking.pipeline_run(config, nested=True) as tracker:
+            trial.run_id = tracker.run_id
+            tracker.log_summary(tags={"sweep.trial": trial.index,
+                                      **{f"sweep.{k}": v for k, v in trial.overrides.items()}})
+            result = runner.run(config, to_stage=to_stage, log=lambda msg: log(f"  {msg}"), tracker=tracker)
+        trial.status = "FINISHED"
+        for art in result.artifacts.values():
+            trial.metrics.update({k: float(v) for k, v in art.properties.get("metrics", {}).items()
+                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        evaluate = result.artifacts.get("evaluate")
+        if evaluate is not None:
+            trial.blessed = evaluate.properties.get("blessed")
+            trial.main_metric = evaluate.properties.get("main_metric")
+    except Exception as exc:  # noqa: BLE001 - one trial's failure must not stop the sweep
+        trial.status = "FAILED"
+        trial.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+    finally:
+        trial.seconds = time.time() - start
+        trial.run_name = tracking_run_name(config, trial.run_id)
+
+
+def tracking_run_name(config: Config, run_id: str | None) -> str:
+    """The run's name as `rnnpipe runs` shows it (from the store; '' without tracking)."""
+    if not run_id:
+        return ""
+    from pipeline import tracking
+
+    return tracking.find_run(tracking.tracking_uri(config), run_id).name
+
+
+def sweep_command(config_path: str, sets: Sequence[str], grid_items: Sequence[str], budget: int | None,
+                  seed: int | None, metric: str | None, goal: str | None, to_stage: str | None) -> int:
+    """`rnnpipe sweep`: run, print the ranked table and how to export the best; exit 1 if a trial failed."""
+    from pipeline import config as cfgmod
+
+    config = cfgmod.load(config_path, list(sets))
+    sweep = resolve(config, parse_grid(grid_items), budget, seed, metric, goal)
+    started = time.time()
+    try:
+        result = run_sweep(config, sweep, to_stage=to_stage)
+    except SweepFailed as exc:
+        print(f"rnnpipe: sweep failed: {exc}")
+        return 1
+    direction = "lower" if result.minimize else "higher"
+    print(f"\nsweep of '{config.name}': {len(result.trials)} trials in {time.time() - started:.1f}s, "
+          f"ranked by {result.metric} ({direction} is better)\n")
+    print(result.table)
+    print(f"\nparent MLflow run: {result.parent_run_id or '(tracking disabled)'}  experiment: {config.experiment}"
+          f"  (artifacts sweep/ranking.csv, sweep/ranking.md)")
+    best = result.best
+    if best is not None:
+        flags = " ".join(f"--set {k}={v}" for k, v in [*(s.split("=", 1) for s in sets), *best.overrides.items()])
+        print(f"best: trial {best.index} {best.run_name} {result.metric}={best.metrics[result.metric]:.4f}\n"
+              f"export it (its stages are cached): rnnpipe run {config_path} {flags}".rstrip())
+    if result.failed:
+        print(f"{len(result.failed)} of {len(result.trials)} trials failed: "
+              + "; ".join(f"trial {t.index}: {t.error}" for t in result.failed))
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# rnnpipe runs, rnnpipe ui
+
+
+def ui_links(uri: str, base: str) -> list[str]:
+    """One link per experiment straight to its training runs.
+
+    MLflow 3's UI opens an experiment on its GenAI views unless the URL (or the "Model training"
+    switch at the top left) asks for the model-training ones.
+    """
+    from pipeline import tracking
+
+    names = {i: n for i, n in tracking.experiment_names(uri).items() if n != "Default"}
+    return [f"  {name}: {base}/#/experiments/{i}/runs?workflowType=machine_learning" for i, name in names.items()]
+
+
+
+def _when(ms: int | None) -> str:
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M") if ms else "-"
+
+
+def _metric_columns(runs: Sequence[Any], sort: str | None, wanted: Sequence[str] | None) -> list[str]:
+    if wanted:
+        return list(wanted)
+    present = {k for r in runs for k in r.metrics}
+    tests = sorted(k for k in present if k.startswith("test_"))[:3]
+    columns = [m for m in ["val_loss", *tests] if m in present]
+    return [sort, *[c for c in columns if c != sort]] if sort else columns
+
+
+def runs_table(runs: Sequence[Any], sort: str | None = None, metrics: Sequence[str] | None = None) -> str:
+    """The `rnnpipe runs` table; a sweep's trials follow their parent (unless sorted by a metric)."""
+    ids = {r.run_id for r in runs}
+    if not sort:
+        children: dict[str, list[Any]] = {}
+        for r in runs:
+            if r.parent_id in ids:
+                children.setdefault(r.parent_id, []).insert(0, r)
+        runs = [x for r in runs if r.parent_id not in ids for x in (r, *children.get(r.run_id, []))]
+    show_exp = len({r.experiment for r in runs}) > 1
+    columns = _metric_columns(runs, sort, metrics)
+    headers = [*(["experiment"] if show_exp else []), "run", "id", "status", "started", "secs", *KEY_COLUMNS,
+               *columns, "blessed", "export"]
+    rows = []
+    for r in runs:
+        name = ("↳ " if not sort and r.parent_id in ids else "") + r.name
+        keys = [r.params.get(p) or r.params.get(f"sweep.grid.{p}") or r.tags.get(c) for c, p in KEY_COLUMNS.items()]
+        rows.append([*([r.experiment] if show_exp else []), name, r.run_id[:8], r.status, _when(r.start_ms),
+                     round(r.seconds) if r.seconds is not None else None, *keys,
+                     *(r.metrics.get(m) for m in columns), r.tags.get("blessed"), r.tags.get("export_version")])
+    return format_table(headers, rows)
+
+
+def compare_table(a: Any, b: Any) -> str:
+    """Two runs side by side: what differs in params, metrics and key tags."""
+    def ordered(keys: set[str]) -> list[str]:
+        return sorted(keys, key=lambda k: (not k.startswith("test_"), not k.startswith("val_"), k))
+
+    params = [k for k in sorted(set(a.params) | set(b.params)) if a.params.get(k) != b.params.get(k)]
+    metrics = [k for k in ordered(set(a.metrics) | set(b.metrics))
+               if a.metrics.get(k) != b.metrics.get(k) or k.startswith("test_") or k == "val_loss"]
+    tags = [k for k in ("status", "topology", "cell", "dataset", "cudnn", "blessed", "export_version")
+            if _tag(a, k) != _tag(b, k)]
+    head = ["", "A", "B"]
+    out = [format_table(head, [["run", a.name, b.name], ["id", a.run_id, b.run_id],
+                               ["experiment", a.experiment, b.experiment]])]
+    same = len(set(a.params) & set(b.params)) - len([k for k in params if k in a.params and k in b.params])
+    out.append(f"\nparams that differ ({len(params)}; {same} equal, not shown)")
+    out.append(format_table(["param", "A", "B"], [[k, a.params.get(k), b.params.get(k)] for k in params])
+               if params else "(none)")
+    out.append("\nmetrics (test_* and val_loss, then the others that differ)")
+    rows = [[k, a.metrics.get(k), b.metrics.get(k),
+             b.metrics[k] - a.metrics[k] if k in a.metrics and k in b.metrics else None] for k in metrics]
+    out.append(format_table(["metric", "A", "B", "B - A"], rows) if rows else "(none)")
+    if tags:
+        out.append("\ntags that differ")
+        out.append(format_table(["tag", "A", "B"], [[k, _tag(a, k), _tag(b, k)] for k in tags]))
+    return "\n".join(out)
+
+
+def _tag(run: Any, key: str) -> str | None:
+    return run.status if key == "status" else run.tags.get(key)
+
+
+def runs_command(experiment: str | None, tracking_uri: str | None, sort: str | None, ascending: bool | None,
+                 limit: int, metrics: Sequence[str] | None, compare: Sequence[str] | None) -> int:
+    """`rnnpipe runs`: the table of recent runs, or two runs compared."""
+    from pipeline import tracking
+
+    uri = tracking.store_uri(tracking_uri)
+    if compare:
+        print(compare_table(*(tracking.find_run(uri, ref) for ref in compare)))
+        return 0
+    asc = ascending if ascending is not None else bool(sort and lower_is_better(sort))
+    runs = tracking.search_runs(uri, experiment, sort, asc, limit)
+    order = f"by {sort} ({'ascending' if asc else 'descending'})" if sort else "newest first"
+    print(f"{len(runs)} run{'' if len(runs) == 1 else 's'} in {experiment or 'all experiments'} ({uri}), {order}")
+    if runs:
+        print(runs_table(runs, sort, metrics))
+    return 0
