@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -32,19 +32,40 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 # Timing
 
 
-def interleaved(variants: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
-    """Wall seconds of `rounds` calls of each variant, interleaved in ABBA order.
+class Timings(dict):
+    """name -> {"wall": [seconds...], "cpu": [seconds...]} (cpu: this process, all threads)."""
 
-    Round r runs the variants in order, round r+1 in reverse, so a variant is never always
-    first (a slow start or a drifting load is shared). Warm-ups are the caller's job.
+    def wall(self, name: str) -> list[float]:
+        return self[name]["wall"]
+
+    def cpu(self, name: str) -> list[float]:
+        return self[name]["cpu"]
+
+
+def clock() -> tuple[float, float]:
+    """(wall, process CPU) seconds now.
+
+    On a machine shared with other jobs the wall time of a variant depends on their load;
+    the CPU seconds this process spends depend much less on it, so ratios of both are kept.
+    """
+    return time.perf_counter(), time.process_time()
+
+
+def interleaved(variants: dict[str, Callable[[], Any]], rounds: int) -> Timings:
+    """Wall and CPU seconds of `rounds` calls of each variant, interleaved in ABBA order.
+
+    Round r runs the variants in order, round r+1 in reverse, so no variant is always first
+    (a slow start or a drifting load is shared). Warm-ups are the caller's job.
     """
     names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times = Timings({name: {"wall": [], "cpu": []} for name in names})
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
-            start = time.perf_counter()
+            wall, cpu = clock()
             variants[name]()
-            times[name].append(time.perf_counter() - start)
+            wall2, cpu2 = clock()
+            times[name]["wall"].append(wall2 - wall)
+            times[name]["cpu"].append(cpu2 - cpu)
     return times
 
 
@@ -64,14 +85,15 @@ def ratio(value: float, baseline: float) -> float:
 
 
 def summary_line(case: str, metric: str, value: float, baseline: float, baseline_name: str,
-                 target: float | None = None, higher_is_better: bool = True) -> dict[str, Any]:
-    """One line of the combined table; `met` compares the ratio with the target, if any."""
+                 target: float | None = None, cpu_ratio: float | None = None) -> dict[str, Any]:
+    """One line of the combined table (higher is better); `met`: ratio >= target, if any.
+
+    `cpu_ratio` is the same ratio from process CPU seconds instead of wall seconds.
+    """
     r = ratio(value, baseline)
-    met = None
-    if target is not None:
-        met = bool(r >= target) if higher_is_better else bool(r <= target)
     return {"case": case, "metric": metric, "value": value, "baseline": baseline,
-            "baseline_name": baseline_name, "ratio": r, "target": target, "met": met}
+            "baseline_name": baseline_name, "ratio": r, "cpu_ratio": cpu_ratio, "target": target,
+            "met": None if target is None else bool(r >= target)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,7 +228,8 @@ def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     return "\n".join(out)
 
 
-SUMMARY_COLUMNS = ["benchmark", "case", "metric", "value", "baseline", "baseline_name", "ratio", "target", "met"]
+SUMMARY_COLUMNS = ["benchmark", "case", "metric", "value", "baseline", "baseline_name", "ratio", "cpu_ratio",
+                   "target", "met"]
 
 
 def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -232,7 +255,3 @@ def finish(result: dict[str, Any], json_path: Path | None = None) -> dict[str, A
 def log(message: str) -> None:
     """Progress on stderr, so stdout keeps only the tables."""
     print(message, file=sys.stderr, flush=True)
-
-
-def steps(iterable: Any) -> Iterator[Any]:  # pragma: no cover - convenience for profiling
-    yield from iterable

@@ -18,8 +18,9 @@ Run: `python -m bench.pipeline_overhead [--quick] [--configs a.yaml b.yaml] [--c
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,24 +38,25 @@ def default_configs() -> list[str]:
 
 
 def epoch_clock() -> Any:
-    """A callback keeping the wall seconds of each epoch in `.seconds`."""
+    """A callback keeping the (wall, CPU) seconds of each epoch in `.seconds`."""
     import keras
 
     class EpochClock(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
-            self.seconds: list[float] = []
+            self.seconds: list[tuple[float, float]] = []
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            self._start = time.perf_counter()
+            self._start = common.clock()
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            self.seconds.append(time.perf_counter() - self._start)
+            now = common.clock()
+            self.seconds.append((now[0] - self._start[0], now[1] - self._start[1]))
 
     return EpochClock()
 
 
-def rnnpipe_stage(config: Any, art: Any, workdir: Path) -> list[float]:
+def rnnpipe_stage(config: Any, art: Any, workdir: Path) -> list[tuple[float, float]]:
     """Run the training stage once in a fresh folder; returns its epoch seconds."""
     from components import training
     from pipeline.runner import StageContext
@@ -65,11 +67,12 @@ def rnnpipe_stage(config: Any, art: Any, workdir: Path) -> list[float]:
     scratch.mkdir()
     clock = epoch_clock()
     ctx = StageContext("train", log=lambda _: None, scratch=scratch, callbacks=[clock])
-    training.run({"preprocess": art}, out, ctx, model=config.model, train=config.train)
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # its per-epoch log lines
+        training.run({"preprocess": art}, out, ctx, model=config.model, train=config.train)
     return clock.seconds
 
 
-def plain_keras(config: Any, art: Any) -> list[float]:
+def plain_keras(config: Any, art: Any) -> list[tuple[float, float]]:
     """The hand-written baseline: build, compile, fit on NumPy arrays; returns epoch seconds."""
     import keras
 
@@ -92,7 +95,7 @@ def plain_keras(config: Any, art: Any) -> list[float]:
 
 
 def measure(path: str, cell: str, workdir: Path, *, examples: int, epochs: int, rounds: int,
-            extra: dict[str, Any]) -> dict[str, Any] | str:
+            extra: dict[str, Any], warm_up: bool) -> dict[str, Any] | str:
     """One (config, cell) case: interleaved rounds of both variants; a row, or why it was skipped."""
     from components.preprocessing import load_split
 
@@ -102,28 +105,32 @@ def measure(path: str, cell: str, workdir: Path, *, examples: int, epochs: int, 
         return f"{config.name}: models/ has no {config.model.topology!r} builder yet"
     art = common.preprocess(config)
     n = len(load_split(art, "train")["y"])
-    runs: dict[str, list[list[float]]] = {"rnnpipe": [], "keras": []}  # epoch seconds of each call
+    runs: dict[str, list[list[tuple[float, float]]]] = {"rnnpipe": [], "keras": []}  # epochs of each call
     variants = {
         "rnnpipe": lambda: runs["rnnpipe"].append(rnnpipe_stage(config, art, workdir / "stage")),
         "keras": lambda: runs["keras"].append(plain_keras(config, art)),
     }
     common.log(f"pipeline_overhead: {config.name} cell={cell} n={n} epochs={epochs} rounds={rounds}")
-    for fn in variants.values():  # warm-up: imports, first graph builds
-        fn()
-    for values in runs.values():
-        values.clear()
-    wall = common.interleaved(variants, rounds)
+    if warm_up:  # imports and one-time set-up (matplotlib, h5py...), once per process
+        for fn in variants.values():
+            fn()
+        for values in runs.values():
+            values.clear()
+    times = common.interleaved(variants, rounds)
     row: dict[str, Any] = {"config": config.name, "topology": config.model.topology, "cell": cell,
                            "train_examples": n, "epochs": epochs, "rounds": rounds}
     for name in variants:
-        steady = [s for call in runs[name] for s in call[1:]]  # the first epoch traces the graphs
-        row[f"{name}_steady_ex_s"] = n / common.median(steady)
-        row[f"{name}_e2e_ex_s"] = n * epochs / common.median(wall[name])
-        row[f"{name}_first_epoch_s"] = common.median([call[0] for call in runs[name]])
-        row[f"{name}_outside_fit_s"] = common.median([w - sum(call) for w, call in zip(wall[name], runs[name])])
-        row[f"{name}_spread"] = common.spread(steady)
-    row["steady_ratio"] = row["rnnpipe_steady_ex_s"] / row["keras_steady_ex_s"]
-    row["e2e_ratio"] = row["rnnpipe_e2e_ex_s"] / row["keras_e2e_ex_s"]
+        for kind, k in (("wall", 0), ("cpu", 1)):
+            steady = [e[k] for call in runs[name] for e in call[1:]]  # the first epoch traces the graphs
+            row[f"{name}_{kind}_steady_ex_s"] = n / common.median(steady)
+            row[f"{name}_{kind}_e2e_ex_s"] = n * epochs / common.median(times[name][kind])
+        row[f"{name}_first_epoch_s"] = common.median([call[0][0] for call in runs[name]])
+        row[f"{name}_outside_fit_s"] = common.median(
+            [w - sum(e[0] for e in call) for w, call in zip(times.wall(name), runs[name])])
+        row[f"{name}_spread"] = common.spread([e[0] for call in runs[name] for e in call[1:]])
+    for what in ("steady", "e2e"):
+        for kind in ("wall", "cpu"):
+            row[f"{what}_{kind}_ratio"] = row[f"rnnpipe_{kind}_{what}_ex_s"] / row[f"keras_{kind}_{what}_ex_s"]
     return row
 
 
@@ -139,25 +146,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     epochs = args.epochs or (2 if quick else 3)
     rounds = args.rounds or (1 if quick else 3)
     extra = {"model.units": 16, "model.embedding_dim": 8} if quick else {}
-    configs = args.configs or default_configs()
+    configs = args.configs or default_configs()[: 1 if quick else None]
     result: dict[str, Any] = {"benchmark": "pipeline_overhead", "rows": [], "summary": [], "notes": []}
     workdir = common.scratch_dir("overhead")
     try:
         for path in configs:
             for cell in args.cells:
                 row = measure(path, cell, workdir / Path(path).stem, examples=examples, epochs=epochs,
-                              rounds=rounds, extra=extra)
+                              rounds=rounds, extra=extra, warm_up=not quick and not result["rows"])
                 if isinstance(row, str):
                     result["notes"].append(f"skipped {row}")
                     break
                 result["rows"].append(row)
                 case = f"{row['config']} {cell}"
                 result["summary"].append(common.summary_line(
-                    case, "train examples/s (steady)", row["rnnpipe_steady_ex_s"], row["keras_steady_ex_s"],
-                    "plain model.fit", TARGET))
+                    case, "train examples/s (steady epochs)", row["rnnpipe_wall_steady_ex_s"],
+                    row["keras_wall_steady_ex_s"], "plain model.fit", TARGET, row["steady_cpu_ratio"]))
                 result["summary"].append(common.summary_line(
-                    case, f"examples/s end-to-end ({epochs} epochs)", row["rnnpipe_e2e_ex_s"],
-                    row["keras_e2e_ex_s"], "plain model.fit"))
+                    case, f"examples/s end-to-end ({epochs} epochs)", row["rnnpipe_wall_e2e_ex_s"],
+                    row["keras_wall_e2e_ex_s"], "plain model.fit", None, row["e2e_cpu_ratio"]))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return common.finish(result, args.json)

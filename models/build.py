@@ -1,37 +1,122 @@
-"""Config -> compiled Keras model, plus the config checks that need model knowledge."""
+"""Config -> Keras model, its loss and metrics, its training arrays, and the config checks.
+
+API for the other stages:
+- `check(model_cfg, train_cfg)`: raise `ConfigError` for impossible combinations, before any work.
+- `build_model(model_cfg, io)`: the uncompiled functional model (encoded inputs -> encoded outputs).
+- `loss_and_metrics(io)`: what to compile it with.
+- `training_data(model_cfg, io, x, y)`: encoded split arrays -> (model inputs, targets).
+- `generates(model_cfg, io)`: True when outputs are tokens produced step by step at inference
+  (then use `models.decoding.make_generator`; every other model answers with `model(x)`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from pipeline.config import ConfigError, ModelConfig, TrainConfig
 
 
+def cudnn_blockers(model: ModelConfig) -> list[str]:
+    """The settings that keep this config off the fused cuDNN kernel ([] = eligible), as field=value."""
+    if model.cell == "simple_rnn":
+        return ["model.cell='simple_rnn' (SimpleRNN has no cuDNN kernel)"]
+    checks = [
+        (model.activation != "tanh", f"model.activation={model.activation!r} (needs tanh)"),
+        (model.recurrent_activation != "sigmoid",
+         f"model.recurrent_activation={model.recurrent_activation!r} (needs sigmoid)"),
+        (model.recurrent_dropout > 0, f"model.recurrent_dropout={model.recurrent_dropout} (needs 0)"),
+        (model.unroll, "model.unroll=true (needs false)"),
+        (not model.use_bias, "model.use_bias=false (needs true)"),
+        (model.cell == "gru" and not model.reset_after, "model.reset_after=false (GRU needs true)"),
+        (model.topology == "seq2seq" and model.context == "attention" and model.context_feed == "every_step",
+         "model.context_feed='every_step' with model.context='attention' (the attentive decoder runs its "
+         "own loop)"),
+    ]
+    return [why for bad, why in checks if bad]
+
+
 def check(model: ModelConfig, train: TrainConfig) -> None:
-    """Reject combinations that cannot make sense, before any work."""
+    """Reject combinations that cannot make sense, before any work (io-dependent ones: `build_model`)."""
     from models.topologies import BUILDERS
 
     if model.topology not in BUILDERS:
         raise ConfigError(
             f"model.topology={model.topology!r} has no builder yet. Allowed: {', '.join(BUILDERS)}."
         )
+    if model.topology == "one_to_many" and model.bidirectional:
+        raise ConfigError(
+            "model.bidirectional=true does not fit model.topology='one_to_many': it has no input sequence "
+            "to read both ways, and its decoder generates step by step (causal). Set model.bidirectional=false.")
+    attentive = model.topology == "seq2seq" and model.context == "attention" and model.context_feed == "every_step"
+    if attentive and model.recurrent_dropout > 0:
+        raise ConfigError(
+            f"model.recurrent_dropout={model.recurrent_dropout} is not supported by the attentive decoder "
+            f"(model.context='attention' with model.context_feed='every_step'); set it to 0 or use "
+            f"model.context_feed='initial_state'.")
+    if model.use_cudnn == "true":
+        blockers = cudnn_blockers(model)
+        if blockers:
+            raise ConfigError(
+                f"model.use_cudnn='true' but this config cannot run on the cuDNN kernel: {'; '.join(blockers)}. "
+                f"Fix those or set model.use_cudnn='auto' (falls back to the generic kernel).")
+        if not _gpu_visible():
+            raise ConfigError("model.use_cudnn='true' needs a visible GPU and none was found; "
+                              "set model.use_cudnn='auto' to run anywhere.")
+
+
+def _gpu_visible() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def build_model(model: ModelConfig, io: dict[str, Any]) -> Any:
     """An uncompiled functional Keras model for `model.topology` x `model.cell`."""
-    from models.topologies import BUILDERS
+    from models.topologies import BUILDERS, FITS
 
+    pair = (io["x"]["kind"], io["y"]["kind"])
+    if pair not in FITS[model.topology]:
+        allowed = ", ".join(f"{a} -> {b}" for a, b in sorted(FITS[model.topology]))
+        raise ConfigError(f"model.topology={model.topology!r} cannot map {pair[0]} -> {pair[1]}; it takes {allowed}.")
+    if model.unroll and io["x"]["kind"] == "tokens":
+        raise ConfigError("model.unroll=true needs a fixed number of steps, but token inputs are variable-length "
+                          "(padded per batch); set model.unroll=false.")
     return BUILDERS[model.topology](model, io)
 
 
-def loss_and_metrics(io: dict[str, Any]) -> tuple[str, list[str]]:
-    """The training loss and metrics for the kind of target."""
+def generates(model: ModelConfig, io: dict[str, Any]) -> bool:
+    """True when the model emits tokens one step at a time (teacher-forced in training)."""
+    return model.topology in ("one_to_many", "seq2seq") and io["y"]["kind"] == "tokens"
+
+
+def loss_and_metrics(io: dict[str, Any]) -> tuple[Any, list[Any]]:
+    """The training loss and metrics for the kind of target (token targets ignore padding id 0)."""
+    import keras
+
+    from models.layers import TokenAccuracy
+
     kind = io["y"]["kind"]
-    if kind in ("label", "labels", "tokens"):
+    if kind == "tokens":
+        return keras.losses.SparseCategoricalCrossentropy(ignore_class=0), [TokenAccuracy()]
+    if kind in ("label", "labels"):
         return "sparse_categorical_crossentropy", ["accuracy"]
     return "mse", ["mae"]
 
 
+def decoder_inputs(y: np.ndarray, start_id: int) -> np.ndarray:
+    """Teacher forcing: each target row shifted right by one, starting with the start id."""
+    y = np.asarray(y)
+    return np.concatenate([np.full((len(y), 1), start_id, dtype="int32"), y[:, :-1].astype("int32")], axis=1)
+
+
 def training_data(model: ModelConfig, io: dict[str, Any], x: Any, y: Any) -> tuple[Any, Any]:
-    """Encoded split arrays -> (model inputs, targets) for fitting."""
+    """Encoded split arrays -> (model inputs, targets) for fitting.
+
+    Generating models get {"inputs": x, "decoder_inputs": start + y[:-1]}; all others take x as is
+    (numeric series decoders are not autoregressive, see models/topologies.py).
+    """
+    if generates(model, io):
+        return {"inputs": x, "decoder_inputs": decoder_inputs(y, io["y"].get("start_id", 2))}, y
     return x, y

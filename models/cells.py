@@ -34,6 +34,13 @@ def rnn_kwargs(cfg: ModelConfig) -> dict[str, Any]:
     return kwargs
 
 
+def cell_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    """Arguments for a bare cell (`keras.layers.LSTMCell`...) run in a custom loop: no cuDNN, no unroll,
+    and no dropout (the loop's caller drops inputs; recurrent dropout is refused by `build.check`)."""
+    skip = ("units", "unroll", "use_cudnn", "dropout", "recurrent_dropout")
+    return {k: v for k, v in rnn_kwargs(cfg).items() if k not in skip}
+
+
 def rnn(cfg: ModelConfig, name: str, *, return_sequences: bool, return_state: bool = False,
         bidirectional: bool | None = None) -> keras.layers.Layer:
     """One recurrent layer of `cfg.cell`, optionally wrapped in Bidirectional."""

@@ -1,57 +1,378 @@
 """One builder per topology, each parameterised by the cell (never by copy-paste).
 
-A builder takes the model config and the io spec from preprocessing and returns an
-uncompiled functional `keras.Model` from encoded inputs to encoded outputs.
+A builder takes the model config and the io spec from preprocessing and returns an uncompiled
+functional `keras.Model` from encoded inputs to encoded outputs. Layers have stable names and
+are made through `Parts`, so `generation_models` can rebuild the encoder and a one-step decoder
+around the *trained* layers (shared weights) for greedy and beam-search decoding.
+
+Shapes (B = batch):
+- one_to_one: x [B, F] (vector) or [B] (category) -> the RNN reads it as a length-1 sequence.
+- one_to_many: x -> the conditioning vector c (category: embedding; vector: as is).
+  `input_mode=first_step`: c is projected (dense + tanh) to every decoder layer's initial state;
+  `every_step`: c is concatenated to the decoder input at every step.
+- many_to_one: x [B, T] ids / [B, T, F] -> the RNN stack -> `reduce` (last|mean|max|attention,
+  all mask-aware) -> head. A series target [H, F] gets a direct multi-step head (dense H*F).
+- many_to_many: an output at every input step. A bidirectional stack is allowed for tagging
+  (`labels`) only: a next-token or shifted-series target would be visible to the backward RNN.
+- seq2seq: encoder stack -> context -> decoder stack -> head. `context` x `context_feed`:
+  last_state/projected + initial_state: the decoder layer i starts from the encoder layer i's
+  final states (LSTM [h, c], GRU/SimpleRNN h), as they are (last_state) or through a dense+tanh
+  (projected); + every_step: the top encoder layer's final h (projected or not) is concatenated to
+  every decoder input and the decoder starts from zeros. attention + initial_state: Luong (the
+  decoder starts from the encoder's final states; its outputs query the memory);
+  attention + every_step: Bahdanau (c_t enters the recurrence, `attention.AttentiveRNN`).
+
+Bidirectional encoders: each layer's forward and backward final states are concatenated
+(width 2*units) and projected back to `units` by a dense "bridge" (linear for last_state and
+attention, tanh for projected), so the decoder keeps `units` whatever the encoder.
+
+Decoder inputs: token targets are teacher-forced (`decoder_inputs` = start id + y[:-1]) and
+generated autoregressively (models/decoding.py). Numeric series targets are decoded in one pass,
+non-autoregressively: step t's input is the one-hot step index t (plus the context for
+every_step); the model input is x alone, so `model(x)` is already the forecast. This avoids
+exposure bias and needs no special decoding loop in evaluation, export or serving.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import keras
 
 from models import cells
-from pipeline.config import ModelConfig
+from models.attention import Attention, AttentionPooling, AttentiveRNN
+from models.layers import ConcatContext, MaskedMaxPooling, PaddingMask, StepIndex
+from pipeline.config import ConfigError, ModelConfig
+
+DECODER_INPUTS = "decoder_inputs"
 
 
-def input_layer(io_x: dict[str, Any], name: str = "inputs") -> keras.KerasTensor:
-    """The model input for an encoded x side."""
+class Parts:
+    """Named layers: made once (training graph) or taken from a trained model (generation graphs)."""
+
+    def __init__(self, model: keras.Model | None = None):
+        self.model, self.made = model, {}
+
+    def __call__(self, name: str, make: Callable[[str], keras.layers.Layer]) -> keras.layers.Layer:
+        if name not in self.made:
+            self.made[name] = self.model.get_layer(name) if self.model is not None else make(name)
+        return self.made[name]
+
+
+@dataclass
+class Context:
+    """What the encoder hands the decoder (any part may be absent)."""
+
+    states: list[list[Any]] | None = None  # initial states per decoder layer
+    static: Any = None  # [B, C] concatenated to every decoder input
+    memory: Any = None  # [B, T, M] attention memory
+    memory_mask: Any = None  # [B, T] bool
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs, embeddings, heads
+
+
+def input_layer(io_x: dict[str, Any], name: str = "inputs", static_length: bool = False) -> keras.KerasTensor:
+    """The model input for an encoded x side (time axis fixed only when `static_length`)."""
     kind = io_x["kind"]
+    steps = io_x.get("length") if static_length else None
     if kind == "tokens":
-        return keras.Input(shape=(None,), dtype="int32", name=name)
+        return keras.Input(shape=(steps,), dtype="int32", name=name)
     if kind == "category":
         return keras.Input(shape=(), dtype="int32", name=name)
     if kind == "vector":
         return keras.Input(shape=(io_x["features"],), dtype="float32", name=name)
-    return keras.Input(shape=(None, io_x["features"]), dtype="float32", name=name)
+    return keras.Input(shape=(steps, io_x["features"]), dtype="float32", name=name)
 
 
-def embed_sequence(io_x: dict[str, Any], cfg: ModelConfig, x: Any, name: str = "embedding") -> Any:
-    """Token ids -> masked embeddings; real-valued steps pass through."""
-    if io_x["kind"] == "tokens":
-        return keras.layers.Embedding(io_x["vocab_size"], cfg.embedding_dim, mask_zero=True, name=name)(x)
-    return x
+def embed_sequence(io_x: dict[str, Any], cfg: ModelConfig, x: Any, parts: Parts | None = None,
+                   name: str = "embedding") -> Any:
+    """Token ids -> masked embeddings (0 = padding); real-valued steps pass through."""
+    if io_x["kind"] != "tokens":
+        return x
+    parts = parts or Parts()
+    return parts(name, lambda n: keras.layers.Embedding(io_x["vocab_size"], cfg.embedding_dim, mask_zero=True,
+                                                        name=n))(x)
 
 
-def classifier(io_y: dict[str, Any], x: Any, name: str = "outputs") -> Any:
-    """Softmax over classes (float32 even under mixed precision)."""
-    return keras.layers.Dense(io_y["num_classes"], activation="softmax", dtype="float32", name=name)(x)
+def condition(cfg: ModelConfig, io_x: dict[str, Any], parts: Parts, x: Any) -> Any:
+    """A fixed input as a vector [B, D]: category -> embedding, vector -> as is."""
+    if io_x["kind"] == "category":
+        return parts("embedding", lambda n: keras.layers.Embedding(io_x["vocab_size"], cfg.embedding_dim,
+                                                                   name=n))(x)
+    if io_x["kind"] == "vector":
+        return x
+    raise ConfigError(f"a {io_x['kind']!r} input is a sequence; this topology takes a fixed vector or category")
+
+
+def head(io_y: dict[str, Any], x: Any, parts: Parts | None = None, name: str = "outputs") -> Any:
+    """The output layer, float32 even under mixed precision.
+
+    Classes/tokens: softmax (per step when x is [B, L, D]); series: linear values, one per
+    feature and step; a series target from a single vector x [B, D] gets a direct multi-step
+    head (dense horizon*features, reshaped to [B, H, F]).
+    """
+    parts = parts or Parts()
+    kind = io_y["kind"]
+    if kind in ("label", "labels", "tokens"):
+        size = io_y["num_classes"] if kind != "tokens" else io_y["vocab_size"]
+        return parts(name, lambda n: keras.layers.Dense(size, activation="softmax", dtype="float32", name=n))(x)
+    features = io_y["features"]
+    if len(x.shape) == 2:
+        steps = io_y.get("length", 1)
+        flat = parts(name + "_flat", lambda n: keras.layers.Dense(steps * features, dtype="float32", name=n))(x)
+        return parts(name, lambda n: keras.layers.Reshape((steps, features), dtype="float32", name=n))(flat)
+    return parts(name, lambda n: keras.layers.Dense(features, dtype="float32", name=n))(x)
+
+
+def dropout(cfg: ModelConfig, x: Any, parts: Parts, name: str) -> Any:
+    """Dropout before a head (identity when `model.dropout` is 0)."""
+    if not cfg.dropout:
+        return x
+    return parts(name, lambda n: keras.layers.Dropout(cfg.dropout, name=n))(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Topologies without a decoder
+
+
+def one_to_one(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
+    """Fixed vector -> label; the RNN reads a length-1 sequence (in effect an MLP)."""
+    parts = Parts()
+    inputs = input_layer(io["x"])
+    x = condition(cfg, io["x"], parts, inputs)
+    x = keras.layers.Reshape((1, x.shape[-1]), name="as_sequence")(x)
+    x = cells.stack(cfg, x, "rnn", last_sequences=False)
+    x = dropout(cfg, x, parts, "head_dropout")
+    return keras.Model(inputs, head(io["y"], x), name=f"one_to_one_{cfg.cell}")
+
+
+REDUCERS: dict[str, Callable[[ModelConfig], keras.layers.Layer]] = {
+    "mean": lambda cfg: keras.layers.GlobalAveragePooling1D(name="reduce_mean"),
+    "max": lambda cfg: MaskedMaxPooling(name="reduce_max"),
+    "attention": lambda cfg: AttentionPooling(cfg.units, name="reduce_attention"),
+}
 
 
 def many_to_one(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
     """Sequence -> one output; the loss sees only the final (reduced) output."""
-    inputs = input_layer(io["x"])
+    parts = Parts()
+    inputs = input_layer(io["x"], static_length=cfg.unroll)
     x = embed_sequence(io["x"], cfg, inputs)
     x = cells.stack(cfg, x, "encoder", last_sequences=cfg.reduce != "last")
-    if cfg.reduce == "mean":
-        x = keras.layers.GlobalAveragePooling1D(name="reduce_mean")(x)
-    elif cfg.reduce == "max":
-        x = keras.layers.GlobalMaxPooling1D(name="reduce_max")(x)
-    if cfg.dropout:
-        x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
-    return keras.Model(inputs, classifier(io["y"], x), name=f"many_to_one_{cfg.cell}")
+    if cfg.reduce != "last":
+        x = REDUCERS[cfg.reduce](cfg)(x)
+    x = dropout(cfg, x, parts, "head_dropout")
+    return keras.Model(inputs, head(io["y"], x), name=f"many_to_one_{cfg.cell}")
+
+
+def many_to_many(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
+    """Synced sequence -> sequence: an output at every input step."""
+    if cfg.bidirectional and io["y"]["kind"] in ("tokens", "series"):
+        what = "next-token (language model)" if io["y"]["kind"] == "tokens" else "shifted-series (forecast)"
+        raise ConfigError(
+            f"model.bidirectional=true cannot learn a {what} target with many_to_many: the backward RNN "
+            f"would read the very steps it must predict. Use model.bidirectional=false (bidirectional "
+            f"many_to_many is for tagging, y kind 'labels').")
+    parts = Parts()
+    inputs = input_layer(io["x"], static_length=cfg.unroll)
+    x = embed_sequence(io["x"], cfg, inputs)
+    x = cells.stack(cfg, x, "encoder", last_sequences=True)
+    x = dropout(cfg, x, parts, "head_dropout")
+    return keras.Model(inputs, head(io["y"], x), name=f"many_to_many_{cfg.cell}")
+
+
+# --------------------------------------------------------------------------------------------
+# Encoder-decoder topologies (one_to_many, seq2seq): contexts, the shared decoder, the builder
+
+
+def one_to_many_context(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: Any) -> Context:
+    """The conditioning vector as initial states (first_step) or as an every-step input."""
+    c = condition(cfg, io["x"], parts, inputs)
+    if cfg.input_mode == "every_step":
+        return Context(static=c)
+    return Context(states=[[parts(f"initial_state_{i + 1}_{k + 1}",
+                                  lambda n: keras.layers.Dense(cfg.units, activation="tanh", name=n))(c)
+                            for k in range(cells.state_count(cfg.cell))] for i in range(cfg.num_layers)])
+
+
+def encode(cfg: ModelConfig, parts: Parts, x: Any, return_sequences: bool) -> tuple[Any, list[list[Any]]]:
+    """The encoder stack; returns its top outputs and each layer's raw final states.
+
+    Raw: LSTM [h, c], GRU/SimpleRNN [h]; a bidirectional layer gives the forward then the
+    backward ones (see `final_state`).
+    """
+    finals = []
+    for i in range(cfg.num_layers):
+        top = i == cfg.num_layers - 1
+        name = f"encoder_{cfg.cell}_{i + 1}"
+        layer = parts(f"bi_{name}" if cfg.bidirectional else name, lambda _, nm=name: cells.rnn(
+            cfg, nm, return_sequences=return_sequences or not top, return_state=True))
+        x, *final = layer(x)
+        finals.append(final)
+    return x, finals
+
+
+def final_state(cfg: ModelConfig, parts: Parts, finals: list[list[Any]], i: int, k: int) -> Any:
+    """Encoder layer i's k-th final state; bidirectional: forward and backward concatenated (2 * units)."""
+    if not cfg.bidirectional:
+        return finals[i][k]
+    n = cells.state_count(cfg.cell)
+    return parts(f"encoder_state_{i + 1}_{k + 1}", lambda nm: keras.layers.Concatenate(name=nm))(
+        [finals[i][k], finals[i][n + k]])
+
+
+def seq2seq_context(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: Any) -> Context:
+    """Encode x and hand the decoder its context (see the module docstring for each combination)."""
+    attention = cfg.context == "attention"
+    memory, finals = encode(cfg, parts, embed_sequence(io["x"], cfg, inputs, parts), return_sequences=attention)
+    if not attention and cfg.context_feed == "every_step":
+        top = final_state(cfg, parts, finals, cfg.num_layers - 1, 0)
+        if cfg.context == "projected":
+            top = parts("context_projection", lambda n: keras.layers.Dense(cfg.units, activation="tanh", name=n))(top)
+        return Context(static=top)
+    states = [[final_state(cfg, parts, finals, i, k) for k in range(cells.state_count(cfg.cell))]
+              for i in range(cfg.num_layers)]
+    if cfg.context == "projected" or cfg.bidirectional:  # bridge_<layer>_<state>: dense to `units`
+        activation = "tanh" if cfg.context == "projected" else None
+        states = [[parts(f"bridge_{i + 1}_{k + 1}", lambda n: keras.layers.Dense(
+            cfg.units, activation=activation, name=n))(s) for k, s in enumerate(layer)]
+            for i, layer in enumerate(states)]
+    if not attention:
+        return Context(states=states)
+    mask = parts("memory_mask", lambda n: PaddingMask(name=n))(inputs)
+    return Context(states=states, memory=memory, memory_mask=mask)
+
+
+CONTEXTS: dict[str, Callable[[ModelConfig, dict[str, Any], Parts, Any], Context]] = {
+    "one_to_many": one_to_many_context,
+    "seq2seq": seq2seq_context,
+}
+
+
+def decoder_steps(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: Any,
+                  tokens: Any = None) -> tuple[Any, Any]:
+    """The decoder's per-step inputs: embedded teacher-forced ids, or one-hot step indices for series.
+
+    Returns (the decoder_inputs Input or None, the step tensor [B, L, D]).
+    """
+    io_y = io["y"]
+    if io_y["kind"] != "tokens":
+        return None, parts("decoder_steps", lambda n: StepIndex(io_y["length"], name=n))(inputs)
+    if tokens is None:
+        tokens = keras.Input(shape=(io_y["length"] if cfg.unroll else None,), dtype="int32", name=DECODER_INPUTS)
+    embedded = parts("decoder_embedding", lambda n: keras.layers.Embedding(io_y["vocab_size"], cfg.embedding_dim,
+                                                                           name=n))(tokens)
+    return tokens, embedded
+
+
+def decode(cfg: ModelConfig, io: dict[str, Any], parts: Parts, steps: Any,
+           ctx: Context) -> tuple[Any, list[list[Any]], Any]:
+    """The decoder stack and head; returns (outputs, final states per layer, attention weights or None)."""
+    if ctx.static is not None:
+        steps = parts("decoder_context", lambda n: ConcatContext(name=n))(steps, ctx.static)
+    weights = None
+    if ctx.memory is not None and cfg.context_feed == "every_step":
+        steps = dropout(cfg, steps, parts, "decoder_input_dropout")
+        layer = parts(f"decoder_attentive_{cfg.cell}", lambda n: AttentiveRNN(
+            cfg.cell, cfg.units, cfg.num_layers, cfg.attention, cells.cell_kwargs(cfg), name=n))
+        initial = [s for layer_states in ctx.states for s in layer_states]
+        x, context, weights, *flat = layer(steps, ctx.memory, ctx.memory_mask, initial)
+        k = cells.state_count(cfg.cell)
+        states = [flat[i * k:(i + 1) * k] for i in range(cfg.num_layers)]
+    else:
+        x, states = steps, []
+        for i in range(cfg.num_layers):
+            layer = parts(f"decoder_{cfg.cell}_{i + 1}", lambda n: cells.rnn(
+                cfg, n, return_sequences=True, return_state=True, bidirectional=False))
+            x, *final = layer(x, initial_state=ctx.states[i] if ctx.states else None)
+            states.append(final)
+        if ctx.memory is not None:
+            context, weights = parts("attention", lambda n: Attention(cfg.attention, cfg.units, name=n))(
+                x, ctx.memory, ctx.memory_mask)
+    if ctx.memory is not None:
+        joined = parts("attention_concat", lambda n: keras.layers.Concatenate(name=n))([context, x])
+        x = parts("attention_output", lambda n: keras.layers.Dense(cfg.units, activation="tanh", name=n))(joined)
+    x = dropout(cfg, x, parts, "head_dropout")
+    return head(io["y"], x, parts), states, weights
+
+
+def encoder_decoder(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
+    """one_to_many / seq2seq: context from x, then the shared decoder (teacher-forced for tokens)."""
+    parts = Parts()
+    static = cfg.unroll and cfg.topology == "seq2seq"
+    inputs = input_layer(io["x"], static_length=static)
+    ctx = CONTEXTS[cfg.topology](cfg, io, parts, inputs)
+    tokens, steps = decoder_steps(cfg, io, parts, inputs)
+    outputs, _, _ = decode(cfg, io, parts, steps, ctx)
+    model_inputs = inputs if tokens is None else {"inputs": inputs, DECODER_INPUTS: tokens}
+    return keras.Model(model_inputs, outputs, name=f"{cfg.topology}_{cfg.cell}")
+
+
+def one_to_many(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
+    """One vector -> a sequence (tokens: autoregressive; series: one pass)."""
+    return encoder_decoder(cfg, io)
+
+
+def seq2seq(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
+    """Sequence of N -> sequence of M through an encoder and a decoder."""
+    return encoder_decoder(cfg, io)
 
 
 BUILDERS: dict[str, Callable[[ModelConfig, dict[str, Any]], keras.Model]] = {
+    "one_to_one": one_to_one,
+    "one_to_many": one_to_many,
     "many_to_one": many_to_one,
+    "many_to_many": many_to_many,
+    "seq2seq": seq2seq,
 }
+
+# Which (x kind, y kind) pairs each topology can learn (mirrors components/ingestion FITS).
+FITS = {
+    "one_to_one": {("vector", "label"), ("category", "label")},
+    "one_to_many": {(x, y) for x in ("vector", "category") for y in ("tokens", "series")},
+    "many_to_one": {("tokens", "label"), ("series", "label"), ("series", "series"), ("tokens", "series")},
+    "many_to_many": {(x, y) for x in ("tokens", "series") for y in ("labels", "tokens", "series")},
+    "seq2seq": {(x, y) for x in ("tokens", "series") for y in ("tokens", "series")},
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Generation: the trained layers rebuilt as an encoder model and a one-step decoder model
+
+
+def generation_models(model: keras.Model, cfg: ModelConfig, io: dict[str, Any]) -> tuple[keras.Model, keras.Model]:
+    """(encoder, step) Keras models sharing `model`'s layers, for token-generating models.
+
+    encoder: x -> {state_<layer>_<k>: [B, units] (when the context gives initial states),
+    static: [B, C], memory: [B, T, M], memory_mask: [B, T]} (those the context has).
+    step: {token: [B, 1] int32, state_<layer>_<k>, static, memory, memory_mask} ->
+    {probs: [B, 1, V], state_<layer>_<k> (the new states), attention: [B, 1, T] (attention models)}.
+    """
+    parts = Parts(model)
+    inputs = input_layer(io["x"], static_length=cfg.unroll and cfg.topology == "seq2seq")
+    ctx = CONTEXTS[cfg.topology](cfg, io, parts, inputs)
+    enc_out = {f"state_{i + 1}_{k + 1}": s for i, layer in enumerate(ctx.states or []) for k, s in enumerate(layer)}
+    enc_out.update({k: v for k, v in (("static", ctx.static), ("memory", ctx.memory),
+                                      ("memory_mask", ctx.memory_mask)) if v is not None})
+    encoder = keras.Model(inputs, enc_out, name="generation_encoder")
+
+    dtype = model.get_layer("decoder_embedding").compute_dtype
+    token = keras.Input(shape=(1,), dtype="int32", name="token")
+    step_in: dict[str, Any] = {"token": token}
+    states = [[keras.Input(shape=(cfg.units,), dtype=dtype, name=f"state_{i + 1}_{k + 1}")
+               for k in range(cells.state_count(cfg.cell))] for i in range(cfg.num_layers)]
+    step_in.update({s.name: s for layer in states for s in layer})
+    extra = {name: keras.Input(shape=tuple(enc_out[name].shape[1:]), dtype=enc_out[name].dtype, name=name)
+             for name in ("static", "memory", "memory_mask") if name in enc_out}
+    step_in.update(extra)
+    _, steps = decoder_steps(cfg, io, parts, None, tokens=token)
+    probs, new_states, weights = decode(cfg, io, parts, steps, Context(
+        states=states, static=extra.get("static"), memory=extra.get("memory"), memory_mask=extra.get("memory_mask")))
+    step_out = {"probs": probs}
+    step_out.update({f"state_{i + 1}_{k + 1}": s for i, layer in enumerate(new_states) for k, s in enumerate(layer)})
+    if weights is not None:
+        step_out["attention"] = weights
+    return encoder, keras.Model(step_in, step_out, name="generation_step")

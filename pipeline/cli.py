@@ -70,6 +70,17 @@ def cmd_stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from components import serving
+
+    options = serving.Options(max_request_bytes=args.max_request_bytes, timeout=args.timeout,
+                              poll_seconds=args.poll_seconds, max_batch_rows=args.max_batch_rows,
+                              model_name=args.model_name)
+    serving.serve(args.export_base, host=args.host, port=args.port, options=options, ready_file=args.ready_file,
+                  access_log=args.access_log)
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -139,6 +150,19 @@ def parser() -> argparse.ArgumentParser:
     stage.add_argument("--run-dir", required=True, help="shared folder holding every stage's output")
     stage.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     stage.set_defaults(fn=cmd_stage)
+
+    serve = sub.add_parser("serve", help="TF-Serving-compatible REST API on an export base (exports/<model>)")
+    serve.add_argument("export_base", help="folder holding numeric version folders, e.g. exports/names_gender_lstm")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    serve.add_argument("--port", type=int, default=8501, help="port (0: any free one; see --ready-file)")
+    serve.add_argument("--max-request-bytes", type=int, default=16 << 20, help="larger bodies get 413")
+    serve.add_argument("--timeout", type=float, default=30.0, help="seconds per request before 504")
+    serve.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
+    serve.add_argument("--max-batch-rows", type=int, default=256, help="rows merged from concurrent requests")
+    serve.add_argument("--model-name", default=None, help="name in the URL (default: the folder's name)")
+    serve.add_argument("--ready-file", default=None, help="write {host, port, pid} here once listening")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(fn=cmd_serve)
 
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's store")
     ui.add_argument("--host", default="127.0.0.1")

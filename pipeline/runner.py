@@ -44,7 +44,8 @@ STAGES: tuple[Stage, ...] = (
         "export",
         "components.export",
         ("preprocess", "train", "evaluate"),
-        lambda c: {"export": c.export, "name": c.name},
+        lambda c: {"export": c.export, "name": c.name, "model": c.model, "data": c.data, "train": c.train,
+                   "evaluate": c.evaluate},
     ),
     Stage("infra_validate", "components.infra_validation", ("export", "preprocess"), lambda c: {"export": c.export}),
 )
@@ -199,7 +200,7 @@ def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, f
         log(f"{label:<24} skipped (no {', '.join(missing)} output)")
         return None
     inputs = {name: result.artifacts[name] for name in stage.inputs}
-    kwargs = stage.select(config)
+    kwargs = {**stage.select(config), **tracker.stage_inputs(stage.name)}
     fp = artifacts.fingerprint(stage.name, to_plain(kwargs), inputs)
     stage_dir = root / stage.name
     start = time.time()

@@ -103,6 +103,15 @@ class Tracker:
         """Keras callbacks for a stage (per-epoch metrics while training)."""
         return [epoch_logger(self.live_epochs)] if stage == "train" and self.run_id else []
 
+    def stage_inputs(self, stage: str) -> dict[str, Any]:
+        """Keyword inputs a stage gets from the store (hashed into its fingerprint, like its config).
+
+        evaluate with `compare_to: last_blessed` gets the champion's test metrics (or None).
+        """
+        if stage == "evaluate" and self.config.evaluate.compare_to == "last_blessed":
+            return {"last_blessed": last_blessed_metrics(self.config)}
+        return {}
+
     def log_stage(self, stage: str, artifact: Any, cached: bool) -> None:
         """Log a stage's metrics, tags, plots and reports."""
         if not self.run_id:
@@ -118,6 +127,8 @@ class Tracker:
         if stage == "train":
             self._log_history(artifact.path("history.json"), skip=set() if cached else self.live_epochs)
             self._log_keras_model(artifact)
+        if stage == "infra_validate" and props.get("export"):
+            register_export(self.config, artifact)
         for png in sorted(artifact.uri.glob("*.png")):
             mlflow.log_artifact(str(png), PLOT_DIR)
         for report in sorted([*artifact.uri.glob("*.md"), *artifact.uri.glob("*.html"), *artifact.uri.glob("*.csv")]):
@@ -408,3 +419,136 @@ def _record(run: Any, experiments: dict[str, str]) -> RunRecord:
     return RunRecord(info.run_id, info.run_name or "", experiments.get(info.experiment_id, info.experiment_id),
                      info.status, info.start_time, info.end_time, dict(data.params), dict(data.metrics),
                      dict(data.tags))
+
+
+# --------------------------------------------------------------------------------------------
+# Model registry: the blessed export as a pyfunc, alias `champion`; the last blessed metrics
+
+CHAMPION = "champion"
+PYFUNC_NAME = "serving_model"
+EXPORT_PATH_TAG = "rnnpipe.export_path"
+
+
+def last_blessed_metrics(config: Config) -> dict[str, float] | None:
+    """Test metrics (without the `test_` prefix) of the pipeline's champion version, else of its
+    latest registered version; None when nothing is registered yet or tracking is off."""
+    if not config.tracking.enabled:
+        return None
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri(config))
+    try:
+        version = client.get_model_version_by_alias(config.name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        versions = _model_versions(client, config.name)
+        version = max(versions, key=lambda v: int(v.version)) if versions else None
+    if version is None or not version.run_id:
+        return None
+    metrics = client.get_run(version.run_id).data.metrics
+    return {k[len("test_"):]: v for k, v in sorted(metrics.items()) if k.startswith("test_")} or None
+
+
+def _model_versions(client: Any, name: str) -> list[Any]:
+    import mlflow
+
+    try:
+        return list(client.search_model_versions(f"name = '{name}'"))
+    except mlflow.exceptions.MlflowException:
+        return []
+
+
+def register_export(config: Config, artifact: Any) -> str | None:
+    """Register a blessed, infra-validated export (a pyfunc around the SavedModel) as `champion`.
+
+    `artifact` is the infra_validate output (its properties name the export; its canary.json
+    gives the signature and input example). A cached export already registered is not
+    registered twice: `champion` moves back to its version. Returns the version, or None.
+    """
+    props = artifact.properties["export"]
+    if not config.export.register or not props.get("blessed", True):
+        return None
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    path = props["path"]
+    known = [v for v in _model_versions(client, config.name) if v.tags.get(EXPORT_PATH_TAG) == path]
+    if known:
+        version = max(known, key=lambda v: int(v.version)).version
+    else:
+        signature, example = _pyfunc_signature(artifact)
+        info = mlflow.pyfunc.log_model(
+            name=PYFUNC_NAME, python_model=saved_model_pyfunc(), artifacts={"saved_model": path},
+            signature=signature, input_example=example, pip_requirements=_requirements(),
+            registered_model_name=config.name, await_registration_for=60,
+        )
+        version = str(info.registered_model_version)
+        client.set_model_version_tag(config.name, version, EXPORT_PATH_TAG, path)
+        client.set_model_version_tag(config.name, version, "rnnpipe.export_version", str(props.get("version")))
+    client.set_registered_model_alias(config.name, CHAMPION, version)
+    mlflow.set_tags({"registered_model": config.name, "registered_version": version})
+    return version
+
+
+def _pyfunc_signature(artifact: Any) -> tuple[Any, Any]:
+    """Signature and input example from the export's canaries (raw inputs and answers)."""
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    canary = json.loads(artifact.path("canary.json").read_text())
+    inputs, outputs = canary["inputs"][:2], canary["outputs"]
+    if not inputs:
+        return None, None
+    if artifact.properties["export"].get("input_kind") in ("tokens", "category"):
+        example = pd.DataFrame({"inputs": [str(v) for v in inputs]})
+    else:
+        example = np.asarray(inputs, dtype="float32")
+    answers = {k: np.asarray(v[:2], dtype=object if _strings(v) else "float32") for k, v in outputs.items()}
+    return infer_signature(example, answers), example
+
+
+def _strings(values: Any) -> bool:
+    while isinstance(values, list) and values:
+        values = values[0]
+    return isinstance(values, str)
+
+
+def saved_model_pyfunc() -> Any:
+    """A pyfunc PythonModel answering raw inputs with the SavedModel's `serving_default`.
+
+    Defined inside a function so cloudpickle stores the class by value: `mlflow models serve`
+    needs TensorFlow, not this project, on its path.
+    """
+    import mlflow
+
+    class SavedModelPyfunc(mlflow.pyfunc.PythonModel):
+        def load_context(self, context: Any) -> None:
+            import tensorflow as tf
+
+            self._loaded = tf.saved_model.load(context.artifacts["saved_model"])
+            self._fn = self._loaded.signatures["serving_default"]
+            self._spec = self._fn.structured_input_signature[1]["inputs"]
+
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            import numpy as np
+            import tensorflow as tf
+
+            values = model_input
+            if hasattr(values, "columns"):  # a DataFrame: the `inputs` column
+                values = values["inputs" if "inputs" in values.columns else values.columns[0]].tolist()
+            elif isinstance(values, dict):
+                values = values.get("inputs", next(iter(values.values())))
+            if self._spec.dtype == tf.string:
+                tensor = tf.constant(np.asarray([str(v) for v in np.ravel(np.asarray(values, dtype=object))]))
+            else:
+                tensor = tf.constant(np.asarray(values, dtype="float32"))
+            out = self._fn(inputs=tensor)
+            result = {}
+            for key, value in out.items():
+                arr = value.numpy()
+                if arr.dtype == object:
+                    arr = np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(arr)
+                result[key] = arr
+            return result
+
+    return SavedModelPyfunc()

@@ -1,0 +1,916 @@
+"""TensorFlow Serving's REST API on the exported SavedModels: `rnnpipe serve EXPORT_BASE_DIR`.
+
+inputs -> outputs: an export base (`exports/<name>/` holding numeric version folders, or a
+folder of such bases) -> HTTP on 127.0.0.1:8501 (uvicorn + Starlette, one process).
+
+Endpoints (as in TF Serving's g3doc/api_rest.md, so its clients work unchanged):
+
+    GET  /v1/models/<name>[/versions/<v>]             version status
+    GET  /v1/models/<name>[/versions/<v>]/metadata    signature_def of every signature
+    POST /v1/models/<name>[/versions/<v>]:predict     {"instances": [...]} -> {"predictions": ...}
+                                                      {"inputs": ...}      -> {"outputs": ...}
+
+`signature_name` picks the signature (default `serving_default`); without a version the
+latest loaded version answers. Strings may be sent as `{"b64": "..."}`. Errors come back as
+`{"error": "..."}` with TF Serving's status codes: 400 malformed JSON, wrong shape or dtype,
+both or neither of instances/inputs, NaN/Infinity, empty instances, JSON nested too deep,
+unknown signature; 404 unknown model or version; 413 a body over `--max-request-bytes`; 504
+past the per-request `--timeout`; 500 anything unexpected. No request can stop the server.
+
+How it works:
+- The repository polls the base every `--poll-seconds` (TF Serving's
+  file_system_poll_wait_seconds): a new version folder is loaded in the background and
+  becomes the default once loaded (availability preserving: the old one answers meanwhile);
+  a removed folder is unloaded. Each version is loaded once and cached (a few, LRU).
+- Only numeric folders with a saved_model.pb directly under the base are served; names and
+  versions from the URL are looked up in what the scan found, never joined into paths, so
+  `..` or symlinks out of the base cannot reach other files.
+- Inference runs off the event loop, on one worker thread per (version, signature). Requests
+  that queue up while it is busy are merged into one batch (TF Serving's batching, with no
+  added wait: a lone request runs at once) when the signature is row-independent, i.e.
+  every output has a leading batch dimension and fixed other dimensions; others run alone.
+
+Production path: the export base is exactly what the official TensorFlow Serving image
+loads, so the same folder can be served by it unchanged, e.g.
+
+    docker run -p 8501:8501 -v "$PWD/exports/names_gender_lstm:/models/names_gender_lstm" \\
+        -e MODEL_NAME=names_gender_lstm tensorflow/serving
+    # = tensorflow_model_server --rest_api_port=8501 --model_name=names_gender_lstm \\
+    #       --model_base_path=/models/names_gender_lstm
+
+(`--model_base_path` is the export base, without the version folder.) This server is the
+dependency-free equivalent for development, CI and infra validation. Like TF Serving it has
+no authentication: keep it on loopback (the default) or behind an authenticating proxy, and
+serve only SavedModels you exported yourself (a SavedModel is a program).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import concurrent.futures
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_SIGNATURE = "serving_default"
+MAX_DEPTH = 32  # JSON nesting deeper than this is refused before any conversion
+MAX_LOADED = 3  # versions kept loaded per model (the latest always among them)
+PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
+                  r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?/?$")
+
+
+class ServingError(Exception):
+    """A request that fails with an HTTP status and a TF-Serving-style message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def bad_request(message: str) -> ServingError:
+    return ServingError(400, message)
+
+
+# --------------------------------------------------------------------------------------------
+# Signatures and loaded versions
+
+
+@dataclass
+class Signature:
+    """One callable signature of a loaded SavedModel, with its input/output specs."""
+
+    name: str
+    fn: Any
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    batchable: bool
+
+    @classmethod
+    def of(cls, name: str, fn: Any) -> Signature:
+        inputs = dict(fn.structured_input_signature[1])
+        outputs = dict(fn.structured_outputs)
+        return cls(name, fn, inputs, outputs, _row_independent(outputs))
+
+    def __call__(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        try:
+            result = self.fn(**{k: tf.constant(v) for k, v in tensors.items()})
+        except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError,
+                tf.errors.FailedPreconditionError, ValueError, TypeError) as exc:
+            text = getattr(exc, "message", None) or str(exc)
+            raise bad_request(text.strip().splitlines()[0][:2000] if text.strip() else type(exc).__name__) from None
+        return {k: v.numpy() for k, v in result.items()}
+
+
+def _row_independent(outputs: dict[str, Any]) -> bool:
+    """Rows can be merged and split again: a leading batch dim and fixed other dims."""
+    for spec in outputs.values():
+        dims = spec.shape.as_list() if spec.shape.rank is not None else None
+        if not dims or dims[0] is not None or any(d is None for d in dims[1:]):
+            return False
+    return True
+
+
+class Batcher:
+    """Runs one signature on its own thread; requests queued meanwhile share one call."""
+
+    def __init__(self, signature: Signature, max_rows: int):
+        self.signature = signature
+        self.max_rows = max_rows
+        self.jobs: collections.deque = collections.deque()
+        self.cond = threading.Condition()
+        self.stopped = False
+        self.thread = threading.Thread(target=self._loop, name=f"infer-{signature.name}", daemon=True)
+        self.thread.start()
+
+    def submit(self, tensors: dict[str, np.ndarray], rows: int | None, key: Any) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self.cond:
+            self.jobs.append((tensors, rows, key, future))
+            self.cond.notify()
+        return future
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify()
+
+    def _take(self) -> list[tuple] | None:
+        with self.cond:
+            while not self.jobs and not self.stopped:
+                self.cond.wait()
+            if self.stopped and not self.jobs:
+                return None
+            first = self.jobs.popleft()
+            batch, rows = [first], first[1] or 0
+            if first[2] is not None and self.signature.batchable:
+                keep = collections.deque()
+                while self.jobs:
+                    job = self.jobs.popleft()
+                    if job[2] == first[2] and rows + job[1] <= self.max_rows:
+                        batch.append(job)
+                        rows += job[1]
+                    else:
+                        keep.append(job)
+                self.jobs = keep
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            batch = [job for job in batch if job[3].set_running_or_notify_cancel()]  # timed out: skip
+            if not batch:
+                continue
+            try:
+                if len(batch) == 1:
+                    batch[0][3].set_result(self.signature(batch[0][0]))
+                    continue
+                merged = {k: np.concatenate([job[0][k] for job in batch]) for k in batch[0][0]}
+                out = self.signature(merged)
+                start = 0
+                for _, rows, _, future in batch:
+                    future.set_result({k: v[start:start + rows] for k, v in out.items()})
+                    start += rows
+            except BaseException as exc:  # noqa: BLE001 - every waiting request gets the error
+                for job in batch:
+                    if not job[3].done():
+                        job[3].set_exception(exc)
+
+
+@dataclass
+class Servable:
+    """One loaded version of a model."""
+
+    name: str
+    version: int
+    path: Path
+    signatures: dict[str, Signature]
+    signature_defs: dict[str, Any]
+    max_rows: int
+    last_used: float = field(default_factory=time.monotonic)
+    batchers: dict[str, Batcher] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def load(cls, name: str, version: int, path: Path, max_rows: int) -> Servable:
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))
+        signatures = {k: Signature.of(k, fn) for k, fn in loaded.signatures.items()}
+        servable = cls(name, version, path, signatures, _signature_defs(path), max_rows)
+        servable._keep = loaded  # the functions' variables live as long as the servable
+        return servable
+
+    def batcher(self, signature: str) -> Batcher:
+        with self.lock:
+            if signature not in self.batchers:
+                self.batchers[signature] = Batcher(self.signatures[signature], self.max_rows)
+            return self.batchers[signature]
+
+    def close(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.stop()
+
+
+def _signature_defs(path: Path) -> dict[str, Any]:
+    """The SignatureDefs of saved_model.pb as TF Serving's metadata JSON shows them."""
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    defs = proto.meta_graphs[0].signature_def
+    return {k: json_format.MessageToDict(v, preserving_proto_field_name=True)
+            for k, v in defs.items() if not k.startswith("__")}
+
+
+# --------------------------------------------------------------------------------------------
+# The repository: models, their version folders, what is loaded
+
+
+@dataclass
+class ModelEntry:
+    """One served model: its base folder, the versions on disk, those loaded or failed."""
+
+    name: str
+    base: Path
+    on_disk: dict[int, Path] = field(default_factory=dict)
+    loaded: dict[int, Servable] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    loading: set[int] = field(default_factory=set)
+
+
+class Repository:
+    """Finds models and versions under a base folder and loads them once each."""
+
+    def __init__(self, base: str | Path, model_name: str | None = None, max_rows: int = 256,
+                 max_loaded: int = MAX_LOADED):
+        self.base = Path(base).resolve()
+        if not self.base.is_dir():
+            raise FileNotFoundError(f"export base {base} is not a folder (expected exports/<model>/ "
+                                    f"holding numeric version folders)")
+        self.model_name = model_name
+        self.max_rows = max_rows
+        self.max_loaded = max_loaded
+        self.models: dict[str, ModelEntry] = {}
+        self.lock = threading.RLock()
+        self.load_locks: dict[tuple[str, int], threading.Lock] = collections.defaultdict(threading.Lock)
+        self.refresh()
+
+    # -- discovery ------------------------------------------------------------------------
+    def _versions(self, base: Path) -> dict[int, Path]:
+        found = {}
+        try:
+            entries = list(os.scandir(base))
+        except OSError:
+            return {}
+        for entry in entries:
+            if not entry.name.isdigit() or not entry.is_dir():
+                continue
+            path = Path(entry.path)
+            if not path.resolve().is_relative_to(self.base) or not (path / "saved_model.pb").is_file():
+                continue
+            found[int(entry.name)] = path
+        return found
+
+    def _bases(self) -> dict[str, Path]:
+        own = self._versions(self.base)
+        if own or self.model_name:
+            return {self.model_name or self.base.name: self.base}
+        children = {}
+        for entry in sorted(os.scandir(self.base), key=lambda e: e.name):
+            if entry.is_dir() and not entry.name.startswith(".") and self._versions(Path(entry.path)):
+                children[entry.name] = Path(entry.path)
+        return children or {self.base.name: self.base}
+
+    def refresh(self) -> None:
+        """Rescan the folders; forget versions whose folder is gone."""
+        bases = self._bases()
+        with self.lock:
+            for name, base in bases.items():
+                entry = self.models.setdefault(name, ModelEntry(name, base))
+                entry.on_disk = self._versions(base)
+                for version in [v for v in entry.loaded if v not in entry.on_disk]:
+                    entry.loaded.pop(version).close()
+                for version in [v for v in entry.failed if v not in entry.on_disk]:
+                    entry.failed.pop(version)
+            for name in [n for n in self.models if n not in bases]:
+                for servable in self.models.pop(name).loaded.values():
+                    servable.close()
+
+    # -- loading --------------------------------------------------------------------------
+    def entry(self, name: str) -> ModelEntry:
+        with self.lock:
+            entry = self.models.get(name)
+        if entry is None:
+            raise ServingError(404, f"Servable not found for request: Latest({name})")
+        return entry
+
+    def load(self, name: str, version: int) -> Servable:
+        """Load one version (once; concurrent callers wait for the same load)."""
+        entry = self.entry(name)
+        with self.load_locks[(name, version)]:
+            with self.lock:
+                if version in entry.loaded:
+                    return entry.loaded[version]
+                path = entry.on_disk.get(version)
+                if path is None:
+                    raise ServingError(404, f"Servable not found for request: Specific({name}, {version})")
+                entry.loading.add(version)
+            try:
+                servable = Servable.load(name, version, path, self.max_rows)
+            except Exception as exc:  # noqa: BLE001 - a broken export is reported, not fatal
+                with self.lock:
+                    entry.loading.discard(version)
+                    entry.failed[version] = f"{type(exc).__name__}: {exc}"[:2000]
+                raise ServingError(404, f"Servable not found for request: Specific({name}, {version}): "
+                                        f"failed to load: {entry.failed[version]}") from None
+            with self.lock:
+                entry.loading.discard(version)
+                entry.failed.pop(version, None)
+                entry.loaded[version] = servable
+                self._evict(entry)
+            return servable
+
+    def _evict(self, entry: ModelEntry) -> None:
+        latest = max(entry.loaded)
+        extra = sorted((s.last_used, v) for v, s in entry.loaded.items() if v != latest)
+        while len(entry.loaded) > self.max_loaded and extra:
+            entry.loaded.pop(extra.pop(0)[1]).close()
+
+    def load_latest(self) -> None:
+        """Load each model's newest version on disk if it is not loaded (nor failed) yet."""
+        with self.lock:
+            todo = [(e.name, max(e.on_disk)) for e in self.models.values()
+                    if e.on_disk and max(e.on_disk) not in e.loaded and max(e.on_disk) not in e.failed]
+        for name, version in todo:
+            try:
+                self.load(name, version)
+            except ServingError:
+                pass  # recorded in `failed`, shown by the status endpoint
+
+    def cached(self, name: str, version: int | None) -> Servable | None:
+        """The loaded version a request asks for (latest loaded by default), or None."""
+        entry = self.entry(name)
+        with self.lock:
+            if version is None:
+                if not entry.loaded and not entry.on_disk:
+                    raise ServingError(404, f"Servable not found for request: Latest({name})")
+                version = max(entry.loaded, default=None)
+            servable = entry.loaded.get(version) if version is not None else None
+        if servable is not None:
+            servable.last_used = time.monotonic()
+        return servable
+
+    def servable(self, name: str, version: int | None) -> Servable:
+        """The version a request asks for, loading it (or, by default, the newest) if needed."""
+        servable = self.cached(name, version)
+        if servable is None:
+            if version is None:
+                with self.lock:
+                    version = max(self.entry(name).on_disk, default=None)
+                if version is None:
+                    raise ServingError(404, f"Servable not found for request: Latest({name})")
+            servable = self.load(name, version)
+        return servable
+
+    def status(self, name: str, version: int | None) -> dict[str, Any]:
+        entry = self.entry(name)
+        with self.lock:
+            versions = sorted(set(entry.on_disk) | set(entry.loaded), reverse=True)
+            if version is not None:
+                if version not in versions:
+                    raise ServingError(404, f"Servable not found for request: Specific({name}, {version})")
+                versions = [version]
+            rows = []
+            for v in versions:
+                if v in entry.loaded:
+                    state, code, message = "AVAILABLE", "OK", ""
+                elif v in entry.failed:
+                    state, code, message = "END", "UNKNOWN", entry.failed[v]
+                elif v in entry.loading:
+                    state, code, message = "LOADING", "OK", ""
+                else:
+                    state, code, message = "START", "OK", ""
+                rows.append({"version": str(v), "state": state,
+                             "status": {"error_code": code, "error_message": message}})
+        return {"model_version_status": rows}
+
+    def close(self) -> None:
+        with self.lock:
+            for entry in self.models.values():
+                for servable in entry.loaded.values():
+                    servable.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Request decoding: JSON -> validated NumPy arrays per signature input
+
+
+def _reject_constant(name: str) -> Any:
+    raise bad_request(f"JSON Parse error: {name} is not a number (NaN and Infinity are not allowed)")
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """Bytes -> the request object, with NaN/Infinity and too-deep nesting refused."""
+    try:
+        data = json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise bad_request(f"JSON Parse error: nested too deep (more than {MAX_DEPTH} levels)") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise bad_request(f"JSON Parse error: {exc}") from None
+    if not isinstance(data, dict):
+        raise bad_request("JSON Parse error: the request body must be a JSON object")
+    return data
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth along first elements (a cheap guard before NumPy sees the value)."""
+    depth = 0
+    while isinstance(value, list) and depth <= limit:
+        depth += 1
+        value = value[0] if value else None
+    return depth
+
+
+def _strings(value: Any, name: str) -> Any:
+    """Nested lists of str / {"b64": ...} -> the same nesting with bytes leaves."""
+    if isinstance(value, list):
+        return [_strings(v, name) for v in value]
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, dict) and list(value) == ["b64"] and isinstance(value["b64"], str):
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except ValueError:
+            raise bad_request(f"Input '{name}': invalid base64 in {{\"b64\": ...}}") from None
+    raise bad_request(f"Input '{name}' expects strings (DT_STRING) but got {type(value).__name__} {value!r:.60}")
+
+
+def to_array(value: Any, spec: Any, name: str, batched: bool) -> np.ndarray:
+    """One input's JSON value -> an array of the spec's dtype and a compatible shape."""
+    import tensorflow as tf
+
+    dims = spec.shape.as_list() if spec.shape.rank is not None else None
+    if _depth(value, MAX_DEPTH) > MAX_DEPTH:
+        raise bad_request(f"Input '{name}': nested too deep (more than {MAX_DEPTH} levels)")
+    try:
+        if spec.dtype == tf.string:
+            arr = np.asarray(_strings(value, name), dtype=object)
+            if arr.dtype != object or (arr.ndim and any(isinstance(v, list) for v in arr.flat)):
+                raise ValueError("ragged")
+        else:
+            arr = np.asarray(value)
+    except ValueError:
+        raise bad_request(f"Input '{name}': lists of unequal lengths or mixed types "
+                          f"(expected shape {_shape_text(dims)})") from None
+    if spec.dtype != tf.string:
+        arr = _numeric(arr, spec.dtype, name)
+    if dims is not None:
+        if arr.ndim != len(dims) or any(d is not None and d != a for d, a in zip(dims, arr.shape)):
+            what = "each instance" if batched else "the value"
+            got = list(arr.shape[1:]) if batched else list(arr.shape)
+            want = dims[1:] if batched else dims
+            raise bad_request(f"Input '{name}': {what} has shape {got} but the signature expects "
+                              f"{_shape_text(want)}")
+    if batched and arr.ndim == 0:
+        raise bad_request(f"Input '{name}' has no batch dimension")
+    return arr
+
+
+def _numeric(arr: np.ndarray, dtype: Any, name: str) -> np.ndarray:
+    kind = arr.dtype.kind
+    want = dtype.as_numpy_dtype
+    if dtype.is_bool:
+        ok = kind == "b"
+    elif dtype.is_integer:
+        ok = kind in "iu"
+    else:
+        ok = kind in "iuf"
+    if not ok:
+        found = {"U": "strings", "S": "strings", "O": "mixed or missing values", "b": "booleans",
+                 "f": "non-integer numbers"}.get(kind, arr.dtype.name)
+        raise bad_request(f"Input '{name}' expects {dtype.name} (DT_{dtype.name.upper()}) but got {found}")
+    if dtype.is_integer:
+        info = np.iinfo(want)
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise bad_request(f"Input '{name}': value out of range for {dtype.name}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(want)
+    if dtype.is_floating and out.size and not np.isfinite(out).all():
+        raise bad_request(f"Input '{name}': NaN or Infinity (or a value too large for {dtype.name})")
+    return out
+
+
+def _shape_text(dims: list[int | None] | None) -> str:
+    return "unknown" if dims is None else "[" + ", ".join("-1" if d is None else str(d) for d in dims) + "]"
+
+
+@dataclass
+class Request:
+    """A decoded predict request."""
+
+    signature: str
+    tensors: dict[str, np.ndarray]
+    row_format: bool
+    rows: int | None  # batch size when every batched input agrees, else None
+
+
+def decode_request(data: dict[str, Any], signatures: dict[str, Signature]) -> Request:
+    """Validate a predict body against the signature; build its input arrays."""
+    name = data.get("signature_name", DEFAULT_SIGNATURE)
+    if not isinstance(name, str):
+        raise bad_request("'signature_name' must be a string")
+    if name not in signatures:
+        raise bad_request(f"Serving signature name: \"{name}\" not found in signature def "
+                          f"(have: {', '.join(sorted(signatures))})")
+    sig = signatures[name]
+    has_rows, has_cols = "instances" in data, "inputs" in data
+    if has_rows == has_cols:
+        raise bad_request("JSON Value: must have exactly one of 'instances' (list) or 'inputs' (columnar) "
+                          "as a key, " + ("not both" if has_rows else "found neither"))
+    unknown = set(data) - {"signature_name", "instances", "inputs"}
+    if unknown:
+        raise bad_request(f"unknown key(s) in the request: {', '.join(sorted(unknown))}")
+    specs = sig.inputs
+    if has_rows:
+        tensors = _rows(data["instances"], specs)
+    else:
+        tensors = _columns(data["inputs"], specs)
+    batch = {int(a.shape[0]) for k, a in tensors.items() if a.ndim and _rank(specs[k]) != 0}
+    return Request(name, tensors, has_rows, batch.pop() if len(batch) == 1 else None)
+
+
+def _rank(spec: Any) -> int | None:
+    return spec.shape.rank
+
+
+def _rows(instances: Any, specs: dict[str, Any]) -> dict[str, np.ndarray]:
+    if not isinstance(instances, list):
+        raise bad_request("'instances' must be a list (one element per example)")
+    if not instances:
+        raise bad_request("'instances' is empty: send at least one example")
+    names = list(specs)
+    named = all(isinstance(i, dict) and not (list(i) == ["b64"]) for i in instances)
+    if len(names) > 1 and not named:
+        raise bad_request(f"this signature has several inputs ({', '.join(names)}): each instance must "
+                          f"be an object naming them")
+    columns: dict[str, list[Any]] = {}
+    if named:
+        for index, inst in enumerate(instances):
+            if set(inst) != set(names):
+                missing, extra = set(names) - set(inst), set(inst) - set(names)
+                what = f"missing input(s) {sorted(missing)}" if missing else f"unknown input(s) {sorted(extra)}"
+                raise bad_request(f"instance {index}: {what}; the signature's inputs are {names}")
+        columns = {n: [inst[n] for inst in instances] for n in names}
+    else:
+        columns = {names[0]: instances}
+    tensors = {}
+    for name, values in columns.items():
+        if _rank(specs[name]) == 0:  # a scalar setting (e.g. max_length): one value for the batch
+            if any(v != values[0] for v in values):
+                raise bad_request(f"Input '{name}' is a scalar: every instance must give the same value")
+            tensors[name] = to_array(values[0], specs[name], name, batched=False)
+        else:
+            tensors[name] = to_array(values, specs[name], name, batched=True)
+    return tensors
+
+
+def _columns(inputs: Any, specs: dict[str, Any]) -> dict[str, np.ndarray]:
+    names = list(specs)
+    if isinstance(inputs, dict) and list(inputs) != ["b64"]:
+        if set(inputs) != set(names):
+            missing, extra = set(names) - set(inputs), set(inputs) - set(names)
+            what = f"missing input(s) {sorted(missing)}" if missing else f"unknown input(s) {sorted(extra)}"
+            raise bad_request(f"'inputs': {what}; the signature's inputs are {names}")
+        values = dict(inputs)
+    elif len(names) == 1:
+        values = {names[0]: inputs}
+    else:
+        raise bad_request(f"this signature has several inputs ({', '.join(names)}): 'inputs' must be an "
+                          f"object naming them")
+    tensors = {}
+    for name, value in values.items():
+        if isinstance(value, list) and not value:
+            raise bad_request(f"Input '{name}' is empty: send at least one example")
+        tensors[name] = to_array(value, specs[name], name, batched=False)
+    return tensors
+
+
+# --------------------------------------------------------------------------------------------
+# Responses
+
+
+def _jsonable(arr: np.ndarray) -> Any:
+    if arr.dtype == object or arr.dtype.kind == "S":
+        flat = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.ravel().tolist()]
+        return np.asarray(flat, dtype=object).reshape(arr.shape).tolist() if arr.ndim else flat[0]
+    return arr.tolist()
+
+
+def encode_response(outputs: dict[str, np.ndarray], row_format: bool) -> dict[str, Any]:
+    """Outputs -> {"predictions": rows} or {"outputs": columns}, as TF Serving shapes them."""
+    values = {k: _jsonable(v) for k, v in outputs.items()}
+    if not row_format:
+        return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
+    if len(values) == 1:
+        return {"predictions": next(iter(values.values()))}
+    batched = {k: v for k, v in values.items() if outputs[k].ndim}
+    rows = len(next(iter(batched.values()))) if batched else 1
+    scalars = {k: v for k, v in values.items() if k not in batched}
+    return {"predictions": [{**{k: v[i] for k, v in batched.items()}, **scalars} for i in range(rows)]}
+
+
+def dumps(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# The ASGI app
+
+
+@dataclass(frozen=True)
+class Options:
+    """Server settings (the `rnnpipe serve` flags)."""
+
+    max_request_bytes: int = 16 << 20
+    timeout: float = 30.0
+    poll_seconds: float = 1.0
+    max_batch_rows: int = 256
+    model_name: str | None = None
+
+
+BIG_BODY = 64 << 10  # parse bodies above this on a thread, not on the event loop
+
+
+def create_app(base: str | Path, options: Options = Options()) -> Any:
+    """The Starlette app serving every model under `base`; it polls for new versions."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request as HttpRequest
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    repo = Repository(base, options.model_name, options.max_batch_rows)
+    stop = threading.Event()
+
+    def respond(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+        return Response(dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+    def poll() -> None:
+        while not stop.wait(options.poll_seconds):
+            try:
+                repo.refresh()
+                repo.load_latest()
+            except Exception:  # noqa: BLE001, S110 - a scan error must not stop the poller
+                pass
+
+    async def read_body(request: HttpRequest) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > options.max_request_bytes:
+            raise ServingError(413, f"request body of {declared} bytes is over the limit of "
+                                    f"{options.max_request_bytes} bytes (--max-request-bytes)")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > options.max_request_bytes:
+                raise ServingError(413, f"request body is over the limit of {options.max_request_bytes} "
+                                        f"bytes (--max-request-bytes)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def predict(request: HttpRequest, name: str, version: int | None, started: float) -> Response:
+        body = await read_body(request)
+        servable = repo.cached(name, version)
+        if servable is None:
+            servable = await asyncio.to_thread(repo.servable, name, version)
+        if len(body) > BIG_BODY:
+            data = await asyncio.to_thread(parse_body, body)
+            req = await asyncio.to_thread(decode_request, data, servable.signatures)
+        else:
+            req = decode_request(parse_body(body), servable.signatures)
+        key = None
+        if req.rows is not None:
+            key = tuple((k, v.shape[1:] if _rank(servable.signatures[req.signature].inputs[k]) != 0 else v.item(),
+                         v.dtype.str) for k, v in sorted(req.tensors.items()))
+        future = servable.batcher(req.signature).submit(req.tensors, req.rows, key)
+        remaining = options.timeout - (time.monotonic() - started)
+        try:
+            outputs = await asyncio.wait_for(asyncio.wrap_future(future), max(remaining, 0.001))
+        except asyncio.TimeoutError:
+            raise ServingError(504, f"Timed out after {options.timeout:g} s (--timeout) waiting for "
+                                    f"{name} version {servable.version}") from None
+        data = encode_response(outputs, req.row_format)
+        return respond(data, headers={"x-model-version": str(servable.version)})
+
+    async def models(request: HttpRequest) -> Response:
+        started = time.monotonic()
+        try:
+            match = PATH.match(request.url.path)
+            if match is None:
+                raise ServingError(404, f"Malformed request: {request.method} {request.url.path}")
+            name, version_text = match["name"], match["version"]
+            version = None
+            if version_text is not None:
+                if not version_text.isdigit():
+                    raise ServingError(404, f"Malformed request: version '{version_text}' is not a number")
+                version = int(version_text)
+            verb = match["verb"]
+            if verb is None:
+                if request.method != "GET":
+                    raise ServingError(405, f"{request.method} is not allowed here; use GET")
+                if match["metadata"]:
+                    servable = await asyncio.to_thread(repo.servable, name, version)
+                    return respond({"model_spec": {"name": name, "signature_name": "",
+                                                   "version": str(servable.version)},
+                                    "metadata": {"signature_def": {"signature_def": servable.signature_defs}}})
+                return respond(repo.status(name, version))
+            if verb != "predict":
+                raise bad_request(f"Malformed request: ':{verb}' is not supported by this server (use :predict)")
+            if request.method != "POST":
+                raise ServingError(405, f"{request.method} is not allowed for :predict; use POST")
+            return await predict(request, name, version, started)
+        except ServingError as exc:
+            headers = {"connection": "close"} if exc.status == 413 else None
+            return respond({"error": exc.message}, exc.status, headers)
+        except Exception as exc:  # noqa: BLE001 - never let one request take the server down
+            return respond({"error": f"internal error: {type(exc).__name__}: {exc}"[:2000]}, 500)
+
+    async def not_found(request: HttpRequest, exc: HTTPException) -> Response:
+        return respond({"error": f"{exc.detail}: {request.method} {request.url.path}"}, exc.status_code)
+
+    async def lifespan(app: Any) -> Any:
+        await asyncio.to_thread(repo.load_latest)
+        thread = threading.Thread(target=poll, name="version-poller", daemon=True)
+        thread.start()
+        yield
+        stop.set()
+        repo.close()
+
+    app = Starlette(routes=[Route("/v1/models/{rest:path}", models, methods=["GET", "POST"])],
+                    exception_handlers={HTTPException: not_found}, lifespan=_lifespan_context(lifespan))
+    app.state.repository = repo
+    return app
+
+
+def _lifespan_context(gen: Any) -> Any:
+    import contextlib
+
+    return contextlib.asynccontextmanager(gen)
+
+
+# --------------------------------------------------------------------------------------------
+# Running it
+
+
+def serve(base: str | Path, host: str = "127.0.0.1", port: int = 8501, options: Options = Options(),
+          ready_file: str | Path | None = None, log: Any = print, access_log: bool = False) -> None:
+    """Serve `base` until interrupted; `port=0` takes a free port (written to `ready_file`)."""
+    import uvicorn
+
+    app = create_app(base, options)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=access_log,
+                            timeout_keep_alive=30, backlog=2048, lifespan="on")
+    server = uvicorn.Server(config)
+
+    def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.02)
+        bound = server.servers[0].sockets[0].getsockname()[1]
+        repo = app.state.repository
+        names = ", ".join(f"{n} (versions {sorted(e.on_disk) or 'none yet'})" for n, e in repo.models.items())
+        log(f"rnnpipe serve: {names} on http://{host}:{bound}/v1/models/<name>  (Ctrl-C to stop)")
+        if ready_file:
+            from pipeline.artifacts import write_json
+
+            write_json(Path(ready_file), {"host": host, "port": bound, "pid": os.getpid(),
+                                          "models": sorted(repo.models)})
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run()
+
+
+class ServerThread:
+    """An in-process server on a free loopback port (tests, benchmarks): `with ServerThread(base) as url:`."""
+
+    def __init__(self, base: str | Path, options: Options = Options(), host: str = "127.0.0.1"):
+        import uvicorn
+
+        self.app = create_app(base, options)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=0, log_level="warning",
+                                                    access_log=False, lifespan="on"))
+        self.host = host
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the in-process server did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://{self.host}:{port}"
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+# --------------------------------------------------------------------------------------------
+# Clients: a small JSON-over-HTTP call, and a server in a fresh process
+
+
+def call(url: str, body: Any = None, method: str | None = None, timeout: float = 60) -> tuple[int, Any]:
+    """One HTTP request with a JSON (or raw bytes) body -> (status, decoded JSON answer)."""
+    import urllib.error
+    import urllib.request
+
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
+                                     headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, payload = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, payload = exc.code, exc.read()
+    try:
+        return status, json.loads(payload)
+    except ValueError:
+        return status, payload.decode("utf-8", "replace")
+
+
+class ServerProcess:
+    """`rnnpipe serve` in a fresh interpreter on a free loopback port: `with ServerProcess(base) as url:`.
+
+    The child binds port 0 and writes the port to a ready file once it listens (and has
+    loaded the latest versions); a child that exits first raises with the tail of its log.
+    """
+
+    def __init__(self, base: str | Path, *args: str, log_path: str | Path | None = None, start_timeout: float = 180,
+                 env: dict[str, str] | None = None):
+        import tempfile
+
+        self.base, self.args, self.start_timeout = str(base), args, start_timeout
+        self.tmp = tempfile.TemporaryDirectory(prefix="rnnpipe-serve-")
+        self.ready = Path(self.tmp.name) / "ready.json"
+        self.log_path = Path(log_path) if log_path else Path(self.tmp.name) / "server.log"
+        self.env = env
+        self.proc: Any = None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def __enter__(self) -> str:
+        import subprocess
+        import sys
+
+        root = Path(__file__).resolve().parent.parent
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(self.env or {})}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+        command = [sys.executable, "-m", "pipeline.cli", "serve", self.base, "--port", "0",
+                   "--ready-file", str(self.ready), *self.args]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+        deadline = time.monotonic() + self.start_timeout
+        while not self.ready.is_file():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited with code {self.proc.returncode} before it was ready:\n"
+                                   f"{self.log_tail()}")
+            if time.monotonic() > deadline:
+                message = f"the server was not ready after {self.start_timeout:g} s:\n{self.log_tail()}"
+                self.__exit__()
+                raise RuntimeError(message)
+            time.sleep(0.05)
+        info = json.loads(self.ready.read_text())
+        return f"http://{info['host']}:{info['port']}"
+
+    def __exit__(self, *exc: Any) -> None:
+        import subprocess
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.tmp.cleanup()

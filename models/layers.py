@@ -1,0 +1,107 @@
+"""Small custom layers and the token metric the topologies need, registered for `.keras` files.
+
+Every class here is registered under the `rnnpipe` package with a `get_config`, so a saved model
+loads with `keras.saving.load_model(path, safe_mode=True)` once `models` is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+register = keras.saving.register_keras_serializable(package="rnnpipe")
+
+
+@register
+class PaddingMask(keras.layers.Layer):
+    """Which encoder steps are real: ids != 0 for token ids [B, T]; all true for a series [B, T, F]."""
+
+    def call(self, inputs: Any) -> Any:
+        if len(inputs.shape) == 2:
+            return ops.not_equal(inputs, 0)
+        return ops.ones_like(inputs[..., 0], dtype="bool")
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+        return None
+
+
+@register
+class StepIndex(keras.layers.Layer):
+    """One-hot step positions [B, length, length]: the per-step input of a non-autoregressive decoder.
+
+    `inputs` only supplies the batch size.
+    """
+
+    def __init__(self, length: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.length = int(length)
+
+    def call(self, inputs: Any) -> Any:
+        eye = ops.eye(self.length, dtype=self.compute_dtype)
+        return ops.broadcast_to(eye[None], (ops.shape(inputs)[0], self.length, self.length))
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+        return None
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "length": self.length}
+
+
+@register
+class ConcatContext(keras.layers.Layer):
+    """[B, L, D] steps and a [B, C] context -> [B, L, D + C] (the context repeated at every step)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, steps: Any, context: Any) -> Any:
+        repeated = ops.broadcast_to(context[:, None, :], (*ops.shape(steps)[:2], ops.shape(context)[-1]))
+        return ops.concatenate([steps, ops.cast(repeated, steps.dtype)], axis=-1)
+
+    def compute_mask(self, steps: Any, context: Any = None, mask: Any = None) -> Any:
+        return mask
+
+
+@register
+class MaskedMaxPooling(keras.layers.Layer):
+    """Max over the unmasked steps of [B, T, D] -> [B, D] (Keras' GlobalMaxPooling1D ignores masks)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs: Any, mask: Any = None) -> Any:
+        if mask is not None:
+            lowest = ops.cast(ops.full((), -3e4 if self.compute_dtype == "float16" else -1e9), inputs.dtype)
+            inputs = ops.where(mask[..., None], inputs, lowest)
+        return ops.max(inputs, axis=1)
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+        return None
+
+
+@register
+class TokenAccuracy(keras.metrics.Metric):
+    """Accuracy over the non-padding target tokens (id 0 is padding and is not counted)."""
+
+    def __init__(self, name: str = "token_accuracy", **kwargs: Any):
+        super().__init__(name=name, **kwargs)
+        self.correct = self.add_variable(shape=(), initializer="zeros", name="correct")
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        y_true = ops.cast(y_true, "int32")
+        valid = ops.cast(ops.not_equal(y_true, 0), "float32")
+        hit = ops.cast(ops.equal(y_true, ops.cast(ops.argmax(y_pred, axis=-1), "int32")), "float32")
+        self.correct.assign_add(ops.sum(hit * valid))
+        self.total.assign_add(ops.sum(valid))
+
+    def result(self) -> Any:
+        return ops.divide_no_nan(self.correct, self.total)
+
+    def reset_state(self) -> None:
+        self.correct.assign(0.0)
+        self.total.assign(0.0)

@@ -1,0 +1,66 @@
+"""Shared helpers for the evaluation/export/serving/registry tests (not a test module).
+
+- `toy_saved_model`: a hand-made SavedModel with several signatures (float, int, string,
+  scalar and slow inputs) whose answers are known exactly, in about a second.
+- `blessed_names_run`: the session's tiny names pipeline (tests/conftest.py `names_run`) taken
+  on to a blessed, infra-validated, registered export; computed once per session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+_CACHE: dict[str, Any] = {}
+
+
+def toy_saved_model(path: Path, scale: float = 1.0) -> Path:
+    """A SavedModel: serving_default y = x * scale (+ row sums), `single` (one output),
+    `multi` (string, int and scalar inputs), `sleep` (busy-waits `seconds`)."""
+    import tensorflow as tf
+
+    class Toy(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = tf.Variable(scale, dtype=tf.float32)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x: Any) -> dict[str, Any]:
+            return {"y": x * self.scale, "total": tf.reduce_sum(x, -1) * self.scale}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="v")])
+        def single(self, v: Any) -> dict[str, Any]:
+            return {"doubled": 2.0 * v * self.scale}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
+                                      tf.TensorSpec([None, 2], tf.int32, name="ids"),
+                                      tf.TensorSpec([], tf.int32, name="k")])
+        def multi(self, text: Any, ids: Any, k: Any) -> dict[str, Any]:
+            return {"upper": tf.strings.upper(text), "length": tf.strings.length(text), "ids": ids * k}
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.float32, name="seconds")])
+        def sleep(self, seconds: Any) -> dict[str, Any]:
+            start = tf.timestamp()
+            waited = tf.while_loop(lambda t: t - start < tf.cast(seconds, tf.float64),
+                                   lambda t: [tf.timestamp()], [start])
+            return {"slept": tf.cast(waited - start, tf.float32)}
+
+    toy = Toy()
+    tf.saved_model.save(toy, str(path), signatures={"serving_default": toy.serve, "single": toy.single,
+                                                    "multi": toy.multi, "sleep": toy.sleep})
+    return path
+
+
+def blessed_names_run(names_run: Any, tmp_path_factory: Any) -> tuple[Any, Any]:
+    """(config, result) of the session's names pipeline, blessed (compare_to none), exported into
+    its own folder, infra-validated and registered as `champion`; upstream stages are cached."""
+    if "blessed" not in _CACHE:
+        from pipeline import runner
+        from pipeline.config import with_overrides
+
+        config, _ = names_run
+        exports = tmp_path_factory.mktemp("blessed_exports")
+        blessed = with_overrides(config, {"evaluate.compare_to": "none", "export.require_blessing": True,
+                                          "export.dir": str(exports)})
+        _CACHE["blessed"] = (blessed, runner.run(blessed, log=lambda _: None))
+    return _CACHE["blessed"]
