@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _header(machine: dict[str, Any], quick: bool) -> str:
     gpus = ", ".join(g["name"] for g in machine["gpus"]) or "none"
-    return (f"{machine['date']}  {machine['cpu']} x{machine['cores']} (load {machine['loadavg_1_5_15']})  "
+    load = "/".join(f"{x:.1f}" for x in machine["loadavg_1_5_15"] or ())
+    return (f"{machine['date']}  {machine['cpu']} x{machine['cores']} (load {load})  "
             f"GPU: {gpus}  python {machine['python']}  tensorflow {machine['tensorflow']}  "
             f"keras {machine['keras']}  mlflow {machine['mlflow']}{'  [--quick]' if quick else ''}")
 

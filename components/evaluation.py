@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from components.preprocessing import END, PAD, START, load_split
+from components.preprocessing import END, PAD, START, load_split, reference
 from pipeline.config import EvaluateConfig, ModelConfig
 
 # Metrics where lower is better (every other metric: higher is better).
@@ -58,12 +58,10 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def _predict(model: Any, x: np.ndarray, cfg: ModelConfig) -> np.ndarray:
-    """The model's encoded predictions on `x`, in batches (models/decoding.py's when needed)."""
-    from components.export import forward
-
+    """The model's encoded predictions on `x` (every model but a token generator: model(x))."""
     if not len(x):
         return np.zeros((0,))
-    return np.concatenate([np.asarray(forward(model, x[i:i + BATCH], cfg)) for i in range(0, len(x), BATCH)])
+    return np.asarray(model.predict(x, batch_size=BATCH, verbose=0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,13 +225,16 @@ def sample_continuations(model: Any, x: np.ndarray, words: list[str], sep: str, 
                          prompt_len: int = 20, steps: int = 40,
                          temperatures: tuple[float, ...] = (0.5, 1.0)) -> list[tuple[str, float, str]]:
     """Temperature sampling from test prompts, one model call per generated token."""
+    import tensorflow as tf
+
     rng = np.random.default_rng(seed)
+    call = tf.function(lambda seq: model(seq, training=False), input_signature=[tf.TensorSpec([None, None], x.dtype)])
     out = []
     for temperature in temperatures:
         prompts = x[:n, :prompt_len]
         seq = prompts.copy()
         for _ in range(steps):
-            logits = np.log(np.clip(np.asarray(model(seq, training=False))[:, -1], 1e-12, 1.0)) / temperature
+            logits = np.log(np.clip(np.asarray(call(seq))[:, -1], 1e-12, 1.0)) / temperature
             logits[:, :2] = -np.inf  # never padding or unknown
             p = np.exp(logits - logits.max(-1, keepdims=True))
             p /= p.sum(-1, keepdims=True)
@@ -282,25 +283,37 @@ def ids_to_tokens(ids: Any, words: list[str]) -> list[str]:
     return out
 
 
+def generate_batches(model: Any, preprocess: Any, cfg: ModelConfig, x: np.ndarray, steps: int,
+                     beam_width: int) -> dict[str, np.ndarray]:
+    """models/decoding.py on encoded inputs, in batches: ids [N, steps] (+ attention [N, steps, T])."""
+    import tensorflow as tf
+
+    from models.decoding import make_generator
+
+    generate = make_generator(model, cfg, preprocess.properties["io"])
+    fn = tf.function(lambda t: generate(t, steps, beam_width), reduce_retracing=True)
+    outs = [fn(tf.constant(x[i:i + BATCH])) for i in range(0, len(x), BATCH)]
+    return {k: np.concatenate([np.asarray(o[k]) for o in outs]) for k in (outs[0] if outs else {})}
+
+
 def evaluate_generation(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateConfig,
                         model_cfg: ModelConfig) -> dict[str, Any]:
     """one_to_many / seq2seq tokens: greedy and beam decoding vs the most frequent train target."""
     from collections import Counter
-
-    from components.export import decode_batches
 
     state = _state(preprocess)
     words = _vocabulary(state)
     test, train = load_split(preprocess, "test"), load_split(preprocess, "train")
     refs = [ids_to_tokens(row, words) for row in test["y"]]
     steps = int(model_cfg.max_output_length or state["y"]["length"])
-    greedy = [ids_to_tokens(row[0], words) for row in decode_batches(model, state, model_cfg, test["x"], steps, 1)]
+    decoded = generate_batches(model, preprocess, model_cfg, test["x"], steps, 1)
+    greedy = [ids_to_tokens(row, words) for row in decoded.get("ids", [])]
     model_metrics = sequence_metrics(refs, greedy)
     width = cfg.beam_width or model_cfg.beam_width
     beam = greedy
     if width > 1:
-        beams = decode_batches(model, state, model_cfg, test["x"], steps, width)
-        beam = [ids_to_tokens(row[0], words) for row in beams]
+        beams = generate_batches(model, preprocess, model_cfg, test["x"], steps, width)
+        beam = [ids_to_tokens(row, words) for row in beams.get("ids", [])]
         model_metrics.update({f"beam_{k}": v for k, v in sequence_metrics(refs, beam).items()})
     common = Counter(tuple(ids_to_tokens(row, words)) for row in train["y"]).most_common(1)
     constant = list(common[0][0]) if common else []
@@ -311,29 +324,25 @@ def evaluate_generation(model: Any, preprocess: Any, workdir: Path, cfg: Evaluat
     raw = _raw(preprocess)
     rows = [{"input": _short(r["x"]), "target": sep.join(t), "greedy": sep.join(g), f"beam_{width}": sep.join(b)}
             for r, t, g, b in zip(raw[: cfg.num_examples * 2], refs, greedy, beam)]
-    if model_cfg.context == "attention" or model_cfg.reduce == "attention":
-        _attention_maps(model, state, model_cfg, test["x"][:3], raw[:3], workdir)
+    if "attention" in decoded:
+        _attention_maps(decoded, state, test["x"], raw, workdir)
     return {"main": "token_error_rate", "model": model_metrics, "baseline": base,
             "baseline_name": f"most frequent train target ({_short(sep.join(constant), 30)})", "rows": rows,
             "report": []}
 
 
-def _attention_maps(model: Any, state: dict[str, Any], cfg: ModelConfig, x: np.ndarray, raw: list[dict],
-                    workdir: Path) -> None:
-    """Heat maps of the decoder's attention over the input, when models/ can give the weights."""
-    from components.export import attention_weights
+def _attention_maps(decoded: dict[str, np.ndarray], state: dict[str, Any], x: np.ndarray, raw: list[dict],
+                    workdir: Path, count: int = 3) -> None:
+    """Heat maps of the decoder's attention over the input for the first test inputs (greedy)."""
     from components.plots import heatmap
 
-    weights = attention_weights(model, state, cfg, x)
-    if weights is None:
-        return
     in_words, out_words = _vocabulary(state, "x"), _vocabulary(state, "y")
-    for i, (w, ids) in enumerate(weights[:3]):
+    for i in range(min(count, len(x))):
         src = [in_words[t] for t in x[i] if t > 0]
-        out = ids_to_tokens(ids, out_words)
+        out = ids_to_tokens(decoded["ids"][i], out_words)
         if not src or not out:
             continue
-        heatmap(np.asarray(w)[: len(out), : len(src)], workdir / f"attention_{i + 1}.png",
+        heatmap(decoded["attention"][i][: len(out), : len(src)], workdir / f"attention_{i + 1}.png",
                 f"Attention: {_short(raw[i]['x'], 40)}", src, out, "input", "output", annotate=False)
 
 
@@ -372,6 +381,8 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     std, mean = np.sqrt(np.asarray(y_state["variance"])), np.asarray(y_state["mean"])
     actual = np.asarray([r["y"] for r in raw], dtype="float64").reshape(len(raw), *test["y"].shape[1:])
     pred = _predict(model, test["x"], model_cfg).reshape(actual.shape) * std + mean
+    if y_state.get("reference"):  # trained relative to a forecast read from the input (data.target_reference)
+        pred = pred + np.asarray(reference(y_state, [r["x"] for r in raw])).reshape(actual.shape)
     horizon = actual.shape[1]
     x_cols, y_cols = state["x"].get("columns") or [], y_state.get("columns") or []
     columns = [x_cols.index(c) for c in y_cols] if y_cols and set(y_cols) <= set(x_cols) else None
@@ -486,10 +497,10 @@ def bless(model_metrics: dict[str, float], baseline: dict[str, float], main: str
 def run(inputs: dict, workdir: Path, ctx: Any, *, evaluate: EvaluateConfig, model: ModelConfig,
         last_blessed: dict[str, float] | None = None) -> dict[str, Any]:
     """Score the trained model and its baseline on the test split; decide the blessing."""
-    import keras
+    from models import load_model
 
     preprocess, train = inputs["preprocess"], inputs["train"]
-    net = keras.saving.load_model(train.path("model.keras"), safe_mode=True)
+    net = load_model(train.path("model.keras"))
     kind = preprocess.properties["io"]["y"]["kind"]
     result = TASKS[kind](net, preprocess, workdir, evaluate, model)
     main = result["main"]

@@ -85,9 +85,11 @@ def validate(base: str, name: str, version: int, canary: dict[str, Any], signatu
                                            f"expected {json.dumps(canary['outputs'])[:300]}, "
                                            f"got {json.dumps(outputs)[:300]}")
             if "generate" in signatures:
-                status, extra = call(f"{url}/versions/{version}:predict", {
-                    "signature_name": "generate",
-                    "inputs": {"inputs": canary["inputs"][:2], "max_length": 8, "beam_width": 2}})
+                meta = call(f"{url}/versions/{version}/metadata")[1]
+                names = meta["metadata"]["signature_def"]["signature_def"]["generate"]["inputs"]
+                settings = {"max_length": 8, "beam_width": 2, "temperature": 0.5}
+                status, extra = call(f"{url}/versions/{version}:predict", {"signature_name": "generate", "inputs": {
+                    "inputs": canary["inputs"][:2], **{k: v for k, v in settings.items() if k in names}}})
                 if status != 200:
                     raise InfraValidationError(f"the generate signature answered {status}: {extra}")
     except RuntimeError as exc:

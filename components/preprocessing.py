@@ -27,7 +27,7 @@ import numpy as np
 
 from components.ingestion import read_examples, read_spec
 from components.validation import tokens_of
-from pipeline.config import DataConfig
+from pipeline.config import ConfigError, DataConfig
 
 PAD, UNK, START, END = "", "[UNK]", "<s>", "</s>"
 SPLITS = ("train", "validation", "test")
@@ -66,6 +66,35 @@ def fit_side(values: list[Any], spec: dict[str, Any], data: DataConfig, generate
         if kind == "series":
             state["length"] = int(arr.shape[1])
     return state
+
+
+def reference_spec(spec: dict[str, Any], data: DataConfig) -> dict[str, Any] | None:
+    """Where the reference forecast of a numeric target comes from in x (`data.target_reference`)."""
+    if data.target_reference == "none":
+        return None
+    x, y = spec["x"], spec["y"]
+    x_cols, y_cols = x.get("columns") or [], y.get("columns") or []
+    if x["kind"] != "series" or y["kind"] != "series" or not y_cols or not set(y_cols) <= set(x_cols):
+        raise ConfigError(
+            f"data.target_reference={data.target_reference!r} needs numeric series targets whose columns are "
+            f"also input columns (this data maps {x['kind']} {x_cols or ''} -> {y['kind']} {y_cols or ''}); "
+            f"set data.target_reference=none.")
+    return {"mode": data.target_reference, "columns": [x_cols.index(c) for c in y_cols]}
+
+
+def reference(y_state: dict[str, Any], x: Any) -> Any:
+    """The reference forecast [B, H, targets] read from raw inputs x [B, T, F] (TF op; numpy in is fine).
+
+    `season`: the last H input steps of the target columns (seasonal naive, season = horizon);
+    `last`: the last input value repeated H times.
+    """
+    import tensorflow as tf
+
+    ref, horizon = y_state["reference"], y_state["length"]
+    cols = tf.gather(tf.cast(x, "float32"), ref["columns"], axis=2)
+    if ref["mode"] == "season":
+        return cols[:, -horizon:, :]
+    return tf.repeat(cols[:, -1:, :], horizon, axis=1)
 
 
 def io_spec(state: dict[str, Any]) -> dict[str, Any]:
@@ -178,9 +207,18 @@ class Codec:
     def denormalize(self, values: Any, side: str = "y") -> Any:
         return self.layers[f"{side}_invert"](values)
 
+    def decode_series(self, values: Any, inputs: Any) -> Any:
+        """Model outputs -> numeric targets in raw units (plus the reference forecast, if any)."""
+        out = self.denormalize(values, "y")
+        return out + reference(self.y, inputs) if self.y.get("reference") else out
+
     # -- NumPy encoding of targets (training data only) -----------------------------------
-    def encode_targets(self, ys: list[Any]) -> np.ndarray:
-        """Raw y values -> training targets (class ids, token ids + end, normalised numbers)."""
+    def encode_targets(self, ys: list[Any], xs: list[Any] | None = None) -> np.ndarray:
+        """Raw y values -> training targets (class ids, token ids + end, normalised numbers).
+
+        Numeric targets with a reference (`data.target_reference`) are encoded as their
+        difference from the reference forecast read from the raw inputs `xs`.
+        """
         s = self.y
         kind = s["kind"]
         if kind == "label":
@@ -203,7 +241,10 @@ class Codec:
             return out
         if not ys:
             return np.zeros((0, *self.shape("y")), dtype="float32")
-        return np.asarray(self.encode(np.asarray(ys, dtype="float32"), "y"))
+        values = np.asarray(ys, dtype="float32")
+        if s.get("reference"):
+            values = values - np.asarray(reference(s, np.asarray(xs, dtype="float32")))
+        return np.asarray(self.encode(values, "y"))
 
     def shape(self, side: str) -> tuple[int, ...]:
         """The encoded shape of one example of a side (without the batch axis)."""
@@ -247,6 +288,24 @@ def usable(examples: list, state: dict[str, Any]) -> tuple[list, int]:
     return ok, len(examples) - len(ok)
 
 
+def fit_residuals(train: list, spec: dict[str, Any], data: DataConfig, ref: dict[str, Any]) -> dict[str, Any]:
+    """A numeric target fitted as its difference from the reference forecast.
+
+    The differences are scaled but not centred: a model that outputs zero makes exactly the
+    reference forecast, and no train-period drift is baked in as a constant offset.
+    """
+    ys = np.asarray([e[1] for e in train], dtype="float64")
+    horizon = ys.shape[1]
+    if ref["mode"] == "season" and horizon > len(train[0][0]):
+        raise ConfigError(f"data.target_reference='season' needs data.window >= data.horizon "
+                          f"(the input has {len(train[0][0])} steps, the target {horizon}).")
+    state = {**spec, "reference": ref, "length": horizon}
+    residuals = ys - np.asarray(reference(state, np.asarray([e[0] for e in train], dtype="float32")))
+    second = np.mean(residuals.reshape(-1, ys.shape[-1]) ** 2, axis=0)
+    return state | {"mean": [0.0] * ys.shape[-1], "features": int(ys.shape[-1]),
+                    "variance": np.where(second < 1e-8, 1.0, second).tolist()}
+
+
 def load_split(artifact: Any, split: str) -> dict[str, np.ndarray]:
     """The encoded arrays of one split."""
     with np.load(artifact.path(f"{split}.npz")) as data:
@@ -260,8 +319,11 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     generated = spec["topology"] in ("one_to_many", "seq2seq") and spec["y"]["kind"] == "tokens"
     train = read_examples(ingest.path("train.jsonl"))
     x_state = fit_side([e[0] for e in train], spec["x"], data, generated=False)
+    ref = reference_spec(spec, data)
     if spec["y"].get("language_model"):  # next-token targets share the input's vocabulary and length
         y_state = {**x_state, **spec["y"]}
+    elif ref:
+        y_state = fit_residuals(train, spec["y"], data, ref)
     else:
         y_state = fit_side([e[1] for e in train], spec["y"], data, generated=generated)
     state = {"x": x_state, "y": y_state, "topology": spec["topology"]}
@@ -271,8 +333,8 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
         examples, dropped[split] = usable(read_examples(ingest.path(f"{split}.jsonl")), state)
         if dropped[split]:
             ctx.log(f"{split}: {dropped[split]} examples have a target class unseen in train; left out")
-        arrays = {"x": codec.encode_inputs([e[0] for e in examples]),
-                  "y": codec.encode_targets([e[1] for e in examples])}
+        xs = [e[0] for e in examples]
+        arrays = {"x": codec.encode_inputs(xs), "y": codec.encode_targets([e[1] for e in examples], xs)}
         np.savez(workdir / f"{split}.npz", **arrays)
         (workdir / f"{split}_raw.jsonl").write_text(
             "".join(json.dumps({"x": x, "y": y}, ensure_ascii=False) + "\n" for x, y in examples))

@@ -57,7 +57,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -122,15 +122,30 @@ def _row_independent(outputs: dict[str, Any]) -> bool:
     return True
 
 
-class Batcher:
-    """Runs one signature on its own thread; requests queued meanwhile share one call."""
+@dataclass
+class BatchPolicy:
+    """How requests are merged: at most `max_rows` rows; while more requests are on their way
+    (`incoming()` > 0: arrived, not yet queued) wait up to `wait` seconds for them."""
 
-    def __init__(self, signature: Signature, max_rows: int):
+    max_rows: int = 256
+    wait: float = 0.002
+    incoming: Callable[[], int] = lambda: 0
+
+
+class Batcher:
+    """Runs one signature on its own thread; requests queued meanwhile share one call.
+
+    A lone request runs at once (no added latency); see BatchPolicy for the merging.
+    """
+
+    def __init__(self, signature: Signature, policy: BatchPolicy):
         self.signature = signature
-        self.max_rows = max_rows
+        self.max_rows = policy.max_rows
+        self.wait, self.incoming = policy.wait, policy.incoming
         self.jobs: collections.deque = collections.deque()
         self.cond = threading.Condition()
         self.stopped = False
+        self.stats = {"requests": 0, "batches": 0, "rows": 0}
         self.thread = threading.Thread(target=self._loop, name=f"infer-{signature.name}", daemon=True)
         self.thread.start()
 
@@ -154,7 +169,10 @@ class Batcher:
                 return None
             first = self.jobs.popleft()
             batch, rows = [first], first[1] or 0
-            if first[2] is not None and self.signature.batchable:
+            if first[2] is None or not self.signature.batchable:
+                return batch
+            deadline = time.monotonic() + self.wait
+            while True:
                 keep = collections.deque()
                 while self.jobs:
                     job = self.jobs.popleft()
@@ -164,7 +182,10 @@ class Batcher:
                     else:
                         keep.append(job)
                 self.jobs = keep
-            return batch
+                left = deadline - time.monotonic()
+                if left <= 0 or rows >= self.max_rows or keep or self.incoming() <= 0:
+                    return batch
+                self.cond.wait(left)
 
     def _loop(self) -> None:
         while True:
@@ -174,6 +195,9 @@ class Batcher:
             batch = [job for job in batch if job[3].set_running_or_notify_cancel()]  # timed out: skip
             if not batch:
                 continue
+            self.stats["requests"] += len(batch)
+            self.stats["batches"] += 1
+            self.stats["rows"] += sum(job[1] or 0 for job in batch)
             try:
                 if len(batch) == 1:
                     batch[0][3].set_result(self.signature(batch[0][0]))
@@ -199,25 +223,25 @@ class Servable:
     path: Path
     signatures: dict[str, Signature]
     signature_defs: dict[str, Any]
-    max_rows: int
+    policy: BatchPolicy
     last_used: float = field(default_factory=time.monotonic)
     batchers: dict[str, Batcher] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def load(cls, name: str, version: int, path: Path, max_rows: int) -> Servable:
+    def load(cls, name: str, version: int, path: Path, policy: BatchPolicy) -> Servable:
         import tensorflow as tf
 
         loaded = tf.saved_model.load(str(path))
         signatures = {k: Signature.of(k, fn) for k, fn in loaded.signatures.items()}
-        servable = cls(name, version, path, signatures, _signature_defs(path), max_rows)
+        servable = cls(name, version, path, signatures, _signature_defs(path), policy)
         servable._keep = loaded  # the functions' variables live as long as the servable
         return servable
 
     def batcher(self, signature: str) -> Batcher:
         with self.lock:
             if signature not in self.batchers:
-                self.batchers[signature] = Batcher(self.signatures[signature], self.max_rows)
+                self.batchers[signature] = Batcher(self.signatures[signature], self.policy)
             return self.batchers[signature]
 
     def close(self) -> None:
@@ -256,14 +280,14 @@ class ModelEntry:
 class Repository:
     """Finds models and versions under a base folder and loads them once each."""
 
-    def __init__(self, base: str | Path, model_name: str | None = None, max_rows: int = 256,
+    def __init__(self, base: str | Path, model_name: str | None = None, policy: BatchPolicy | None = None,
                  max_loaded: int = MAX_LOADED):
         self.base = Path(base).resolve()
         if not self.base.is_dir():
             raise FileNotFoundError(f"export base {base} is not a folder (expected exports/<model>/ "
                                     f"holding numeric version folders)")
         self.model_name = model_name
-        self.max_rows = max_rows
+        self.policy = policy or BatchPolicy()
         self.max_loaded = max_loaded
         self.models: dict[str, ModelEntry] = {}
         self.lock = threading.RLock()
@@ -331,7 +355,7 @@ class Repository:
                     raise ServingError(404, f"Servable not found for request: Specific({name}, {version})")
                 entry.loading.add(version)
             try:
-                servable = Servable.load(name, version, path, self.max_rows)
+                servable = Servable.load(name, version, path, self.policy)
             except Exception as exc:  # noqa: BLE001 - a broken export is reported, not fatal
                 with self.lock:
                     entry.loading.discard(version)
@@ -650,7 +674,10 @@ class Options:
     timeout: float = 30.0
     poll_seconds: float = 1.0
     max_batch_rows: int = 256
+    batch_wait_ms: float = 2.0
     model_name: str | None = None
+    intra_op_threads: int = 0  # 0: TensorFlow's default (all cores)
+    inter_op_threads: int = 0
 
 
 BIG_BODY = 64 << 10  # parse bodies above this on a thread, not on the event loop
@@ -664,8 +691,16 @@ def create_app(base: str | Path, options: Options = Options()) -> Any:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    repo = Repository(base, options.model_name, options.max_batch_rows)
+    if options.intra_op_threads or options.inter_op_threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(options.intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(options.inter_op_threads)
+    arriving = [0]  # predict requests read but not yet queued (the batchers may wait for them)
+    policy = BatchPolicy(options.max_batch_rows, options.batch_wait_ms / 1000, lambda: arriving[0])
+    repo = Repository(base, options.model_name, policy)
     stop = threading.Event()
+    counts: collections.Counter = collections.Counter()
 
     def respond(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
         return Response(dumps(data), status_code=status, media_type="application/json", headers=headers)
@@ -693,19 +728,24 @@ def create_app(base: str | Path, options: Options = Options()) -> Any:
         return b"".join(chunks)
 
     async def predict(request: HttpRequest, name: str, version: int | None, started: float) -> Response:
-        body = await read_body(request)
-        servable = repo.cached(name, version)
-        if servable is None:
-            servable = await asyncio.to_thread(repo.servable, name, version)
-        if len(body) > BIG_BODY:
-            data = await asyncio.to_thread(parse_body, body)
-            req = await asyncio.to_thread(decode_request, data, servable.signatures)
-        else:
-            req = decode_request(parse_body(body), servable.signatures)
-        key = None
-        if req.rows is not None:
-            key = tuple((k, v.shape[1:] if _rank(servable.signatures[req.signature].inputs[k]) != 0 else v.item(),
-                         v.dtype.str) for k, v in sorted(req.tensors.items()))
+        arriving[0] += 1
+        try:
+            body = await read_body(request)
+            servable = repo.cached(name, version)
+            if servable is None:
+                servable = await asyncio.to_thread(repo.servable, name, version)
+            if len(body) > BIG_BODY:
+                data = await asyncio.to_thread(parse_body, body)
+                req = await asyncio.to_thread(decode_request, data, servable.signatures)
+            else:
+                req = decode_request(parse_body(body), servable.signatures)
+            key = None
+            if req.rows is not None:
+                inputs = servable.signatures[req.signature].inputs
+                key = tuple((k, v.shape[1:] if _rank(inputs[k]) != 0 else v.item(), v.dtype.str)
+                            for k, v in sorted(req.tensors.items()))
+        finally:
+            arriving[0] -= 1
         future = servable.batcher(req.signature).submit(req.tensors, req.rows, key)
         remaining = options.timeout - (time.monotonic() - started)
         try:
@@ -717,6 +757,11 @@ def create_app(base: str | Path, options: Options = Options()) -> Any:
         return respond(data, headers={"x-model-version": str(servable.version)})
 
     async def models(request: HttpRequest) -> Response:
+        response = await handle(request)
+        counts[response.status_code] += 1
+        return response
+
+    async def handle(request: HttpRequest) -> Response:
         started = time.monotonic()
         try:
             match = PATH.match(request.url.path)
@@ -749,6 +794,20 @@ def create_app(base: str | Path, options: Options = Options()) -> Any:
         except Exception as exc:  # noqa: BLE001 - never let one request take the server down
             return respond({"error": f"internal error: {type(exc).__name__}: {exc}"[:2000]}, 500)
 
+    async def metrics(request: HttpRequest) -> Response:
+        """Prometheus text: responses by status; requests, batches, rows per loaded signature."""
+        lines = ["# TYPE rnnpipe_http_responses_total counter"]
+        lines += [f'rnnpipe_http_responses_total{{code="{code}"}} {n}' for code, n in sorted(counts.items())]
+        with repo.lock:
+            servables = [s for e in repo.models.values() for s in e.loaded.values()]
+        for metric in ("requests", "batches", "rows"):
+            lines.append(f"# TYPE rnnpipe_batched_{metric}_total counter")
+            for servable in servables:
+                for sig, batcher in list(servable.batchers.items()):
+                    lines.append(f'rnnpipe_batched_{metric}_total{{model="{servable.name}",'
+                                 f'version="{servable.version}",signature="{sig}"}} {batcher.stats[metric]}')
+        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
     async def not_found(request: HttpRequest, exc: HTTPException) -> Response:
         return respond({"error": f"{exc.detail}: {request.method} {request.url.path}"}, exc.status_code)
 
@@ -760,7 +819,8 @@ def create_app(base: str | Path, options: Options = Options()) -> Any:
         stop.set()
         repo.close()
 
-    app = Starlette(routes=[Route("/v1/models/{rest:path}", models, methods=["GET", "POST"])],
+    app = Starlette(routes=[Route("/v1/models/{rest:path}", models, methods=["GET", "POST"]),
+                            Route("/monitoring/prometheus/metrics", metrics, methods=["GET"])],
                     exception_handlers={HTTPException: not_found}, lifespan=_lifespan_context(lifespan))
     app.state.repository = repo
     return app

@@ -4,7 +4,8 @@ inputs -> outputs: preprocess -> `model.keras`, `history.json`, `learning_curves
 `cudnn.md` (per-layer cuDNN eligibility), `input_example.npz` (for the MLflow signature).
 
 A killed run resumes: Keras' BackupAndRestore keeps an epoch checkpoint in the stage's
-scratch folder (stable per fingerprint), so the same command continues where it stopped.
+scratch folder (stable per fingerprint), so the same command continues where it stopped
+(checkpoints are spaced so that they cost about 1% of the training time; see `_atomic_backup`).
 A NaN/Inf loss stops training at once with a clear error.
 """
 
@@ -93,18 +94,38 @@ def compiled_model(model_cfg: ModelConfig, train: TrainConfig, io: dict[str, Any
     return model
 
 
-def _atomic_backup(backup_dir: Path) -> Any:
+def _atomic_backup(backup_dir: Path, save_every: float = 100.0) -> Any:
     """Keras BackupAndRestore whose checkpoint files are replaced atomically.
 
     Keras writes the weights file in place, so a kill -9 while it saves leaves a corrupt HDF5
     file that the next run cannot load. Here each file is written beside its final name and
     renamed over it, so a checkpoint on disk is always the last whole one.
+
+    A checkpoint (an HDF5 file of every weight and optimizer slot) takes ~0.1 s even for a
+    small model; after every short epoch that was 5-10% of the training time (bench/
+    pipeline_overhead.py). So it saves after the first epoch, then at an epoch end only once
+    the training since the last save took `save_every` x that save's duration: checkpoints
+    cost <= ~1/save_every of the time, and a kill loses at most max(one epoch, save_every x
+    one save) of work.
     """
     import os
+    import time
 
     import keras
 
     class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        _saved_at: float | None = None  # perf_counter() when the last save ended
+        _save_seconds = 0.0
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self._current_epoch = epoch + 1
+            self._last_batch_seen = 0
+            now = time.perf_counter()
+            if self._saved_at is None or now - self._saved_at >= save_every * self._save_seconds:
+                self._save_model()
+                self._saved_at = time.perf_counter()
+                self._save_seconds = self._saved_at - now
+
         def _save_model(self) -> None:
             os.makedirs(self.backup_dir, exist_ok=True)
             tmp_weights = os.path.join(self.backup_dir, "saving.weights.h5")
@@ -203,8 +224,11 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
     (workdir / "history.json").write_text(json.dumps(hist, indent=1))
     learning_curves(hist, workdir / "learning_curves.png")
     (workdir / "cudnn.md").write_text(cudnn.markdown(report))
-    example = load_split(preprocess, "train")["x"][:5]
-    np.savez(workdir / "input_example.npz", inputs=example)
+    from models.build import training_data
+
+    head = {k: v[:5] for k, v in load_split(preprocess, "train").items()}
+    example, _ = training_data(model, io, head["x"], head["y"])  # teacher-forced models take two inputs
+    np.savez(workdir / "input_example.npz", **(example if isinstance(example, dict) else {"inputs": example}))
     final = {f"final_{k}": v[-1] for k, v in hist.items() if v}
     eligible = cudnn.summary(report)
     return {

@@ -23,7 +23,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from models.layers import register
+from models.layers import Layer, register
 
 SCORES = ("luong", "bahdanau")
 CELLS = {"simple_rnn": keras.layers.SimpleRNNCell, "lstm": keras.layers.LSTMCell, "gru": keras.layers.GRUCell}
@@ -38,8 +38,10 @@ def masked_softmax(scores: Any, mask: Any) -> Any:
 
 
 @register
-class Attention(keras.layers.Layer):
+class Attention(Layer):
     """(query [B, Lq, units], memory [B, T, M], memory_mask [B, T]) -> (context [B, Lq, M], weights [B, Lq, T])."""
+
+    config_keys = ("score", "units")
 
     def __init__(self, score: str = "luong", units: int = 32, **kwargs: Any):
         super().__init__(**kwargs)
@@ -73,16 +75,12 @@ class Attention(keras.layers.Layer):
     def call(self, query: Any, memory: Any, memory_mask: Any = None) -> tuple[Any, Any]:
         return self.attend(query, self.keys(memory), memory, memory_mask)
 
-    def compute_mask(self, query: Any, memory: Any = None, memory_mask: Any = None, mask: Any = None) -> None:
-        return None
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "score": self.score, "units": self.units}
-
 
 @register
-class AttentionPooling(keras.layers.Layer):
+class AttentionPooling(Layer):
     """[B, T, D] -> [B, D]: a weighted sum with weights softmax_t(v . tanh(W h_t + b)) over unmasked steps."""
+
+    config_keys = ("units",)
 
     def __init__(self, units: int = 32, **kwargs: Any):
         super().__init__(**kwargs)
@@ -99,15 +97,9 @@ class AttentionPooling(keras.layers.Layer):
         weights = ops.cast(masked_softmax(scores, mask), inputs.dtype)
         return ops.sum(inputs * weights[..., None], axis=1)
 
-    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
-        return None
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "units": self.units}
-
 
 @register
-class AttentiveRNN(keras.layers.Layer):
+class AttentiveRNN(Layer):
     """A stacked decoder whose first layer reads [x_t; c_t], c_t = attention(top h_{t-1}, memory).
 
     Call: (inputs [B, L, D], memory [B, T, M], memory_mask [B, T], initial_state: flat list of the
@@ -115,6 +107,8 @@ class AttentiveRNN(keras.layers.Layer):
     (outputs [B, L, units], contexts [B, L, M], weights [B, L, T], *final states).
     Input dropout is applied by the caller; recurrent dropout is refused at config time.
     """
+
+    config_keys = ("cell", "units", "num_layers", "score", "cell_kwargs")
 
     def __init__(self, cell: str = "lstm", units: int = 32, num_layers: int = 1, score: str = "luong",
                  cell_kwargs: dict[str, Any] | None = None, **kwargs: Any):
@@ -155,10 +149,3 @@ class AttentiveRNN(keras.layers.Layer):
         last, seq = ops.scan(step, init, ops.transpose(inputs, (1, 0, 2)))
         outputs, contexts, weights = (ops.transpose(s, (1, 0, 2)) for s in seq[1:])
         return (outputs, contexts, weights, *last[0])
-
-    def compute_mask(self, inputs: Any, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "cell": self.cell, "units": self.units, "num_layers": self.num_layers,
-                "score": self.score, "cell_kwargs": self.cell_kwargs}

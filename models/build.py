@@ -1,7 +1,8 @@
 """Config -> Keras model, its loss and metrics, its training arrays, and the config checks.
 
 API for the other stages:
-- `check(model_cfg, train_cfg)`: raise `ConfigError` for impossible combinations, before any work.
+- `check(model_cfg, train_cfg)`: raise `ConfigError` for impossible combinations, before any work;
+  `check_io(model_cfg, io)` does the ones that need the x/y kinds (`build_model` runs it).
 - `build_model(model_cfg, io)`: the uncompiled functional model (encoded inputs -> encoded outputs).
 - `loss_and_metrics(io)`: what to compile it with.
 - `training_data(model_cfg, io, x, y)`: encoded split arrays -> (model inputs, targets).
@@ -72,17 +73,30 @@ def _gpu_visible() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def build_model(model: ModelConfig, io: dict[str, Any]) -> Any:
-    """An uncompiled functional Keras model for `model.topology` x `model.cell`."""
-    from models.topologies import BUILDERS, FITS
+def check_io(model: ModelConfig, io: dict[str, Any]) -> None:
+    """The checks that need the data's kinds (x/y "kind" is enough: ingestion's spec can be passed early)."""
+    from models.topologies import FITS
 
-    pair = (io["x"]["kind"], io["y"]["kind"])
-    if pair not in FITS[model.topology]:
+    x, y = io["x"]["kind"], io["y"]["kind"]
+    if (x, y) not in FITS[model.topology]:
         allowed = ", ".join(f"{a} -> {b}" for a, b in sorted(FITS[model.topology]))
-        raise ConfigError(f"model.topology={model.topology!r} cannot map {pair[0]} -> {pair[1]}; it takes {allowed}.")
-    if model.unroll and io["x"]["kind"] == "tokens":
+        raise ConfigError(f"model.topology={model.topology!r} cannot map {x} -> {y}; it takes {allowed}.")
+    if model.topology == "many_to_many" and model.bidirectional and y in ("tokens", "series"):
+        what = "next-token (language model)" if y == "tokens" else "shifted-series (forecast)"
+        raise ConfigError(
+            f"model.bidirectional=true cannot learn a {what} target with many_to_many: the backward RNN "
+            f"would read the very steps it must predict. Use model.bidirectional=false (bidirectional "
+            f"many_to_many is for tagging, y kind 'labels').")
+    if model.unroll and x == "tokens":
         raise ConfigError("model.unroll=true needs a fixed number of steps, but token inputs are variable-length "
                           "(padded per batch); set model.unroll=false.")
+
+
+def build_model(model: ModelConfig, io: dict[str, Any]) -> Any:
+    """An uncompiled functional Keras model for `model.topology` x `model.cell` (runs `check_io` first)."""
+    from models.topologies import BUILDERS
+
+    check_io(model, io)
     return BUILDERS[model.topology](model, io)
 
 

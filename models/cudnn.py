@@ -2,7 +2,11 @@
 
 Keras falls back to the generic kernel silently, so we say it out loud, per layer, with the
 reason ("lstm_1: cudnn yes", "gru_2: cudnn no (recurrent_dropout=0.2)"). The rules mirror
-keras/src/backend/tensorflow/rnn.py (`cudnn_ok`) and the LSTM/GRU layers.
+keras/src/backend/tensorflow/rnn.py (`cudnn_ok`) and the LSTM/GRU layers. An eligible layer
+that reads a padding mask (token inputs) also gets a note: on the cuDNN kernel the mask must be
+strictly right-padded with no empty row, or a run-time tf.Assert fails (preprocessing pads
+"post" and ingestion drops empty sequences). The config-level twin of these rules is
+`models.build.cudnn_blockers`, used to refuse `model.use_cudnn: true` before training.
 """
 
 from __future__ import annotations
@@ -11,6 +15,10 @@ from typing import Any
 
 import keras
 
+from models.attention import AttentiveRNN
+
+MASK_NOTE = "masked: inputs must be right-padded, no empty rows"
+
 
 def layer_reasons(layer: Any) -> list[str] | None:
     """Why `layer` cannot use cuDNN ([] = eligible); None if it is not an LSTM/GRU/SimpleRNN."""
@@ -18,6 +26,8 @@ def layer_reasons(layer: Any) -> list[str] | None:
         return layer_reasons(layer.forward_layer)
     if isinstance(layer, keras.layers.SimpleRNN):
         return ["SimpleRNN has no cuDNN kernel"]
+    if isinstance(layer, AttentiveRNN):
+        return ["attention inside the recurrence runs its own loop"]
     if not isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
         return None
     cell = layer.cell
@@ -40,16 +50,26 @@ def layer_reasons(layer: Any) -> list[str] | None:
 
 
 def report(model: Any) -> list[dict[str, Any]]:
-    """One row per recurrent layer: name, cell, eligible, reasons."""
+    """One row per recurrent layer: name, cell, eligible, reasons, masked (reads a padding mask)."""
     rows = []
     for layer in _walk(model):
         reasons = layer_reasons(layer)
         if reasons is None:
             continue
         inner = layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer
-        rows.append({"layer": layer.name, "cell": type(inner).__name__, "eligible": not reasons,
-                     "reasons": reasons})
+        cell = f"{inner.cell}_decoder" if isinstance(inner, AttentiveRNN) else type(inner).__name__
+        rows.append({"layer": layer.name, "cell": cell, "eligible": not reasons, "reasons": reasons,
+                     "masked": _reads_mask(layer)})
     return rows
+
+
+def _reads_mask(layer: Any) -> bool:
+    """Whether the layer's (first) input carries a Keras padding mask in its model's graph."""
+    try:
+        first = keras.tree.flatten(layer.input)[0]
+    except (AttributeError, ValueError, IndexError):  # never called, or called several times
+        return False
+    return getattr(first, "_keras_mask", None) is not None
 
 
 def _walk(model: Any) -> list[Any]:
@@ -64,8 +84,8 @@ def _walk(model: Any) -> list[Any]:
 
 def lines(rows: list[dict[str, Any]]) -> list[str]:
     """Console lines: 'lstm_1: cudnn yes' / 'gru_2: cudnn no (recurrent_dropout=0.2)'."""
-    return [f"{r['layer']}: cudnn yes" if r["eligible"] else f"{r['layer']}: cudnn no ({', '.join(r['reasons'])})"
-            for r in rows]
+    return [f"{r['layer']}: cudnn yes" + (f" ({MASK_NOTE})" if r.get("masked") else "") if r["eligible"]
+            else f"{r['layer']}: cudnn no ({', '.join(r['reasons'])})" for r in rows]
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -75,6 +95,8 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
+    """The report as a Markdown table (the MLflow artifact)."""
     body = "\n".join(f"| {r['layer']} | {r['cell']} | {'yes' if r['eligible'] else 'no'} | "
-                     f"{', '.join(r['reasons']) or '-'} |" for r in rows)
-    return "# cuDNN eligibility\n\n| layer | cell | cuDNN | why not |\n|---|---|---|---|\n" + body + "\n"
+                     f"{', '.join(r['reasons']) or '-'} | {'yes' if r.get('masked') else 'no'} |" for r in rows)
+    return ("# cuDNN eligibility\n\n| layer | cell | cuDNN | why not | masked (right-padded needed) |\n"
+            "|---|---|---|---|---|\n" + body + "\n")

@@ -62,7 +62,7 @@ def make_generator(model: Any, cfg: ModelConfig, io: dict[str, Any]) -> Callable
         encoded = encoder(inputs, training=False)
         batch = tf.shape(tf.nest.flatten(encoded)[0])[0]
         states = {n: encoded.get(n, tf.zeros([batch, cfg.units], state_dtype)) for n in state_names}
-        constants = {n: encoded[n] for n in constant_names}
+        constants = {n: tf.identity(encoded[n]) for n in constant_names}  # drops Keras masks
         width = tf.shape(constants["memory"])[1] if attentive else 0
         search = dict(start_id=start_id, end_id=end_id, max_length=max_length or default_length, attention_width=width)
         beam = beam_width or cfg.beam_width
@@ -134,7 +134,7 @@ def beam_search(step: Callable[..., Any], states: dict[str, Any], constants: dic
         here = tf.one_hot(t, max_length, dtype=tf.int32)
         ids = tf.gather(ids, parent, batch_dims=1) + token[..., None] * here
         fresh = regroup(weights, parent) * tf.cast(tf.reshape(token, [-1, 1]) != 0, tf.float32)
-        att = tf.gather(att, parent, batch_dims=1) + tf.reshape(fresh, [batch, k, 1, -1]) * tf.cast(
+        att = tf.gather(att, parent, batch_dims=1) + tf.reshape(fresh, [batch, k, 1, attention_width]) * tf.cast(
             here, tf.float32)[:, None]
         states = {n: regroup(v, parent) for n, v in states.items()}
         return t + 1, tf.reshape(token, [-1]), states, finished, scores, ids, att

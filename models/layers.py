@@ -14,8 +14,20 @@ from keras import ops
 register = keras.saving.register_keras_serializable(package="rnnpipe")
 
 
+class Layer(keras.layers.Layer):
+    """Base of the zoo's layers: emits no Keras mask; `get_config` adds the attributes in `config_keys`."""
+
+    config_keys: tuple[str, ...] = ()
+
+    def compute_mask(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **{k: getattr(self, k) for k in self.config_keys}}
+
+
 @register
-class PaddingMask(keras.layers.Layer):
+class PaddingMask(Layer):
     """Which encoder steps are real: ids != 0 for token ids [B, T]; all true for a series [B, T, F]."""
 
     def call(self, inputs: Any) -> Any:
@@ -23,16 +35,15 @@ class PaddingMask(keras.layers.Layer):
             return ops.not_equal(inputs, 0)
         return ops.ones_like(inputs[..., 0], dtype="bool")
 
-    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
-        return None
-
 
 @register
-class StepIndex(keras.layers.Layer):
+class StepIndex(Layer):
     """One-hot step positions [B, length, length]: the per-step input of a non-autoregressive decoder.
 
     `inputs` only supplies the batch size.
     """
+
+    config_keys = ("length",)
 
     def __init__(self, length: int, **kwargs: Any):
         super().__init__(**kwargs)
@@ -42,15 +53,9 @@ class StepIndex(keras.layers.Layer):
         eye = ops.eye(self.length, dtype=self.compute_dtype)
         return ops.broadcast_to(eye[None], (ops.shape(inputs)[0], self.length, self.length))
 
-    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
-        return None
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "length": self.length}
-
 
 @register
-class ConcatContext(keras.layers.Layer):
+class ConcatContext(Layer):
     """[B, L, D] steps and a [B, C] context -> [B, L, D + C] (the context repeated at every step)."""
 
     def __init__(self, **kwargs: Any):
@@ -61,12 +66,12 @@ class ConcatContext(keras.layers.Layer):
         repeated = ops.broadcast_to(context[:, None, :], (*ops.shape(steps)[:2], ops.shape(context)[-1]))
         return ops.concatenate([steps, ops.cast(repeated, steps.dtype)], axis=-1)
 
-    def compute_mask(self, steps: Any, context: Any = None, mask: Any = None) -> Any:
+    def compute_mask(self, steps: Any, mask: Any = None) -> Any:  # Keras passes (first arg, its mask)
         return mask
 
 
 @register
-class MaskedMaxPooling(keras.layers.Layer):
+class MaskedMaxPooling(Layer):
     """Max over the unmasked steps of [B, T, D] -> [B, D] (Keras' GlobalMaxPooling1D ignores masks)."""
 
     def __init__(self, **kwargs: Any):
@@ -78,9 +83,6 @@ class MaskedMaxPooling(keras.layers.Layer):
             lowest = ops.cast(ops.full((), -3e4 if self.compute_dtype == "float16" else -1e9), inputs.dtype)
             inputs = ops.where(mask[..., None], inputs, lowest)
         return ops.max(inputs, axis=1)
-
-    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
-        return None
 
 
 @register

@@ -24,7 +24,10 @@ Shapes (B = batch):
 
 Bidirectional encoders: each layer's forward and backward final states are concatenated
 (width 2*units) and projected back to `units` by a dense "bridge" (linear for last_state and
-attention, tanh for projected), so the decoder keeps `units` whatever the encoder.
+attention, tanh for projected), so the decoder keeps `units` whatever the encoder and LSTM
+passes [h, c] pairs as usual. A context fed at every step needs no bridge: it is the
+concatenated [h_fwd; h_bwd] (or its projection). The attention memory is the top layer's merged
+outputs (`merge_mode`), projected to keys inside the attention layer.
 
 Decoder inputs: token targets are teacher-forced (`decoder_inputs` = start id + y[:-1]) and
 generated autoregressively (models/decoding.py). Numeric series targets are decoded in one pass,
@@ -169,13 +172,10 @@ def many_to_one(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
 
 
 def many_to_many(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
-    """Synced sequence -> sequence: an output at every input step."""
-    if cfg.bidirectional and io["y"]["kind"] in ("tokens", "series"):
-        what = "next-token (language model)" if io["y"]["kind"] == "tokens" else "shifted-series (forecast)"
-        raise ConfigError(
-            f"model.bidirectional=true cannot learn a {what} target with many_to_many: the backward RNN "
-            f"would read the very steps it must predict. Use model.bidirectional=false (bidirectional "
-            f"many_to_many is for tagging, y kind 'labels').")
+    """Synced sequence -> sequence: an output at every input step.
+
+    Bidirectional only for tagging; `build.check_io` refuses it for next-token / shifted-series targets.
+    """
     parts = Parts()
     inputs = input_layer(io["x"], static_length=cfg.unroll)
     x = embed_sequence(io["x"], cfg, inputs)
@@ -208,8 +208,9 @@ def encode(cfg: ModelConfig, parts: Parts, x: Any, return_sequences: bool) -> tu
     for i in range(cfg.num_layers):
         top = i == cfg.num_layers - 1
         name = f"encoder_{cfg.cell}_{i + 1}"
-        layer = parts(f"bi_{name}" if cfg.bidirectional else name, lambda _, nm=name: cells.rnn(
-            cfg, nm, return_sequences=return_sequences or not top, return_state=True))
+        sequences = return_sequences or not top
+        layer = parts(f"bi_{name}" if cfg.bidirectional else name, lambda _, nm=name, seq=sequences: cells.rnn(
+            cfg, nm, return_sequences=seq, return_state=True))
         x, *final = layer(x)
         finals.append(final)
     return x, finals

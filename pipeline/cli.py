@@ -75,7 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     options = serving.Options(max_request_bytes=args.max_request_bytes, timeout=args.timeout,
                               poll_seconds=args.poll_seconds, max_batch_rows=args.max_batch_rows,
-                              model_name=args.model_name)
+                              batch_wait_ms=args.batch_wait_ms, model_name=args.model_name,
+                              intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
     serving.serve(args.export_base, host=args.host, port=args.port, options=options, ready_file=args.ready_file,
                   access_log=args.access_log)
     return 0
@@ -159,6 +160,10 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--timeout", type=float, default=30.0, help="seconds per request before 504")
     serve.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
     serve.add_argument("--max-batch-rows", type=int, default=256, help="rows merged from concurrent requests")
+    serve.add_argument("--batch-wait-ms", type=float, default=2.0,
+                       help="while more requests are arriving, wait this long for them to join a batch")
+    serve.add_argument("--intra-op-threads", type=int, default=0, help="TensorFlow threads per op (0: default)")
+    serve.add_argument("--inter-op-threads", type=int, default=0, help="TensorFlow ops run at once (0: default)")
     serve.add_argument("--model-name", default=None, help="name in the URL (default: the folder's name)")
     serve.add_argument("--ready-file", default=None, help="write {host, port, pid} here once listening")
     serve.add_argument("--access-log", action="store_true", help="log every request")

@@ -89,7 +89,9 @@ def stage_summary(result: Any) -> str:
 
     rows = [[name, ("cached" if result.cached[name] else "ran") if name in result.cached else "not run",
              result.seconds.get(name)] for name in STAGE_NAMES]
-    rows.append(["total", "", round(sum(result.seconds.values()), 3)])
+    cached = sum(result.cached.values())
+    total = round(sum(result.seconds.values()), 3)
+    rows.append(["total", f"{len(result.cached) - cached} ran, {cached} cached", total])
     return format_table(["stage", "status", "seconds"], rows)
 
 
@@ -269,8 +271,9 @@ def _run_trial(trial: Trial, config: Config, to_stage: str | None, log: Callable
                                       **{f"sweep.{k}": v for k, v in trial.overrides.items()}})
             result = runner.run(config, to_stage=to_stage, log=lambda msg: log(f"  {msg}"), tracker=tracker)
         trial.status = "FINISHED"
-        for art in result.artifacts.values():
-            trial.metrics.update({k: float(v) for k, v in art.properties.get("metrics", {}).items()
+        for art in result.artifacts.values():  # without tracking; with it, the run's metrics below
+            trial.metrics.update({k.removeprefix("final_"): float(v)
+                                  for k, v in art.properties.get("metrics", {}).items()
                                   if isinstance(v, (int, float)) and not isinstance(v, bool)})
         evaluate = result.artifacts.get("evaluate")
         if evaluate is not None:
@@ -281,16 +284,11 @@ def _run_trial(trial: Trial, config: Config, to_stage: str | None, log: Callable
         trial.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
     finally:
         trial.seconds = time.time() - start
-        trial.run_name = tracking_run_name(config, trial.run_id)
-
-
-def tracking_run_name(config: Config, run_id: str | None) -> str:
-    """The run's name as `rnnpipe runs` shows it (from the store; '' without tracking)."""
-    if not run_id:
-        return ""
-    from pipeline import tracking
-
-    return tracking.find_run(tracking.tracking_uri(config), run_id).name
+    if trial.run_id:  # what the MLflow UI shows: the run's name and latest metrics
+        record = tracking.find_run(tracking.tracking_uri(config), trial.run_id)
+        trial.run_name = record.name
+        if trial.status == "FINISHED":
+            trial.metrics = dict(record.metrics)
 
 
 def sweep_command(config_path: str, sets: Sequence[str], grid_items: Sequence[str], budget: int | None,

@@ -48,6 +48,7 @@ class DataConfig:
     max_examples: int | None = bounded(None, 1)
     tokenize: str = choice("char", "char", "word")
     target_tokenize: str | None = choice(None, None, "char", "word")  # y of pairs/tfds text; None: = tokenize
+    target_reference: str = choice("none", "none", "last", "season")  # numeric y learnt relative to the input's
     lowercase: bool = True
     max_length: int | None = bounded(None, 1)
     window: int = bounded(30, 1)

@@ -475,12 +475,25 @@ def register_export(config: Config, artifact: Any) -> str | None:
     if known:
         version = max(known, key=lambda v: int(v.version)).version
     else:
+        import logging
+
         signature, example = _pyfunc_signature(artifact)
-        info = mlflow.pyfunc.log_model(
-            name=PYFUNC_NAME, python_model=saved_model_pyfunc(), artifacts={"saved_model": path},
-            signature=signature, input_example=example, pip_requirements=_requirements(),
-            registered_model_name=config.name, await_registration_for=60,
-        )
+        quiet = logging.getLogger("mlflow.pyfunc")
+        level, bar = quiet.level, os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        quiet.setLevel(logging.ERROR)  # the by-value pickling warning: the class is ours (see saved_model_pyfunc)
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+        try:
+            info = mlflow.pyfunc.log_model(
+                name=PYFUNC_NAME, python_model=saved_model_pyfunc(), artifacts={"saved_model": path},
+                signature=signature, input_example=example, pip_requirements=_requirements(),
+                registered_model_name=config.name, await_registration_for=60,
+            )
+        finally:
+            quiet.setLevel(level)
+            if bar is None:
+                os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+            else:
+                os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
         version = str(info.registered_model_version)
         client.set_model_version_tag(config.name, version, EXPORT_PATH_TAG, path)
         client.set_model_version_tag(config.name, version, "rnnpipe.export_version", str(props.get("version")))
@@ -522,14 +535,14 @@ def saved_model_pyfunc() -> Any:
     import mlflow
 
     class SavedModelPyfunc(mlflow.pyfunc.PythonModel):
-        def load_context(self, context: Any) -> None:
+        def load_context(self, context) -> None:  # noqa: ANN001
             import tensorflow as tf
 
             self._loaded = tf.saved_model.load(context.artifacts["saved_model"])
             self._fn = self._loaded.signatures["serving_default"]
             self._spec = self._fn.structured_input_signature[1]["inputs"]
 
-        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+        def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - no hints: MLflow reads them
             import numpy as np
             import tensorflow as tf
 
@@ -552,3 +565,56 @@ def saved_model_pyfunc() -> Any:
             return result
 
     return SavedModelPyfunc()
+
+
+@contextlib.contextmanager
+def serve_registered(uri: str, name: str, alias: str = CHAMPION, timeout: float = 300,
+                     log_path: str | Path | None = None) -> Iterator[str]:
+    """`mlflow models serve -m models:/<name>@<alias> --env-manager local` on a free loopback port.
+
+    Yields its base URL once `/ping` answers; the server's process group is ended afterwards.
+    """
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bin_dir = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from PATH
+    env = {**os.environ, ENV_URI: uri, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+           "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    if log_path is None:
+        handle, log_path = tempfile.mkstemp(prefix="mlflow-serve-", suffix=".log")
+        os.close(handle)
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@{alias}",
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = Path(log_path).read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"`mlflow models serve` on models:/{name}@{alias} did not come up: {tail}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()

@@ -83,6 +83,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def ui(store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """`rnnpipe ui` on the store, on a free loopback port; yields its base URL and printed lines."""
@@ -96,13 +104,7 @@ def ui(store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Itera
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
+        while not _answers(f"{base}/health"):
             if proc.poll() is not None or time.time() > deadline:
                 pytest.fail(f"`rnnpipe ui` did not come up on {base}:\n{log_path.read_text()[-3000:]}")
             time.sleep(1)
@@ -219,9 +221,28 @@ def test_compare_view_shows_the_two_runs_side_by_side(browser: Any, ui: dict[str
           "the Compare button").click()
     _wait_text(browser, "Comparing 2 Runs", *store["names"].values())
     assert all(run_id in browser.current_url for run_id in store["ids"].values())
-    _wait_text(browser, "Parameters", "Metrics", "val_loss", "test_accuracy", "model.cell")
-    _css(browser, ".js-plotly-plot")  # the parallel-coordinates plot of params vs metrics
+    # the parallel-coordinates plot (params vs a metric): swap its default metric for val_loss
+    from selenium.webdriver.common.keys import Keys
+
+    _css(browser, ".pcp-plot")
+    metrics = browser.find_element(By.XPATH, '//div[normalize-space(text())="Metrics:"]/following-sibling::div[1]')
+    metrics.find_element(By.CSS_SELECTOR, '[class*="select-selection-item-remove"]').click()
+    metrics.find_element(By.CSS_SELECTOR, '[class*="select-selector"]').click()
+    metrics.find_element(By.TAG_NAME, "input").send_keys("val_loss", Keys.ENTER, Keys.ESCAPE)
+    _wait(browser, lambda _: metrics.text.strip() == "val_loss", "val_loss chosen as the plot's metric")
+    plot = browser.find_element(By.CSS_SELECTOR, ".pcp-plot")
+    _wait(browser, lambda _: "val_loss" in plot.text and "model.cell" in plot.text, "the plot's val_loss axis")
+    browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(shots / "2_compare.png"))
+    # "Show diff only" on the parameters: the cell is the one parameter that differs
+    _css(browser, 'button[aria-label="Parameters - Show diff only"]', clickable=True).click()
+    table = browser.find_element(By.XPATH, '//button[@aria-label="Parameters - Show diff only"]'
+                                           '/ancestor::div[contains(@class, "collapse-content-box")][1]//table')
+    _wait(browser, lambda _: len(table.find_elements(By.TAG_NAME, "tr")) == 1, "one differing parameter")
+    assert table.text.split() in (["model.cell", "gru", "lstm"], ["model.cell", "lstm", "gru"]), table.text
+    _wait_text(browser, "Metrics", "Tags")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", table)
+    browser.save_screenshot(str(shots / "2_compare_params.png"))
 
 
 def test_chart_view_plots_each_metric_for_both_runs(browser: Any, ui: dict[str, Any], store: dict[str, Any],
@@ -229,14 +250,25 @@ def test_chart_view_plots_each_metric_for_both_runs(browser: Any, ui: dict[str, 
     _open_experiment(browser, ui, store)
     browser.execute_script("arguments[0].click()", _css(browser, 'input[name="runs-view-mode"][value="CHART"]'))
     search = _css(browser, 'input[placeholder="Search metric charts"]', clickable=True)
-    search.send_keys("val_")
-    _wait_text(browser, "val_loss", "val_accuracy")
-    cards = browser.find_elements("css selector", '[data-testid="experiment-view-compare-runs-card"]')
-    titles = [c.text.splitlines()[0] for c in cards if c.text]
-    assert "val_loss" in titles and all(t.startswith(("val_", "final_val_")) for t in titles), titles
-    loss_card = next(c for c in cards if c.text.splitlines()[0] == "val_loss")
-    assert all(name[:20] in loss_card.text for name in store["names"].values())  # both runs in its legend
-    assert loss_card.find_elements("css selector", ".js-plotly-plot, svg")
+    search.send_keys("val_loss")
+
+    def val_loss_card(d: Any) -> str | bool:
+        """The val_loss chart's text once only val_loss charts are left (cards re-render meanwhile)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        try:
+            cards = d.find_elements("css selector", '[data-testid="experiment-view-compare-runs-card"]')
+            texts = [c.text for c in cards]
+            titles = [t.splitlines()[0] for t in texts if t]
+            if "val_loss" not in titles or not all("val_loss" in t for t in titles):
+                return False
+            index = [t.split("\n")[0] for t in texts].index("val_loss")
+            return texts[index] if cards[index].find_elements("css selector", ".js-plotly-plot, svg") else False
+        except StaleElementReferenceException:
+            return False
+
+    text = _wait(browser, val_loss_card, "only the val_loss charts, each drawn")
+    assert all(name[:20] in text for name in store["names"].values())  # both runs in the chart's legend
     browser.save_screenshot(str(shots / "3_charts.png"))
 
 
@@ -268,3 +300,10 @@ def test_models_tab_lists_each_logged_model_with_its_run(browser: Any, ui: dict[
     _close_assistant(browser)
     assert browser.find_element("tag name", "body").text.count("keras_model") >= 2
     browser.save_screenshot(str(shots / "5_models.png"))
+    # a model's page lists the run's metrics, linked to that run
+    browser.find_element("link text", "keras_model").click()
+    search = _css(browser, 'input[placeholder="Search metrics"]', clickable=True)
+    search.send_keys("test_")
+    _wait_text(browser, "test_accuracy", "test_macro_f1", "Source run")
+    assert any(name in browser.find_element("tag name", "body").text for name in store["names"].values())
+    browser.save_screenshot(str(shots / "6_model_metrics.png"))

@@ -12,7 +12,7 @@ import pytest
 from components import preprocessing
 from components.preprocessing import Codec
 from pipeline.artifacts import Artifact
-from pipeline.config import DataConfig
+from pipeline.config import ConfigError, DataConfig
 from tests.test_validation import Ctx, fake_ingest
 
 
@@ -124,3 +124,28 @@ def test_graph_tokenizer_matches_python_tokenizer(tmp_path: Path, tokenize: str)
     vocab = ["", "[UNK]", *codec.state["x"]["vocabulary"]]
     for row, value in zip(ids, values):
         assert [vocab[i] for i in row if i] == tokens_of(value, tokenize, lowercase=True)
+
+
+def test_target_reference_learns_the_difference_from_the_seasonal_naive_forecast(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+
+    def example() -> tuple[list, list]:
+        temps = (50 + rng.normal(0, 5) + 5 * np.sin(np.arange(6) * np.pi / 2) + rng.normal(0, 0.1, 6)).round(3)
+        x = [[t, float(i)] for i, t in enumerate(temps[:4])]
+        return x, [[t] for t in temps[4:]]
+
+    splits = {"train": [example() for _ in range(12)], "test": [example() for _ in range(3)]}
+    x_spec, y_spec = {"kind": "series", "columns": ["temp", "hour"]}, {"kind": "series", "columns": ["temp"]}
+    art, codec = preprocess(tmp_path, x_spec, y_spec, splits, "seq2seq", target_reference="season")
+    state = codec.state["y"]
+    assert state["reference"] == {"mode": "season", "columns": [0]} and state["mean"] == [0.0]
+    test = preprocessing.load_split(art, "test")
+    raw_x = np.asarray([e[0] for e in splits["test"]], dtype="float32")
+    back = np.asarray(codec.decode_series(test["y"], raw_x))
+    assert np.allclose(back, np.asarray([e[1] for e in splits["test"]]), atol=1e-3)  # raw -> encoded -> raw
+    naive = np.asarray(codec.decode_series(np.zeros_like(test["y"]), raw_x))
+    assert np.allclose(naive, raw_x[:, -2:, :1])  # a zero output is the seasonal-naive forecast
+    last = preprocessing.reference({**state, "reference": {"mode": "last", "columns": [0]}}, raw_x)
+    assert np.allclose(np.asarray(last), np.repeat(raw_x[:, -1:, :1], 2, axis=1))
+    with pytest.raises(ConfigError, match="needs numeric series targets whose columns are also input columns"):
+        preprocess(tmp_path / "bad", {"kind": "series"}, y_spec, splits, "seq2seq", target_reference="last")

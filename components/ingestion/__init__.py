@@ -119,14 +119,20 @@ def language_model(records: list[dict[str, Any]], cfg: DataConfig) -> list[Examp
 
 
 WEATHER_MEASURES = ("precipitation", "temp_max", "temp_min", "wind")
-WEATHER_COLUMNS = (*WEATHER_MEASURES, "day_of_year_sin", "day_of_year_cos")
+WEATHER_COLUMNS = (*WEATHER_MEASURES, "day_of_year_sin", "day_of_year_cos", "years_since_2012")
 
 
 def weather_day(record: dict[str, Any]) -> list[float]:
-    """A day's measurements plus its position in the year (sin/cos of the day of year)."""
-    day = datetime.date.fromisoformat(record["date"]).timetuple().tm_yday
-    angle = 2 * math.pi * day / 365.25
-    return [record[k] for k in WEATHER_MEASURES] + [round(math.sin(angle), 6), round(math.cos(angle), 6)]
+    """A day's measurements, its position in the year (sin/cos) and the years since the record began.
+
+    The date matters beyond the season: the labelling conventions drift (rainy days are mostly
+    'rain' in 2012, mostly 'fog' from 2014 on), so a tagger needs to know when a day is.
+    """
+    date = datetime.date.fromisoformat(record["date"])
+    angle = 2 * math.pi * date.timetuple().tm_yday / 365.25
+    years = (date - datetime.date(2012, 1, 1)).days / 365.25
+    return [record[k] for k in WEATHER_MEASURES] + [round(math.sin(angle), 6), round(math.cos(angle), 6),
+                                                     round(years, 6)]
 
 
 def weather_next_day(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]:
@@ -143,11 +149,19 @@ def weather_tagging(records: list[dict[str, Any]], cfg: DataConfig) -> list[Exam
             for s in window_starts(len(records), cfg.window, 0, cfg.stride)]
 
 
+DAY = 24  # hours
+
+
 def hourly_forecast(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]:
-    """`window` hourly temperatures -> the next `horizon` ones."""
-    temps = [[r["temp"]] for r in records]
-    return [(temps[s:s + cfg.window], temps[s + cfg.window:s + cfg.window + cfg.horizon])
-            for s in window_starts(len(temps), cfg.window, cfg.horizon, cfg.stride)]
+    """`window` hours (temperature, change since the same hour a day earlier) -> the next `horizon` temperatures.
+
+    The day-over-day change makes the trend visible to the model at every step; the first day
+    of each split only serves as the history of that change.
+    """
+    temps = [r["temp"] for r in records]
+    steps = [[t, round(t - temps[i - DAY], 4)] for i, t in enumerate(temps) if i >= DAY]
+    return [(steps[s:s + cfg.window], [[step[0]] for step in steps[s + cfg.window:s + cfg.window + cfg.horizon]])
+            for s in window_starts(len(steps), cfg.window, cfg.horizon, cfg.stride)]
 
 
 def _digit_rows(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]:
@@ -279,7 +293,8 @@ SOURCES: dict[str, Source] = {
     ),
     "seattle_temps": Source(
         load=_load_bundled("seattle_temps"),
-        tasks={"seq2seq": Task({**SERIES, "columns": ["temp"]}, {**SERIES, "columns": ["temp"]}, hourly_forecast)},
+        tasks={"seq2seq": Task({**SERIES, "columns": ["temp", "temp_change_24h"]}, {**SERIES, "columns": ["temp"]},
+                               hourly_forecast)},
     ),
     "pydoc_topics": Source(
         load=_load_bundled("pydoc_topics"),

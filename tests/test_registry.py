@@ -1,0 +1,84 @@
+"""The blessed export in the MLflow model registry: a pyfunc around the SavedModel, alias `champion`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipeline import runner, tracking
+from tests.serving_support import blessed_names_run
+
+NAMES = ["Mary", "john", "Zoë"]
+
+
+@pytest.fixture(scope="module")
+def blessed(names_run: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    return blessed_names_run(names_run, tmp_path_factory)
+
+
+def in_process(export_path: str) -> dict[str, Any]:
+    import tensorflow as tf
+
+    out = tf.saved_model.load(export_path).signatures["serving_default"](inputs=tf.constant(NAMES))
+    return {"label": [s.decode() for s in out["label"].numpy()], "probabilities": out["probabilities"].numpy()}
+
+
+def test_champion_is_the_validated_export(blessed: tuple[Any, Any]) -> None:
+    from mlflow import MlflowClient
+
+    config, result = blessed
+    assert result.artifacts["infra_validate"].properties["tags"]["infra_validated"] == "true"
+    client = MlflowClient(tracking_uri=config.tracking.uri)
+    version = client.get_model_version_by_alias(config.name, tracking.CHAMPION)
+    assert version.run_id == result.run_id
+    assert version.tags[tracking.EXPORT_PATH_TAG] == result.export_path
+    run = client.get_run(result.run_id)
+    assert run.data.tags["registered_version"] == version.version
+    assert tracking.last_blessed_metrics(config)["accuracy"] == run.data.metrics["test_accuracy"]
+
+
+def test_registered_pyfunc_has_signature_example_and_answers_raw(blessed: tuple[Any, Any]) -> None:
+    import mlflow
+    import pandas as pd
+
+    config, result = blessed
+    mlflow.set_tracking_uri(config.tracking.uri)
+    model = mlflow.pyfunc.load_model(f"models:/{config.name}@{tracking.CHAMPION}")
+    inputs = model.metadata.get_input_schema()
+    assert inputs.input_names() == ["inputs"] and str(inputs.inputs[0].type) == "string"
+    assert set(model.metadata.get_output_schema().input_names()) == {"label", "probabilities"}
+    assert model.metadata.saved_input_example_info is not None
+    answer = model.predict(pd.DataFrame({"inputs": NAMES}))
+    local = in_process(result.export_path)
+    assert list(answer["label"]) == local["label"]
+    np.testing.assert_allclose(answer["probabilities"], local["probabilities"], atol=1e-5)
+
+
+def test_rerun_of_a_cached_export_registers_nothing_new(blessed: tuple[Any, Any]) -> None:
+    from mlflow import MlflowClient
+
+    config, result = blessed
+    client = MlflowClient(tracking_uri=config.tracking.uri)
+    before = {v.version for v in client.search_model_versions(f"name = '{config.name}'")}
+    again = runner.run(config, log=lambda _: None)
+    assert all(again.cached.values()) and again.export_path == result.export_path
+    assert {v.version for v in client.search_model_versions(f"name = '{config.name}'")} == before
+    assert client.get_model_version_by_alias(config.name, tracking.CHAMPION).tags[tracking.EXPORT_PATH_TAG] == \
+        result.export_path
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_invocations(blessed: tuple[Any, Any]) -> None:
+    from components.serving import call
+
+    config, result = blessed
+    local = in_process(result.export_path)
+    with tracking.serve_registered(config.tracking.uri, config.name) as url:
+        for body in ({"dataframe_split": {"columns": ["inputs"], "data": [[n] for n in NAMES]}},
+                     {"instances": NAMES}, {"inputs": {"inputs": NAMES}}):
+            status, answer = call(f"{url}/invocations", body)
+            assert status == 200, answer
+            assert answer["predictions"]["label"] == local["label"]
+            np.testing.assert_allclose(answer["predictions"]["probabilities"], local["probabilities"], atol=1e-5)
