@@ -97,6 +97,9 @@ def check(config: Config) -> None:
 
     ingestion.check(config.data, config.model.topology)
     build.check(config.model, config.train)
+    kinds = ingestion.declared_kinds(config.data, config.model.topology)
+    if kinds:  # e.g. a bidirectional language model fails here, not at the train stage
+        build.check_io(config.model, kinds)
 
 
 def run(

@@ -67,3 +67,11 @@ def names_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
         cfgmod.apply_override(raw, f"{key.replace('__', '.')}={value}")
     config = cfgmod.from_dict(raw)
     return config, runner.run(config, log=lambda _: None)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_tracking_uri() -> Any:
+    """Fail the test that leaves MLFLOW_TRACKING_URI set (it would redirect every later test)."""
+    yield
+    leaked = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    assert leaked is None, f"the test left MLFLOW_TRACKING_URI={leaked} in the environment"

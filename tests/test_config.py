@@ -75,6 +75,10 @@ BAD = {
     "missing_data_file": ("data: {source: csv, path: /nonexistent/x.csv}\nmodel: {topology: many_to_one}\n",
                           [], ["/nonexistent/x.csv"]),
     "bad_mixed_precision": ("train: {mixed_precision: fp8}\n", [], ["train.mixed_precision", "bfloat16"]),
+    "bidirectional_language_model": ("data: {source: pydoc_topics}\nmodel: {topology: many_to_many, "
+                                     "bidirectional: true}\n", [], ["model.bidirectional", "language model"]),
+    "bidirectional_one_to_many": ("data: {source: names}\nmodel: {topology: one_to_many, bidirectional: true}\n",
+                                  [], ["model.bidirectional", "one_to_many"]),
     "bad_threshold_shape": ("evaluate: {thresholds: {accuracy: 0.7}}\n", [], ["evaluate.thresholds.accuracy"]),
 }
 

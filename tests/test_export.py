@@ -102,11 +102,10 @@ def test_infra_validation_fails_a_broken_export(blessed: tuple[Any, Any], tmp_pa
 
 
 def exported(tmp_path: Path, state: dict[str, Any], cfg: ModelConfig) -> tuple[Any, Any, Codec, Any]:
+    import keras
     import tensorflow as tf
 
     from models.build import build_model
-
-    import keras
 
     keras.utils.set_random_seed(0)
     io = io_spec(state)

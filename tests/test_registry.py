@@ -35,7 +35,7 @@ def test_champion_is_the_validated_export(blessed: tuple[Any, Any]) -> None:
     assert version.run_id == result.run_id
     assert version.tags[tracking.EXPORT_PATH_TAG] == result.export_path
     run = client.get_run(result.run_id)
-    assert run.data.tags["registered_version"] == version.version
+    assert run.data.tags["registered_version"] == str(version.version)
     assert tracking.last_blessed_metrics(config)["accuracy"] == run.data.metrics["test_accuracy"]
 
 
@@ -44,10 +44,10 @@ def test_registered_pyfunc_has_signature_example_and_answers_raw(blessed: tuple[
     import pandas as pd
 
     config, result = blessed
-    mlflow.set_tracking_uri(config.tracking.uri)
+    tracking.use_store(config.tracking.uri)  # not mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI
     model = mlflow.pyfunc.load_model(f"models:/{config.name}@{tracking.CHAMPION}")
     inputs = model.metadata.get_input_schema()
-    assert inputs.input_names() == ["inputs"] and str(inputs.inputs[0].type) == "string"
+    assert inputs.input_names() == ["inputs"] and inputs.inputs[0].type.name == "string"
     assert set(model.metadata.get_output_schema().input_names()) == {"label", "probabilities"}
     assert model.metadata.saved_input_example_info is not None
     answer = model.predict(pd.DataFrame({"inputs": NAMES}))

@@ -351,6 +351,12 @@ def check(data: DataConfig, topology: str) -> None:
                           f"no file; to read your file set data.source to one of: {users}.")
 
 
+def declared_kinds(data: DataConfig, topology: str) -> dict[str, Any] | None:
+    """The io kinds a source declares without reading data (None when they depend on the files)."""
+    task = SOURCES[data.source].tasks[topology]
+    return None if task.kinds else {"x": dict(task.x), "y": dict(task.y)}
+
+
 def resolve_kinds(task: Task, loaded: Loaded, data: DataConfig, topology: str) -> tuple[dict, dict]:
     """The x / y kinds of this run's spec (tokenizers from the config), checked against the topology."""
     x, y = task.kinds(loaded, data) if task.kinds else (dict(task.x), dict(task.y))

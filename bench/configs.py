@@ -1,0 +1,94 @@
+"""Every example config, end to end at its default epochs: its main test metric vs its baseline.
+
+For each `configs/*.yaml` (or `--configs`) and each cell in `--cells` (default: the config's
+own cell; `all` = simple_rnn, lstm, gru) this runs the whole pipeline in a temporary runs dir
+and MLflow store and reports the evaluation's main metric next to the trivial baseline's
+(majority class, unigram, last value / seasonal naive), whether the model beats it, and the
+wall time. Prints a Markdown table (the README's "Results" table) and writes
+`bench/configs.json`.
+
+Run: `python -m bench.configs [--cells all] [--configs configs/a.yaml ...] [--quick]`
+(`--quick` caps every split at 300 examples and 2 epochs: a smoke run, not the results).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import common
+
+CELLS = ("simple_rnn", "lstm", "gru")
+OUT = Path(__file__).resolve().parent / "configs.json"
+
+
+def run_config(path: Path, cell: str | None, store: Path, quick: bool) -> dict[str, Any]:
+    """One pipeline run; returns the row for the table."""
+    from components.evaluation import LOWER_IS_BETTER
+    from pipeline import config as cfgmod
+    from pipeline import runner
+
+    sets = [f"runs_dir={store / 'runs'}", f"export.dir={store / 'exports'}",
+            f"tracking.uri=sqlite:///{store / 'mlflow.db'}"]
+    if cell:
+        sets.append(f"model.cell={cell}")
+    if quick:
+        sets += ["data.max_examples=300", "train.epochs=2"]
+    config = cfgmod.load(path, sets)
+    started = time.perf_counter()
+    result = runner.run(config, to_stage="evaluate", log=lambda line: None)
+    seconds = time.perf_counter() - started
+    evaluate = result.artifacts["evaluate"].properties
+    main = evaluate["main_metric"]
+    mine, base = evaluate["metrics"][f"test_{main}"], evaluate["metrics"][f"baseline_{main}"]
+    lower = main in LOWER_IS_BETTER
+    return {"config": path.stem, "topology": config.model.topology, "cell": config.model.cell,
+            "epochs": config.train.epochs, "metric": main, "model": round(mine, 4), "baseline": round(base, 4),
+            "beats": bool(mine < base if lower else mine > base), "blessed": evaluate["blessed"],
+            "seconds": round(seconds, 1)}
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| config | topology | cell | epochs | test metric | model | baseline | beats | wall s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['config']} | | {r['cell']} | | FAILED: {r['error']} | | | | |")
+            continue
+        lines.append(f"| {r['config']} | {r['topology']} | {r['cell']} | {r['epochs']} | {r['metric']} | "
+                     f"{r['model']:.4f} | {r['baseline']:.4f} | {'yes' if r['beats'] else 'NO'} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--configs", nargs="+", type=Path, default=sorted(common.CONFIGS.glob("*.yaml")))
+    p.add_argument("--cells", nargs="+", default=["default"], help="cells to run, 'default' or 'all'")
+    args = p.parse_args(argv)
+    cells = CELLS if args.cells == ["all"] else [None if c == "default" else c for c in args.cells]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rnnpipe-configs-") as tmp:
+        for path in args.configs:
+            for cell in cells:
+                common.log(f"-- {path.stem} {cell or '(default cell)'}")
+                try:
+                    rows.append(run_config(path, cell, Path(tmp), args.quick))
+                except Exception as exc:  # noqa: BLE001 - report it, run the others
+                    error = f"{type(exc).__name__}: {exc}"
+                    rows.append({"config": path.stem, "cell": cell or "default", "error": error})
+                common.log(json.dumps(rows[-1]))
+    print(markdown(rows))
+    payload = {"machine": common.machine_info(), "quick": args.quick, "rows": rows}
+    OUT.write_text(json.dumps(payload, indent=1))
+    print(f"wrote {OUT}")
+    return {"benchmark": "configs", "rows": rows, "summary": [],
+            "failed": [r for r in rows if "error" in r]}
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(1 if main()["failed"] else 0)
