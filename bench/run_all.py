@@ -19,18 +19,11 @@ from typing import Any
 from bench import common
 
 BENCHMARKS = ("pipeline_overhead", "input_pipeline", "serving", "cells")
-OPTIONAL = {"serving": "bench/serving.py (rnnpipe REST vs `mlflow models serve`) is not in this checkout yet"}
 
 
 def run_one(name: str, argv: list[str]) -> dict[str, Any]:
     """Import bench.<name> and call its main(argv); returns its result or raises."""
-    try:
-        module = importlib.import_module(f"bench.{name}")
-    except ModuleNotFoundError as exc:
-        if name in OPTIONAL and exc.name == f"bench.{name}":
-            return {"benchmark": name, "skipped": OPTIONAL[name], "rows": [], "summary": []}
-        raise
-    main = module.main
+    main = importlib.import_module(f"bench.{name}").main
     saved = sys.argv
     sys.argv = [f"bench.{name}", *argv]  # for a main() that reads sys.argv itself
     try:

@@ -132,7 +132,7 @@ def clean_stale(stage_dir: Path) -> None:
         return
     for tmp in stage_dir.glob(".tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -153,7 +153,8 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from pipeline import artifacts
 from pipeline.config import Config, dump_yaml
 
 PLOT_DIR = "plots"
@@ -286,20 +287,10 @@ def close_stale_runs(exp_id: str) -> None:
     for run in client.search_runs([exp_id], "attributes.status = 'RUNNING'", max_results=200):
         tags = run.data.tags
         pid = tags.get("rnnpipe.pid")
-        if tags.get("rnnpipe.host") != host or not (pid and pid.isdigit()) or _alive(int(pid)):
+        if tags.get("rnnpipe.host") != host or not (pid and pid.isdigit()) or artifacts.alive(int(pid)):
             continue
         client.set_tag(run.info.run_id, "error", f"process {pid} died without closing the run")
         client.set_terminated(run.info.run_id, "KILLED")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _param(value: Any) -> str:

@@ -130,3 +130,16 @@ def test_concurrent_runs_share_one_store_without_collisions(tmp_path: Path) -> N
     versions = sorted(p.name for p in (tmp_path / "exports" / "names_gender_lstm").iterdir() if p.name.isdigit())
     assert versions == ["1", "2"]  # same config -> one model, one version; other seed -> its own
     assert {r.data.tags["export_version"] for r in runs} == {"1", "2"}
+
+
+def test_keras_files_load_in_safe_mode(tmp_path: Path) -> None:
+    """A `.keras` file carrying Python code (a Lambda) is refused, not executed."""
+    import keras
+
+    from models import load_model
+
+    inputs = keras.Input((2,))
+    path = tmp_path / "code.keras"
+    keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(path)
+    with pytest.raises(ValueError, match="safe_mode"):
+        load_model(path)

@@ -220,11 +220,11 @@ def test_body_over_the_limit_gets_413(server: str) -> None:
 
 def test_slow_request_gets_504_and_others_are_still_served(server: str) -> None:
     started = time.monotonic()
-    status, answer = predict(server, {"signature_name": "sleep", "inputs": 2.5})
+    status, answer = predict(server, {"signature_name": "sleep", "inputs": 8.0})  # --timeout 1
     assert status == 504 and "Timed out" in answer["error"], answer
-    assert time.monotonic() - started < 2.4
+    assert time.monotonic() - started < 7.5  # answered before the call ended (wide margin: a loaded CI box)
     assert_serves(server)  # another signature, another worker: not stuck behind the slow one
-    time.sleep(max(0.0, 2.8 - (time.monotonic() - started)))
+    time.sleep(max(0.0, 8.3 - (time.monotonic() - started)))
     status, answer = predict(server, {"signature_name": "sleep", "inputs": 0.0})
     assert status == 200, answer  # the same signature, once the slow call is done
 
