@@ -9,7 +9,8 @@ raw test inputs, over keep-alive HTTP/1.1 connections, one per client thread:
 
 - p50 / p99 latency of batch-1 requests, one client (blocks of requests alternate between
   the servers, ABBA, so load from other jobs hits both alike);
-- requests/s at concurrency 1, 8 and 32 (batch 1; a bounded number of requests each);
+- requests/s at concurrency 1, 8 and 32 (batch 1; a bounded number of requests each; three
+  rounds per server in ABBA order, the median reported);
 - rows/s with batch-64 requests, one client.
 
 Ratios are rnnpipe over MLflow, higher is better (latency: MLflow's over rnnpipe's); issue 7
@@ -133,11 +134,16 @@ def measure(name: str, urls: dict[str, tuple[str, str]], inputs: list[Any], quic
             url, path = urls[server]
             start = (r * block) % len(singles)
             out[server]["lat"] += latencies(url, path, [singles[(start + i) % len(singles)] for i in range(block)])
-    for concurrency, total in totals.items():
+    rounds = 1 if quick else 3
+    for concurrency, total in totals.items():  # rounds in ABBA order, the median of each server's
+        rates: dict[str, list[float]] = {server: [] for server in urls}
+        for r in range(rounds):
+            for server in list(urls) if r % 2 == 0 else reversed(list(urls)):
+                url, path = urls[server]
+                rates[server].append(throughput(url, path, singles, concurrency, total))
         for server in urls:
-            url, path = urls[server]
-            out[server][f"rps_c{concurrency}"] = throughput(url, path, singles, concurrency, total)
-            common.log(f"   {name} {server} c={concurrency}: {out[server][f'rps_c{concurrency}']:.1f} req/s")
+            out[server][f"rps_c{concurrency}"] = statistics.median(rates[server])
+            common.log(f"   {name} {server} c={concurrency}: {' '.join(f'{x:.0f}' for x in rates[server])} req/s")
     for server, (url, path) in urls.items():
         seconds = latencies(url, path, [batches[i % len(batches)] for i in range(n_batch)])
         out[server]["rows_per_s_b64"] = 64 * len(seconds) / sum(seconds)

@@ -39,7 +39,7 @@ from components.preprocessing import END, PAD, START, load_split, reference
 from pipeline.config import EvaluateConfig, ModelConfig
 
 # Metrics where lower is better (every other metric: higher is better).
-LOWER_IS_BETTER = {"loss", "mae", "rmse", "smape", "mase", "perplexity", "edit_distance",
+LOWER_IS_BETTER = {"loss", "mae", "rmse", "smape", "mase", "perplexity", "teacher_forced_perplexity", "edit_distance",
                    "token_error_rate", "beam_edit_distance", "beam_token_error_rate"}
 BATCH = 256
 
@@ -187,17 +187,13 @@ def _vocabulary(state: dict[str, Any], side: str = "y") -> list[str]:
     return [PAD, "[UNK]", *state[side]["vocabulary"]]
 
 
-def evaluate_language_model(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateConfig,
-                            model_cfg: ModelConfig) -> dict[str, Any]:
-    """Next-token prediction: per-token accuracy and perplexity vs the train unigram."""
-    state = _state(preprocess)
-    test, train = load_split(preprocess, "test"), load_split(preprocess, "train")
-    y = test["y"]
-    probs = _predict(model, test["x"], model_cfg)[:, : y.shape[1]]
+def next_token_metrics(probs: np.ndarray, y: np.ndarray, train_y: np.ndarray) -> tuple[dict, dict, dict, np.ndarray]:
+    """Per-token accuracy and perplexity of next-token probabilities [N, T, V], padding ignored,
+    for the model and for the train unigram; plus the hits of each and the mask (by position)."""
+    probs = probs[:, : y.shape[1]]
     y = y[:, : probs.shape[1]]
     mask = y != 0
-    vocab = probs.shape[-1]
-    unigram = np.bincount(train["y"][train["y"] != 0], minlength=vocab).astype(float) + 1.0
+    unigram = np.bincount(train_y[train_y != 0], minlength=probs.shape[-1]).astype(float) + 1.0
     unigram /= unigram.sum()
 
     def metrics(pred: np.ndarray, p_true: np.ndarray) -> dict[str, float]:
@@ -205,18 +201,27 @@ def evaluate_language_model(model: Any, preprocess: Any, workdir: Path, cfg: Eva
         return {"accuracy": float(((pred == y) & mask).sum() / max(mask.sum(), 1)),
                 "perplexity": float(np.exp(nll.mean())) if nll.size else float("nan")}
 
-    pred = probs.argmax(-1)
+    pred, base_pred = probs.argmax(-1), np.full_like(y, int(unigram.argmax()))
     p_model = np.take_along_axis(probs, y[..., None], -1)[..., 0]
-    base_pred = np.full_like(y, int(unigram.argmax()))
-    accuracy_by_position(workdir / "accuracy_by_position.png", {"model": pred == y, "baseline": base_pred == y},
-                         mask, "Next-token")
+    return (metrics(pred, p_model), metrics(base_pred, unigram[y]),
+            {"model": pred == y, "baseline": base_pred == y}, mask)
+
+
+def evaluate_language_model(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateConfig,
+                            model_cfg: ModelConfig) -> dict[str, Any]:
+    """Next-token prediction: per-token accuracy and perplexity vs the train unigram."""
+    state = _state(preprocess)
+    test, train = load_split(preprocess, "test"), load_split(preprocess, "train")
+    probs = _predict(model, test["x"], model_cfg)
+    model_metrics, base_metrics, hits, mask = next_token_metrics(probs, test["y"], train["y"])
+    accuracy_by_position(workdir / "accuracy_by_position.png", hits, mask, "Next-token")
     words = _vocabulary(state, "x")
     sep = "" if state["x"].get("tokenize", "char") == "char" else " "
-    samples = sample_continuations(model, test["x"], words, sep, n=min(3, len(y)), seed=0)
+    samples = sample_continuations(model, test["x"], words, sep, n=min(3, len(test["y"])), seed=0)
     (workdir / "samples.md").write_text("# Sampled continuations (temperature)\n\n" + "\n".join(
         f"- T={t}: **{prompt}**{text}" for prompt, t, text in samples) + "\n")
     rows = [{"prompt": _short(p, 40), "temperature": t, "continuation": _short(text, 80)} for p, t, text in samples]
-    return {"main": "accuracy", "model": metrics(pred, p_model), "baseline": metrics(base_pred, unigram[y]),
+    return {"main": "accuracy", "model": model_metrics, "baseline": base_metrics,
             "baseline_name": "train unigram", "rows": rows,
             "report": ["", "## Samples", "", *(f"- T={t}: **{p}**{text}" for p, t, text in samples)]}
 
@@ -320,6 +325,14 @@ def evaluate_generation(model: Any, preprocess: Any, workdir: Path, cfg: Evaluat
     base = sequence_metrics(refs, [constant] * len(refs))
     if width > 1:
         base.update({f"beam_{k}": v for k, v in base.items()})
+    if len(test["y"]):  # teacher forced: how well the model predicts each next target token
+        from models.build import training_data
+
+        inputs, _ = training_data(model_cfg, preprocess.properties["io"], test["x"], test["y"])
+        probs = np.asarray(model.predict(inputs, batch_size=BATCH, verbose=0))
+        forced, unigram, _, _ = next_token_metrics(probs, test["y"], train["y"])
+        model_metrics.update({f"teacher_forced_{k}": v for k, v in forced.items()})
+        base.update({f"teacher_forced_{k}": v for k, v in unigram.items()})
     sep = "" if state["y"].get("tokenize", "char") == "char" else " "
     raw = _raw(preprocess)
     rows = [{"input": _short(r["x"]), "target": sep.join(t), "greedy": sep.join(g), f"beam_{width}": sep.join(b)}
@@ -327,7 +340,8 @@ def evaluate_generation(model: Any, preprocess: Any, workdir: Path, cfg: Evaluat
     if "attention" in decoded:
         _attention_maps(decoded, state, test["x"], raw, workdir)
     return {"main": "token_error_rate", "model": model_metrics, "baseline": base,
-            "baseline_name": f"most frequent train target ({_short(sep.join(constant), 30)})", "rows": rows,
+            "baseline_name": f"most frequent train target ({_short(sep.join(constant), 30)}); "
+                             f"teacher_forced_*: train unigram", "rows": rows,
             "report": []}
 
 
