@@ -153,8 +153,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         units, seqs, steps = args.units or [128], args.seq or [50], args.steps or 3
     elif gpu:
         units, seqs, steps = args.units or [128, 256, 512], args.seq or [50, 200], args.steps or 20
-    else:  # CPU: the large sizes take seconds per step; keep the default run to a few minutes
-        units, seqs, steps = args.units or [128, 256], args.seq or [50, 200], args.steps or 5
+    else:  # CPU: the large sizes take a second or more per step; few steps keep it to minutes
+        units, seqs, steps = args.units or [128, 256, 512], args.seq or [50, 200], args.steps or 4
     steps = args.rounds or steps
     grid = variants(args.cells, units, seqs, gpu, args.precisions)
     device = devices[0]["name"] if gpu else common.machine_info()["cpu"]

@@ -149,9 +149,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--epochs", type=int, default=None)
     args = p.parse_args(argv)
     quick = args.quick
-    examples = args.examples or (256 if quick else 2000)
-    epochs = args.epochs or (2 if quick else 4)
-    rounds = args.rounds or (1 if quick else 2)
+    examples = args.examples or (256 if quick else 4000)  # epochs of ~1 s: shorter ones are noise on 2 cores
+    epochs = args.epochs or (2 if quick else 6)
+    rounds = args.rounds or (1 if quick else 3)
     extra = {"model.units": 16, "model.embedding_dim": 8} if quick else {}
     configs = args.configs or default_configs()[: 1 if quick else None]
     result: dict[str, Any] = {"benchmark": "pipeline_overhead", "rows": [], "summary": [], "notes": []}

@@ -188,9 +188,15 @@ def _serve(path: Path, inputs: Any) -> np.ndarray:
     return out.numpy()
 
 
+# the whole grid (topology x cell x depth x direction, on each topology's base variant) and the
+# other variants in a rotation of cells, depths and directions
+TRAINED = [(BASE[t], c, n, b) for t in TOPOLOGIES for c in CELLS for n in (1, 2) for b in (False, True)
+           if not refused(t, VARIANT[BASE[t]][3], b)] + [r for r in REPRESENTATIVE if r[0] not in BASE.values()]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("variant,cell,num_layers,bidirectional", REPRESENTATIVE,
-                         ids=[f"{v}-{c}-{n}-{'bi' if b else 'uni'}" for v, c, n, b in REPRESENTATIVE])
+@pytest.mark.parametrize("variant,cell,num_layers,bidirectional", TRAINED,
+                         ids=[f"{v}-{c}-{n}-{'bi' if b else 'uni'}" for v, c, n, b in TRAINED])
 def test_trains_round_trips_and_exports(tmp_path: Path, variant: str, cell: str, num_layers: int,
                                         bidirectional: bool) -> None:
     _, topology, x_kind, y_kind, extra = VARIANT[variant]
