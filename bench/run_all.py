@@ -74,8 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     print(_header(machine, args.quick))
     print(common.table(rows, common.SUMMARY_COLUMNS))
     for name, res in results.items():
-        if res.get("skipped"):
-            print(f"skipped {name}: {res['skipped']}")
         for note in res.get("notes", []):
             print(f"note ({name}): {note}")
     for name in failures:

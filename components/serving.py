@@ -676,12 +676,12 @@ class Options:
     max_batch_rows: int = 256
     batch_wait_ms: float = 2.0
     model_name: str | None = None
-    # An RNN step is a few small ops: spreading each over every core costs more in hand-offs
-    # (and CPU stolen from the HTTP loop) than it saves. 1/1 served 1.1-1.8x the requests/s of
-    # TensorFlow's default (0: all cores) at every concurrency in bench/serving.py on 2 cores;
-    # raise them for large models or batches.
+    # An RNN step is a few small ops: spreading each one over every core costs more in hand-offs
+    # (and CPU taken from the HTTP loop) than it saves, so one thread per op (raise it for large
+    # models or batches; 0 = all cores). Ops still run side by side (inter-op 0 = one per core):
+    # with a single inter-op thread one slow call (a long beam search) would stall every model.
     intra_op_threads: int = 1
-    inter_op_threads: int = 1
+    inter_op_threads: int = 0
 
 
 BIG_BODY = 64 << 10  # parse bodies above this on a thread, not on the event loop

@@ -164,7 +164,8 @@ def parser() -> argparse.ArgumentParser:
                        help="while more requests are arriving, wait this long for them to join a batch")
     serve.add_argument("--intra-op-threads", type=int, default=1,
                        help="TensorFlow threads per op (0: all cores; 1 is fastest for small RNNs)")
-    serve.add_argument("--inter-op-threads", type=int, default=1, help="TensorFlow ops run at once (0: all cores)")
+    serve.add_argument("--inter-op-threads", type=int, default=0,
+                       help="TensorFlow ops run at once (0: one per core; 1 lets one slow call stall all)")
     serve.add_argument("--model-name", default=None, help="name in the URL (default: the folder's name)")
     serve.add_argument("--ready-file", default=None, help="write {host, port, pid} here once listening")
     serve.add_argument("--access-log", action="store_true", help="log every request")

@@ -88,8 +88,8 @@ def test_pipeline_overhead_runs() -> None:
     assert result["rows"][0]["steady_wall_ratio"] > 0
 
 
-def test_run_all_reports_skips_and_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture) -> None:
+def test_run_all_reports_results_and_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture) -> None:
     ok = types.ModuleType("bench.fake_ok")
     ok.main = lambda argv=None: {"benchmark": "fake_ok", "rows": [{"x": 1}], "summary": [
         common.summary_line("case", "ex/s", 2.0, 1.0, "base", target=0.5)]}
@@ -101,16 +101,15 @@ def test_run_all_reports_skips_and_failures(tmp_path: Path, monkeypatch: pytest.
     bad.main = explode
     monkeypatch.setitem(sys.modules, "bench.fake_ok", ok)
     monkeypatch.setitem(sys.modules, "bench.fake_bad", bad)
-    monkeypatch.setattr(run_all, "BENCHMARKS", ("fake_ok", "fake_missing", "fake_bad"))
-    monkeypatch.setattr(run_all, "OPTIONAL", {"fake_missing": "not written yet"})
+    monkeypatch.setattr(run_all, "BENCHMARKS", ("fake_ok", "fake_bad"))
     out = tmp_path / "results.json"
 
-    assert run_all.main(["--quick", "--only", "fake_ok", "fake_missing", "--json", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "fake_ok" in printed and "skipped fake_missing: not written yet" in printed
+    assert run_all.main(["--quick", "--only", "fake_ok", "--json", str(out)]) == 0
+    assert "fake_ok" in capsys.readouterr().out
     saved = json.loads(out.read_text())
     assert saved["machine"]["cores"] and saved["machine"]["tensorflow"] and not saved["failures"]
     assert saved["results"]["fake_ok"]["summary"][0]["met"] is True
 
     assert run_all.main(["--json", str(out)]) == 1  # a benchmark that cannot run fails the command
     assert "boom" in json.loads(out.read_text())["failures"]["fake_bad"]
+    assert "FAILED to run: bench.fake_bad" in capsys.readouterr().out
