@@ -218,6 +218,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
         if train.distribution != "none":
             _build_before_fit(net, split_dataset(preprocess, "train", model, train))
         net.fit(train_ds, validation_data=val_ds if has_val else None, epochs=train.epochs,
+                shuffle=False,  # the tf.data pipeline shuffles (seeded, each epoch)
                 callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
     hist = read_epoch_log(ctx.scratch / "epochs.csv")
     net.save(workdir / "model.keras")

@@ -526,6 +526,8 @@ def saved_model_pyfunc() -> Any:
     import mlflow
 
     class SavedModelPyfunc(mlflow.pyfunc.PythonModel):
+        _skip_type_hint_validation = True  # the signature is given explicitly at log time
+
         def load_context(self, context) -> None:  # noqa: ANN001
             import tensorflow as tf
 
