@@ -57,7 +57,7 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _predict(model: Any, x: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+def _predict(model: Any, x: np.ndarray) -> np.ndarray:
     """The model's encoded predictions on `x` (every model but a token generator: model(x))."""
     if not len(x):
         return np.zeros((0,))
@@ -95,7 +95,7 @@ def evaluate_classification(model: Any, preprocess: Any, workdir: Path, cfg: Eva
 
     classes = _state(preprocess)["y"]["classes"]
     test, train = load_split(preprocess, "test"), load_split(preprocess, "train")
-    probs = _predict(model, test["x"], model_cfg)
+    probs = _predict(model, test["x"])
     result = classification_metrics(test["y"], probs, classes)
     majority = np.bincount(train["y"], minlength=len(classes)).argmax()
     baseline = classification_metrics(test["y"], np.eye(len(classes))[np.full(len(test["y"]), majority)], classes)
@@ -158,7 +158,7 @@ def evaluate_tagging(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateCo
     classes = state["y"]["classes"]
     test, train = load_split(preprocess, "test"), load_split(preprocess, "train")
     y = test["y"]
-    probs = _predict(model, test["x"], model_cfg)[:, : y.shape[1]]
+    probs = _predict(model, test["x"])[:, : y.shape[1]]
     y = y[:, : probs.shape[1]]
     mask = step_mask(test["x"], y, state)
     pred = probs.argmax(-1)
@@ -212,7 +212,7 @@ def evaluate_language_model(model: Any, preprocess: Any, workdir: Path, cfg: Eva
     """Next-token prediction: per-token accuracy and perplexity vs the train unigram."""
     state = _state(preprocess)
     test, train = load_split(preprocess, "test"), load_split(preprocess, "train")
-    probs = _predict(model, test["x"], model_cfg)
+    probs = _predict(model, test["x"])
     model_metrics, base_metrics, hits, mask = next_token_metrics(probs, test["y"], train["y"])
     accuracy_by_position(workdir / "accuracy_by_position.png", hits, mask, "Next-token")
     words = _vocabulary(state, "x")
@@ -394,7 +394,7 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     y_state = state["y"]
     std, mean = np.sqrt(np.asarray(y_state["variance"])), np.asarray(y_state["mean"])
     actual = np.asarray([r["y"] for r in raw], dtype="float64").reshape(len(raw), *test["y"].shape[1:])
-    pred = _predict(model, test["x"], model_cfg).reshape(actual.shape) * std + mean
+    pred = _predict(model, test["x"]).reshape(actual.shape) * std + mean
     if y_state.get("reference"):  # trained relative to a forecast read from the input (data.target_reference)
         pred = pred + np.asarray(reference(y_state, [r["x"] for r in raw])).reshape(actual.shape)
     horizon = actual.shape[1]
