@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from components.preprocessing import END, PAD, START, load_split, reference
+from components.preprocessing import END, PAD, START, Codec, load_split, reference
 from pipeline.config import EvaluateConfig, ModelConfig
 
 # Metrics where lower is better (every other metric: higher is better).
@@ -217,7 +217,7 @@ def evaluate_language_model(model: Any, preprocess: Any, workdir: Path, cfg: Eva
     accuracy_by_position(workdir / "accuracy_by_position.png", hits, mask, "Next-token")
     words = _vocabulary(state, "x")
     sep = "" if state["x"].get("tokenize", "char") == "char" else " "
-    samples = sample_continuations(model, test["x"], words, sep, n=min(3, len(test["y"])), seed=0)
+    samples = sample_continuations(model, preprocess, test["x"][:3, :20], words, sep, seed=0)
     (workdir / "samples.md").write_text("# Sampled continuations (temperature)\n\n" + "\n".join(
         f"- T={t}: **{prompt}**{text}" for prompt, t, text in samples) + "\n")
     rows = [{"prompt": _short(p, 40), "temperature": t, "continuation": _short(text, 80)} for p, t, text in samples]
@@ -226,29 +226,23 @@ def evaluate_language_model(model: Any, preprocess: Any, workdir: Path, cfg: Eva
             "report": ["", "## Samples", "", *(f"- T={t}: **{p}**{text}" for p, t, text in samples)]}
 
 
-def sample_continuations(model: Any, x: np.ndarray, words: list[str], sep: str, n: int, seed: int,
-                         prompt_len: int = 20, steps: int = 40,
-                         temperatures: tuple[float, ...] = (0.5, 1.0)) -> list[tuple[str, float, str]]:
-    """Temperature sampling from test prompts, one model call per generated token."""
+def sample_continuations(model: Any, preprocess: Any, prompts: np.ndarray, words: list[str], sep: str, seed: int,
+                         steps: int = 40, temperatures: tuple[float, ...] = (0.5, 1.0)) -> list[tuple[str, float, str]]:
+    """Temperature-sampled continuations of encoded prompts: the exported `generate` signature's own
+    loop (components/export.continue_text), so the report shows what the served model does."""
     import tensorflow as tf
 
-    rng = np.random.default_rng(seed)
-    call = tf.function(lambda seq: model(seq, training=False), input_signature=[tf.TensorSpec([None, None], x.dtype)])
+    from components.export import continue_text
+
+    codec = Codec.load(preprocess)
+    sample = tf.function(lambda p, t: continue_text(model, codec, p, steps, t))
+    tf.random.set_seed(seed)
     out = []
     for temperature in temperatures:
-        prompts = x[:n, :prompt_len]
-        seq = prompts.copy()
-        for _ in range(steps):
-            logits = np.log(np.clip(np.asarray(call(seq))[:, -1], 1e-12, 1.0)) / temperature
-            logits[:, :2] = -np.inf  # never padding or unknown
-            p = np.exp(logits - logits.max(-1, keepdims=True))
-            p /= p.sum(-1, keepdims=True)
-            nxt = np.array([rng.choice(len(row), p=row) for row in p])
-            seq = np.concatenate([seq, nxt[:, None].astype(seq.dtype)], axis=1)
-        for prompt, row in zip(prompts, seq):
-            text = [words[i] for i in row if i > 1]
-            cut = sum(1 for i in prompt if i > 1)
-            out.append((sep.join(text[:cut]), temperature, sep + sep.join(text[cut:]) if sep else "".join(text[cut:])))
+        texts = sample(tf.constant(prompts), tf.constant(temperature, tf.float32)).numpy()
+        for prompt, text in zip(prompts, texts):
+            shown = sep.join(words[i] for i in prompt if i > 1)
+            out.append((shown, temperature, sep + text.decode() if sep else text.decode()))
     return out
 
 
@@ -376,13 +370,12 @@ def forecast_metrics(actual: np.ndarray, pred: np.ndarray, scale: float) -> dict
 
 
 def naive_forecast(x: np.ndarray, horizon: int, columns: list[int], synced: bool) -> np.ndarray:
-    """Seasonal naive (season = horizon) from raw input windows; last value if the window is short."""
-    target = x[:, :, columns]
-    if synced:  # y_t is ahead of x_t by a fixed lag: persistence, step by step
-        return target[:, :horizon]
-    if target.shape[1] >= horizon:
-        return target[:, -horizon:]
-    return np.repeat(target[:, -1:], horizon, axis=1)
+    """Seasonal naive (season = horizon) from raw input windows, the last value if the window is
+    shorter (preprocessing.reference); for synced steps, persistence step by step."""
+    if synced:  # y_t is ahead of x_t by a fixed lag
+        return x[:, :horizon][:, :, columns]
+    mode = "season" if x.shape[1] >= horizon else "last"
+    return np.asarray(reference({"reference": {"mode": mode, "columns": columns}, "length": horizon}, x), "float64")
 
 
 def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateConfig,
@@ -392,11 +385,10 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     test = load_split(preprocess, "test")
     raw, raw_train = _raw(preprocess), _raw(preprocess, "train")
     y_state = state["y"]
-    std, mean = np.sqrt(np.asarray(y_state["variance"])), np.asarray(y_state["mean"])
     actual = np.asarray([r["y"] for r in raw], dtype="float64").reshape(len(raw), *test["y"].shape[1:])
-    pred = _predict(model, test["x"]).reshape(actual.shape) * std + mean
-    if y_state.get("reference"):  # trained relative to a forecast read from the input (data.target_reference)
-        pred = pred + np.asarray(reference(y_state, [r["x"] for r in raw])).reshape(actual.shape)
+    encoded = _predict(model, test["x"]).reshape(actual.shape).astype("float32")
+    raw_x = np.asarray([r["x"] for r in raw], dtype="float32") if y_state.get("reference") else None
+    pred = np.asarray(Codec.load(preprocess).decode_series(encoded, raw_x), dtype="float64")  # as the export does
     horizon = actual.shape[1]
     x_cols, y_cols = state["x"].get("columns") or [], y_state.get("columns") or []
     columns = [x_cols.index(c) for c in y_cols] if y_cols and set(y_cols) <= set(x_cols) else None

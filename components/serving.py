@@ -9,6 +9,8 @@ Endpoints (as in TF Serving's g3doc/api_rest.md, so its clients work unchanged):
     GET  /v1/models/<name>[/versions/<v>]/metadata    signature_def of every signature
     POST /v1/models/<name>[/versions/<v>]:predict     {"instances": [...]} -> {"predictions": ...}
                                                       {"inputs": ...}      -> {"outputs": ...}
+    GET  /monitoring/prometheus/metrics               responses by status; requests, batches and
+                                                      rows per loaded signature (Prometheus text)
 
 `signature_name` picks the signature (default `serving_default`); without a version the
 latest loaded version answers. Strings may be sent as `{"b64": "..."}`. Errors come back as

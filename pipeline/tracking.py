@@ -567,47 +567,14 @@ def serve_registered(uri: str, name: str, alias: str = CHAMPION, timeout: float 
 
     Yields its base URL once `/ping` answers; the server's process group is ended afterwards.
     """
-    import signal
-    import subprocess
     import sys
-    import tempfile
-    import urllib.request
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from pipeline.servers import local_server
+
     bin_dir = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from PATH
     env = {**os.environ, ENV_URI: uri, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
            "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-    if log_path is None:
-        handle, log_path = tempfile.mkstemp(prefix="mlflow-serve-", suffix=".log")
-        os.close(handle)
-    log = open(log_path, "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@{alias}",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = Path(log_path).read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"`mlflow models serve` on models:/{name}@{alias} did not come up: {tail}")
-            time.sleep(0.25)
+    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@{alias}",
+            "--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}"]
+    with local_server(argv, "/ping", env=env, log_path=log_path, timeout=timeout) as url:
         yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.servers import free_port
 from tests.conftest import CONFIGS, ROOT, isolated, tiny
 
 # Runs in a fresh interpreter: logical devices must be set before TensorFlow initialises.
@@ -64,12 +64,6 @@ def test_mirrored_on_two_logical_cpus_matches_single_device(tmp_path: Path) -> N
     mirrored, single = np.array(result["mirrored"]["pred"]), np.array(result["single"]["pred"])
     assert mirrored.shape == single.shape and mirrored.shape[0] > 0
     np.testing.assert_allclose(mirrored, single, atol=1e-5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -77,45 +72,17 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"uri": config.tracking.uri, "exp_id": exp_id, "ids": runs, "names": names}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def ui(store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """`rnnpipe ui` on the store, on a free loopback port; yields its base URL and printed lines."""
-    port = _free_port()
+    from pipeline.servers import local_server
+
     log_path = tmp_path_factory.mktemp("ui_log") / "ui.log"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ui", "--tracking-uri", store["uri"],
-                                 "--port", str(port), "--workers", "1"],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while not _answers(f"{base}/health"):
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"`rnnpipe ui` did not come up on {base}:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1)
+    argv = [sys.executable, "-m", "pipeline.cli", "ui", "--tracking-uri", store["uri"], "--port", "{port}",
+            "--workers", "1"]
+    with local_server(argv, "/health", env=env, cwd=ROOT, log_path=log_path) as base:
         yield {"base": base, "output": log_path.read_text()}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the mlflow server and its workers: our own process group
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
 
 
 @pytest.fixture(scope="module")

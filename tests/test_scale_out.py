@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -47,35 +44,16 @@ def test_stage_cli_rejects_unknown_stage(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
     """A real `mlflow server` on a loopback port with a SQLite backend and local artifacts."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not start")
-    yield url, tmp_path
-    proc.terminate()
-    proc.wait(timeout=30)
+    from pipeline.servers import local_server
+
+    argv = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", "{port}",
+            "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"]
+    with local_server(argv, "/health", cwd=tmp_path, log_path=tmp_path / "server.log") as url:
+        yield url, tmp_path
 
 
 @pytest.mark.slow

@@ -280,6 +280,31 @@ def test_concurrent_clients_each_get_their_own_answer(server: str) -> None:
     assert not errors, errors[:3]
 
 
+def test_prometheus_metrics_count_responses_and_batches(server: str) -> None:
+    import re
+
+    def scrape() -> dict[str, float]:
+        status, text = call(f"{server}/monitoring/prometheus/metrics")
+        assert status == 200, text
+        return {key: float(value) for key, value in re.findall(r"^(\S+\}) (\S+)$", text, re.M)}
+
+    toy = 'model="toy",version="1",signature="serving_default"}'
+    before = scrape()
+    for _ in range(5):  # one after another: each runs as its own batch
+        assert predict(server, {"instances": TOY_ROWS})[0] == 200
+    assert predict(server, {"instances": [[1, 2]]})[0] == 400
+    after = scrape()
+
+    def grew(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert grew('rnnpipe_http_responses_total{code="400"}') == 1
+    assert grew('rnnpipe_http_responses_total{code="200"}') >= 5
+    assert grew("rnnpipe_batched_requests_total{" + toy) == 5
+    assert grew("rnnpipe_batched_batches_total{" + toy) == 5
+    assert grew("rnnpipe_batched_rows_total{" + toy) == 5 * len(TOY_ROWS)
+
+
 def test_serve_binds_loopback_by_default() -> None:
     from pipeline.cli import parser
 
