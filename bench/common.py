@@ -182,12 +182,6 @@ def preprocess(config: Any) -> Any:
     return runner.run(config, to_stage="preprocess", log=lambda _: None).artifacts["preprocess"]
 
 
-def has_builder(topology: str) -> bool:
-    from models.topologies import BUILDERS
-
-    return topology in BUILDERS
-
-
 # --------------------------------------------------------------------------------------------
 # Command line and output
 
