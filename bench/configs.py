@@ -27,7 +27,7 @@ OUT = Path(__file__).resolve().parent / "configs.json"
 
 def run_config(path: Path, cell: str | None, store: Path, quick: bool) -> dict[str, Any]:
     """One pipeline run; returns the row for the table."""
-    from components.evaluation import LOWER_IS_BETTER
+    from components import metrics
     from pipeline import config as cfgmod
     from pipeline import runner
 
@@ -44,22 +44,28 @@ def run_config(path: Path, cell: str | None, store: Path, quick: bool) -> dict[s
     evaluate = result.artifacts["evaluate"].properties
     main = evaluate["main_metric"]
     mine, base = evaluate["metrics"][f"test_{main}"], evaluate["metrics"][f"baseline_{main}"]
-    lower = main in LOWER_IS_BETTER
+    gate = next((c for c in evaluate.get("comparisons", []) if c["metric"] == main), {})
     return {"config": path.stem, "topology": config.model.topology, "cell": config.model.cell,
             "epochs": config.train.epochs, "metric": main, "model": round(mine, 4), "baseline": round(base, 4),
-            "beats": bool(mine < base if lower else mine > base), "blessed": evaluate["blessed"],
-            "seconds": round(seconds, 1)}
+            "baseline_name": gate.get("reference", ""), "ci": [gate.get("low"), gate.get("high")],
+            "season": evaluate.get("season"), "examples": int(evaluate["metrics"].get("test_examples", 0)),
+            "beats": metrics.get(main).improvement(mine, base) > 0, "blessed": evaluate["blessed"],
+            "reasons": evaluate.get("failures") or [], "seconds": round(seconds, 1)}
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| config | topology | cell | epochs | test metric | model | baseline | beats | wall s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| config | topology | cell | epochs | test metric | model | strongest baseline | value | "
+             "95% CI of improvement | test n | blessed | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['config']} | | {r['cell']} | | FAILED: {r['error']} | | | | |")
+            lines.append(f"| {r['config']} | | {r['cell']} | | FAILED: {r['error']} | | | | | | | |")
             continue
+        low, high = r["ci"]
+        ci = f"{low:+.4f} .. {high:+.4f}" if low is not None else "-"
         lines.append(f"| {r['config']} | {r['topology']} | {r['cell']} | {r['epochs']} | {r['metric']} | "
-                     f"{r['model']:.4f} | {r['baseline']:.4f} | {'yes' if r['beats'] else 'NO'} | {r['seconds']:.0f} |")
+                     f"{r['model']:.4f} | {r['baseline_name'].replace('best baseline ', '')} | {r['baseline']:.4f} | "
+                     f"{ci} | {r['examples']} | {'yes' if r['blessed'] else 'NO'} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
 

@@ -155,14 +155,14 @@ def measure(name: str, urls: dict[str, tuple[str, str]], inputs: list[Any], quic
 
 def bench_case(name: str, config_name: str, overrides: dict[str, Any], quick: bool) -> dict[str, Any]:
     from components.serving import ServerProcess
-    from pipeline import tracking
+    from pipeline import registry, tracking
 
     workdir = common.scratch_dir("serving")
     try:
         common.log(f"== {name}: running the pipeline ({config_name})")
         config, result, inputs = prepare(config_name, overrides, workdir, quick)
         base = Path(result.export_path).parent
-        with ServerProcess(base) as ours, tracking.serve_registered(tracking.tracking_uri(config), config.name) \
+        with ServerProcess(base) as ours, registry.serve_registered(tracking.tracking_uri(config), config.name) \
                 as theirs:
             urls = {"rnnpipe": (ours, f"/v1/models/{base.name}:predict"), "mlflow": (theirs, "/invocations")}
             return measure(name, urls, inputs, quick)

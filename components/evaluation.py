@@ -1,46 +1,53 @@
-"""Evaluation stage: task metrics on the test split, the trivial baseline, and the blessing.
+"""Evaluation stage (TFX Evaluator): task metrics on the test split, several trivial baselines,
+a paired-bootstrap confidence interval against the strongest of them, and the blessing.
 
-inputs -> outputs: preprocess, train -> `metrics.json` (model and baseline side by side),
-`evaluation.md` (report), `blessing.json` (blessed + reasons), task plots and
-`predictions.csv` (example predictions), by the kind of target (`TASKS`):
+inputs -> outputs: preprocess, train (+ the champion, when comparing with it) ->
+`metrics.json` (model and every baseline), `evaluation.md` (report), `blessing.json` (blessed,
+reasons, intervals), `samples.npz` (per-example results of the gate metrics, what a later
+champion comparison resamples), task plots and `predictions.csv`, by the kind of target (`TASKS`):
 
 - label (one_to_one, many_to_one): accuracy, macro F1, per-class precision/recall,
-  confusion-matrix PNG; baseline: the majority class of train.
+  confusion-matrix PNG; baselines: majority class, stratified random (train class frequencies).
 - labels (many_to_many tagging): per-step accuracy ignoring padding, macro F1, whole-sequence
-  accuracy, accuracy-by-position PNG; baseline: the majority label of train.
+  accuracy, accuracy-by-position PNG; baselines: majority label, stratified random.
 - tokens, language model: per-token accuracy ignoring padding, perplexity, accuracy-by-position
-  PNG, a few temperature-sampled continuations (`samples.md`); baseline: the train unigram.
+  PNG, temperature-sampled continuations (`samples.md`); baseline: the train unigram. Gates on
+  accuracy and perplexity.
 - tokens, generated (one_to_many, seq2seq): exact match, token edit distance and token error
-  rate (edits / reference tokens, e.g. phoneme error rate) with greedy decoding and with beam
-  search, attention heat-map PNG when the model attends; baseline: the most frequent train
-  target, always.
-- series: MAE, RMSE, sMAPE (%), MASE in raw units (de-normalised), error-by-horizon and
-  forecast-vs-actual PNGs; baseline: seasonal naive (the last season of the input window
-  repeated; the last value when the window is shorter than the horizon; for synced
-  many_to_many the aligned input value), or the train mean when the input is no series.
-  MASE divides by the in-sample MAE of that naive forecast on train.
+  rate with greedy and beam decoding, teacher-forced token accuracy and perplexity, attention
+  heat maps; baselines: empty output, most frequent train target (teacher-forced metrics: the
+  train unigram). Gates on token error rate and teacher-forced perplexity; a model whose
+  outputs are degenerate (mostly empty, or one output for every input) is never blessed.
+- series: MAE, RMSE, sMAPE (%), MASE in raw units, error-by-horizon and forecast-vs-actual
+  PNGs; baselines: last value, seasonal naive (season from `data.season`, else the data's
+  frequency: hourly 24, daily 7, weekly 52, monthly 12, quarterly 4), drift, window mean (for
+  synced many_to_many: persistence; without a numeric input series: the train mean). MASE
+  divides by the in-sample one-step seasonal-naive MAE (lag = season, or 1) on train.
 
-The blessing is TFX's Evaluator gate: every `evaluate.thresholds` entry must hold, and with
-`compare_to: baseline` the model must beat the trivial baseline on the task's main metric;
-with `compare_to: last_blessed` it must not be worse (within `evaluate.tolerance`) than the
-pipeline's registered champion, whose metrics the runner passes in as `last_blessed`.
+The blessing (`bless`): enough test examples (`evaluate.min_test_examples`), every
+`evaluate.thresholds` bound holds, outputs not degenerate, and for every gate metric the
+paired bootstrap interval (`evaluate.confidence`) of the model's improvement over the strongest
+baseline lies above zero (above -`evaluate.tolerance`). With `compare_to: last_blessed` the
+reference is the registered champion instead: its per-example results on the same test data
+when they exist (same data digest), else its logged metrics. Directions come from
+components/metrics.py.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from components.preprocessing import END, PAD, START, Codec, load_split, reference
+from components import metrics as registry
+from components.metrics import Sample, mean_sample
+from components.preprocessing import END, PAD, START, Codec, load_split
 from pipeline.config import EvaluateConfig, ModelConfig
 
-# Metrics where lower is better (every other metric: higher is better).
-LOWER_IS_BETTER = {"loss", "mae", "rmse", "smape", "mase", "perplexity", "teacher_forced_perplexity", "edit_distance",
-                   "token_error_rate", "beam_edit_distance", "beam_token_error_rate"}
 BATCH = 256
 
 
@@ -88,17 +95,30 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[
     return {"metrics": metrics, "per_class": per_class, "confusion": cm}
 
 
+def stratified_random(train_y: np.ndarray, shape: tuple[int, ...], k: int, seed: int = 0) -> np.ndarray:
+    """Labels drawn at random with the train class frequencies (a fixed seed: reproducible)."""
+    counts = np.bincount(train_y.reshape(-1), minlength=k).astype(float)
+    p = counts / counts.sum() if counts.sum() else np.full(k, 1.0 / k)
+    return np.random.default_rng(seed).choice(k, size=shape, p=p)
+
+
 def evaluate_classification(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateConfig,
-                            model_cfg: ModelConfig) -> dict[str, Any]:
-    """many_to_one / one_to_one: the model vs the majority class."""
+                            model_cfg: ModelConfig, **_: Any) -> dict[str, Any]:
+    """many_to_one / one_to_one: the model vs the majority class and stratified random labels."""
     from components.plots import heatmap
 
     classes = _state(preprocess)["y"]["classes"]
+    k = len(classes)
     test, train = load_split(preprocess, "test"), load_split(preprocess, "train")
+    y = test["y"]
     probs = _predict(model, test["x"])
-    result = classification_metrics(test["y"], probs, classes)
-    majority = np.bincount(train["y"], minlength=len(classes)).argmax()
-    baseline = classification_metrics(test["y"], np.eye(len(classes))[np.full(len(test["y"]), majority)], classes)
+    result = classification_metrics(y, probs, classes)
+    majority = int(np.bincount(train["y"], minlength=k).argmax())
+    predictions = {"model": probs.argmax(-1) if len(y) else y,
+                   f"majority class ({classes[majority]})": np.full(len(y), majority),
+                   "stratified random": stratified_random(train["y"], y.shape, k)}
+    sides = {name: classification_metrics(y, np.eye(k)[p], classes)["metrics"] for name, p in predictions.items()}
+    samples = {name: {"accuracy": mean_sample(p == y)} for name, p in predictions.items()}
     heatmap(result["confusion"], workdir / "confusion_matrix.png", "Confusion matrix (test)",
             classes, classes, "predicted", "true")
     rows = [{"input": _short(r["x"]), "target": r["y"], "predicted": classes[int(p.argmax())],
@@ -106,10 +126,8 @@ def evaluate_classification(model: Any, preprocess: Any, workdir: Path, cfg: Eva
     extra = [f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['support']} |"
              for c, v in result["per_class"].items()]
     return {
-        "main": "accuracy",
-        "model": result["metrics"],
-        "baseline": baseline["metrics"],
-        "baseline_name": f"majority class ({classes[majority]})",
+        "main": "accuracy", "gate": ["accuracy"], "examples": len(y),
+        "model": sides.pop("model"), "baselines": sides, "samples": samples,
         "rows": rows,
         "report": ["", "## Per class", "", "| class | precision | recall | support |", "|---|---|---|---|", *extra],
     }
@@ -152,10 +170,11 @@ def _macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
 
 
 def evaluate_tagging(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateConfig,
-                     model_cfg: ModelConfig) -> dict[str, Any]:
-    """many_to_many labels: per-step accuracy (padding ignored) vs the majority label."""
+                     model_cfg: ModelConfig, **_: Any) -> dict[str, Any]:
+    """many_to_many labels: per-step accuracy (padding ignored) vs the majority label and stratified random."""
     state = _state(preprocess)
     classes = state["y"]["classes"]
+    k = len(classes)
     test, train = load_split(preprocess, "test"), load_split(preprocess, "train")
     y = test["y"]
     probs = _predict(model, test["x"])[:, : y.shape[1]]
@@ -163,66 +182,74 @@ def evaluate_tagging(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateCo
     mask = step_mask(test["x"], y, state)
     pred = probs.argmax(-1)
     train_mask = step_mask(train["x"], train["y"], state)
-    majority = int(np.bincount(train["y"][train_mask], minlength=len(classes)).argmax())
-    base = np.full_like(y, majority)
+    majority = int(np.bincount(train["y"][train_mask], minlength=k).argmax())
+    predictions = {"model": pred, f"majority label ({classes[majority]})": np.full_like(y, majority),
+                   "stratified random": stratified_random(train["y"][train_mask], y.shape, k)}
 
     def metrics(p: np.ndarray) -> dict[str, float]:
         hits = (p == y) & mask
         return {"accuracy": float(hits.sum() / max(mask.sum(), 1)),
-                "macro_f1": _macro_f1(y[mask], p[mask], len(classes)),
+                "macro_f1": _macro_f1(y[mask], p[mask], k),
                 "sequence_accuracy": float(((p == y) | ~mask).all(1).mean()) if len(y) else 0.0}
 
-    accuracy_by_position(workdir / "accuracy_by_position.png", {"model": pred == y, "baseline": base == y},
-                         mask, "Per-step")
+    sides = {name: metrics(p) for name, p in predictions.items()}
+    samples = {name: {"accuracy": Sample(((p == y) & mask).sum(1).astype(float), mask.sum(1).astype(float))}
+               for name, p in predictions.items()}
+    accuracy_by_position(workdir / "accuracy_by_position.png",
+                         {name.split(" (")[0]: p == y for name, p in predictions.items()}, mask, "Per-step")
     raw = _raw(preprocess)
     rows = []
     for r, p, m in zip(raw[: cfg.num_examples * 2], pred, mask):
         rows.append({"input": _short(r["x"]), "target": " ".join(map(str, r["y"]))[:120],
                      "predicted": " ".join(classes[i] for i in p[m])[:120]})
-    return {"main": "accuracy", "model": metrics(pred), "baseline": metrics(base),
-            "baseline_name": f"majority label ({classes[majority]})", "rows": rows, "report": []}
+    return {"main": "accuracy", "gate": ["accuracy"], "examples": len(y), "model": sides.pop("model"),
+            "baselines": sides, "samples": samples, "rows": rows, "report": []}
 
 
 def _vocabulary(state: dict[str, Any], side: str = "y") -> list[str]:
     return [PAD, "[UNK]", *state[side]["vocabulary"]]
 
 
-def next_token_metrics(probs: np.ndarray, y: np.ndarray, train_y: np.ndarray) -> tuple[dict, dict, dict, np.ndarray]:
-    """Per-token accuracy and perplexity of next-token probabilities [N, T, V], padding ignored,
-    for the model and for the train unigram; plus the hits of each and the mask (by position)."""
+def next_token_metrics(probs: np.ndarray, y: np.ndarray, train_y: np.ndarray, prefix: str = "") -> dict[str, Any]:
+    """Per-token accuracy and perplexity of next-token probabilities [N, T, V], padding ignored, for
+    the model and the train unigram: {"model", "train unigram": metrics, "samples", "hits", "mask"}."""
     probs = probs[:, : y.shape[1]]
     y = y[:, : probs.shape[1]]
     mask = y != 0
     unigram = np.bincount(train_y[train_y != 0], minlength=probs.shape[-1]).astype(float) + 1.0
     unigram /= unigram.sum()
-
-    def metrics(pred: np.ndarray, p_true: np.ndarray) -> dict[str, float]:
-        nll = -np.log(np.clip(p_true[mask], 1e-12, 1.0))
-        return {"accuracy": float(((pred == y) & mask).sum() / max(mask.sum(), 1)),
-                "perplexity": float(np.exp(nll.mean())) if nll.size else float("nan")}
-
     pred, base_pred = probs.argmax(-1), np.full_like(y, int(unigram.argmax()))
     p_model = np.take_along_axis(probs, y[..., None], -1)[..., 0]
-    return (metrics(pred, p_model), metrics(base_pred, unigram[y]),
-            {"model": pred == y, "baseline": base_pred == y}, mask)
+    out: dict[str, Any] = {"samples": {}, "hits": {}, "mask": mask}
+    for name, p, p_true in (("model", pred, p_model), ("train unigram", base_pred, unigram[y])):
+        nll = np.where(mask, -np.log(np.clip(p_true, 1e-12, 1.0)), 0.0)
+        tokens = mask.sum(1).astype(float)
+        hits = (p == y) & mask
+        samples = {f"{prefix}accuracy": Sample(hits.sum(1).astype(float), tokens),
+                   f"{prefix}perplexity": Sample(nll.sum(1), tokens, "exp")}
+        out[name] = {k: float(s.value()) for k, s in samples.items()}
+        out["samples"][name] = samples
+        out["hits"][name.split()[-1]] = p == y
+    return out
 
 
 def evaluate_language_model(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateConfig,
-                            model_cfg: ModelConfig) -> dict[str, Any]:
+                            model_cfg: ModelConfig, **_: Any) -> dict[str, Any]:
     """Next-token prediction: per-token accuracy and perplexity vs the train unigram."""
     state = _state(preprocess)
     test, train = load_split(preprocess, "test"), load_split(preprocess, "train")
     probs = _predict(model, test["x"])
-    model_metrics, base_metrics, hits, mask = next_token_metrics(probs, test["y"], train["y"])
-    accuracy_by_position(workdir / "accuracy_by_position.png", hits, mask, "Next-token")
+    scored = next_token_metrics(probs, test["y"], train["y"])
+    accuracy_by_position(workdir / "accuracy_by_position.png", scored["hits"], scored["mask"], "Next-token")
     words = _vocabulary(state, "x")
     sep = "" if state["x"].get("tokenize", "char") == "char" else " "
     samples = sample_continuations(model, preprocess, test["x"][:3, :20], words, sep, seed=0)
     (workdir / "samples.md").write_text("# Sampled continuations (temperature)\n\n" + "\n".join(
         f"- T={t}: **{prompt}**{text}" for prompt, t, text in samples) + "\n")
     rows = [{"prompt": _short(p, 40), "temperature": t, "continuation": _short(text, 80)} for p, t, text in samples]
-    return {"main": "accuracy", "model": model_metrics, "baseline": base_metrics,
-            "baseline_name": "train unigram", "rows": rows,
+    return {"main": "accuracy", "gate": ["accuracy", "perplexity"], "examples": len(test["y"]),
+            "model": scored["model"], "baselines": {"train unigram": scored["train unigram"]},
+            "samples": scored["samples"], "rows": rows,
             "report": ["", "## Samples", "", *(f"- T={t}: **{p}**{text}" for p, t, text in samples)]}
 
 
@@ -261,13 +288,29 @@ def edit_distance(a: list[Any], b: list[Any]) -> int:
     return prev[-1]
 
 
+def sequence_samples(refs: list[list[str]], hyps: list[list[str]], prefix: str = "") -> dict[str, Sample]:
+    """Per-example exact match, token edit distance and token error rate (edits / reference tokens)."""
+    edits = np.asarray([edit_distance(r, h) for r, h in zip(refs, hyps)], dtype="float64")
+    return {f"{prefix}exact_match": mean_sample([r == h for r, h in zip(refs, hyps)]),
+            f"{prefix}edit_distance": mean_sample(edits),
+            f"{prefix}token_error_rate": Sample(edits, np.asarray([len(r) for r in refs], dtype="float64"))}
+
+
 def sequence_metrics(refs: list[list[str]], hyps: list[list[str]]) -> dict[str, float]:
-    """Exact match, mean token edit distance, token error rate (edits / reference tokens)."""
-    edits = [edit_distance(r, h) for r, h in zip(refs, hyps)]
-    total = max(sum(len(r) for r in refs), 1)
-    return {"exact_match": float(np.mean([r == h for r, h in zip(refs, hyps)])) if refs else 0.0,
-            "edit_distance": float(np.mean(edits)) if edits else 0.0,
-            "token_error_rate": float(sum(edits) / total)}
+    """Exact match, mean token edit distance, token error rate."""
+    return {k: float(s.value()) for k, s in sequence_samples(refs, hyps).items()}
+
+
+def degenerate(outputs: list[list[str]]) -> str | None:
+    """Why generated outputs are degenerate (mostly empty, or one output for every input), else None."""
+    if not outputs:
+        return None
+    empty = sum(not o for o in outputs) / len(outputs)
+    if empty > 0.5:
+        return f"degenerate outputs: {empty:.0%} of the test outputs are empty"
+    if len(outputs) > 1 and len({tuple(o) for o in outputs}) == 1:
+        return f"degenerate outputs: the same output ({' '.join(outputs[0])[:40]!r}) for every test input"
+    return None
 
 
 def ids_to_tokens(ids: Any, words: list[str]) -> list[str]:
@@ -296,8 +339,9 @@ def generate_batches(model: Any, preprocess: Any, cfg: ModelConfig, x: np.ndarra
 
 
 def evaluate_generation(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateConfig,
-                        model_cfg: ModelConfig) -> dict[str, Any]:
-    """one_to_many / seq2seq tokens: greedy and beam decoding vs the most frequent train target."""
+                        model_cfg: ModelConfig, **_: Any) -> dict[str, Any]:
+    """one_to_many / seq2seq tokens: greedy and beam decoding vs the empty output and the most
+    frequent train target; teacher-forced next-token metrics vs the train unigram."""
     from collections import Counter
 
     state = _state(preprocess)
@@ -307,36 +351,41 @@ def evaluate_generation(model: Any, preprocess: Any, workdir: Path, cfg: Evaluat
     steps = int(model_cfg.max_output_length or state["y"]["length"])
     decoded = generate_batches(model, preprocess, model_cfg, test["x"], steps, 1)
     greedy = [ids_to_tokens(row, words) for row in decoded.get("ids", [])]
-    model_metrics = sequence_metrics(refs, greedy)
     width = cfg.beam_width or model_cfg.beam_width
     beam = greedy
     if width > 1:
         beams = generate_batches(model, preprocess, model_cfg, test["x"], steps, width)
         beam = [ids_to_tokens(row, words) for row in beams.get("ids", [])]
-        model_metrics.update({f"beam_{k}": v for k, v in sequence_metrics(refs, beam).items()})
     common = Counter(tuple(ids_to_tokens(row, words)) for row in train["y"]).most_common(1)
     constant = list(common[0][0]) if common else []
-    base = sequence_metrics(refs, [constant] * len(refs))
-    if width > 1:
-        base.update({f"beam_{k}": v for k, v in base.items()})
+    sep = "" if state["y"].get("tokenize", "char") == "char" else " "
+    frequent = f"most frequent train target ({_short(sep.join(constant), 30)})"
+    samples: dict[str, dict[str, Sample]] = {}
+    for name, hyps, beam_hyps in (("model", greedy, beam), ("empty output", [[]] * len(refs), None),
+                                  (frequent, [constant] * len(refs), None)):
+        samples[name] = sequence_samples(refs, hyps)
+        if width > 1:
+            samples[name].update(sequence_samples(refs, beam_hyps if beam_hyps is not None else hyps, "beam_"))
     if len(test["y"]):  # teacher forced: how well the model predicts each next target token
         from models.build import training_data
 
         inputs, _ = training_data(model_cfg, preprocess.properties["io"], test["x"], test["y"])
         probs = np.asarray(model.predict(inputs, batch_size=BATCH, verbose=0))
-        forced, unigram, _, _ = next_token_metrics(probs, test["y"], train["y"])
-        model_metrics.update({f"teacher_forced_{k}": v for k, v in forced.items()})
-        base.update({f"teacher_forced_{k}": v for k, v in unigram.items()})
-    sep = "" if state["y"].get("tokenize", "char") == "char" else " "
+        forced = next_token_metrics(probs, test["y"], train["y"], prefix="teacher_forced_")
+        samples["model"].update(forced["samples"]["model"])
+        samples["train unigram"] = forced["samples"]["train unigram"]
+    sides = {name: {k: float(s.value()) for k, s in by_metric.items()} for name, by_metric in samples.items()}
+    mine = sides.pop("model")
+    mine["empty_output_rate"] = float(np.mean([not g for g in greedy])) if greedy else float("nan")
+    mine["distinct_output_rate"] = len({tuple(g) for g in greedy}) / len(greedy) if greedy else float("nan")
     raw = _raw(preprocess)
     rows = [{"input": _short(r["x"]), "target": sep.join(t), "greedy": sep.join(g), f"beam_{width}": sep.join(b)}
             for r, t, g, b in zip(raw[: cfg.num_examples * 2], refs, greedy, beam)]
     if "attention" in decoded:
         _attention_maps(decoded, state, test["x"], raw, workdir)
-    return {"main": "token_error_rate", "model": model_metrics, "baseline": base,
-            "baseline_name": f"most frequent train target ({_short(sep.join(constant), 30)}); "
-                             f"teacher_forced_*: train unigram", "rows": rows,
-            "report": []}
+    return {"main": "token_error_rate", "gate": ["token_error_rate", "teacher_forced_perplexity"],
+            "examples": len(refs), "model": mine, "baselines": sides, "samples": samples,
+            "degenerate": degenerate(greedy), "rows": rows, "report": []}
 
 
 def _attention_maps(decoded: dict[str, np.ndarray], state: dict[str, Any], x: np.ndarray, raw: list[dict],
@@ -358,29 +407,62 @@ def _attention_maps(decoded: dict[str, np.ndarray], state: dict[str, Any], x: np
 # Forecasting: numeric series
 
 
-def forecast_metrics(actual: np.ndarray, pred: np.ndarray, scale: float) -> dict[str, float]:
-    """MAE, RMSE, sMAPE (%), MASE (MAE / the in-sample naive MAE `scale`), raw units."""
-    err = pred - actual
-    mae = float(np.abs(err).mean()) if err.size else float("nan")
-    denom = np.abs(actual) + np.abs(pred)
+SEASONS = {"hourly": 24, "daily": 7, "business_daily": 5, "weekly": 52, "monthly": 12, "quarterly": 4}
+
+
+def season_length(season: int | None, frequency: str | None) -> tuple[int | None, str]:
+    """The season length and how it was chosen: `data.season`, else the data's frequency, else none."""
+    if season:
+        return season, "data.season"
+    if frequency in SEASONS:
+        return SEASONS[frequency], f"inferred from the {frequency} frequency"
+    return None, f"none ({frequency + ' data has no season' if frequency else 'frequency unknown'}; set data.season)"
+
+
+def forecast_samples(actual: np.ndarray, pred: np.ndarray, scale: float) -> dict[str, Sample]:
+    """Per-window MAE, RMSE, sMAPE (%), MASE (MAE / the in-sample naive MAE `scale`), raw units."""
+    err = (pred - actual).reshape(len(actual), -1)
+    count = np.full(len(actual), float(err.shape[1]))
+    denom = (np.abs(actual) + np.abs(pred)).reshape(err.shape)
     smape = np.divide(2 * np.abs(err), denom, out=np.zeros_like(denom), where=denom > 0)
-    return {"mae": mae, "rmse": float(np.sqrt((err ** 2).mean())) if err.size else float("nan"),
-            "smape": float(100 * smape.mean()) if err.size else float("nan"),
-            "mase": mae / scale if scale > 0 else float("nan")}
+    abs_sum = np.abs(err).sum(1)
+    return {"mae": Sample(abs_sum, count), "rmse": Sample((err ** 2).sum(1), count, "sqrt"),
+            "smape": Sample(100 * smape.sum(1), count), "mase": Sample(abs_sum, count, f"scale:{scale!r}")}
 
 
-def naive_forecast(x: np.ndarray, horizon: int, columns: list[int], synced: bool) -> np.ndarray:
-    """Seasonal naive (season = horizon) from raw input windows, the last value if the window is
-    shorter (preprocessing.reference); for synced steps, persistence step by step."""
-    if synced:  # y_t is ahead of x_t by a fixed lag
-        return x[:, :horizon][:, :, columns]
-    mode = "season" if x.shape[1] >= horizon else "last"
-    return np.asarray(reference({"reference": {"mode": mode, "columns": columns}, "length": horizon}, x), "float64")
+def forecast_metrics(actual: np.ndarray, pred: np.ndarray, scale: float) -> dict[str, float]:
+    return {k: float(s.value()) for k, s in forecast_samples(actual, pred, scale).items()}
+
+
+def naive_forecasts(x: np.ndarray, horizon: int, columns: list[int], season: int | None) -> dict[str, np.ndarray]:
+    """Trivial forecasts [N, horizon, targets] from raw input windows x [N, T, F]: last value,
+    seasonal naive (when the window holds a whole season), drift, window mean."""
+    series = np.asarray(x, dtype="float64")[:, :, columns]
+    length = series.shape[1]
+    steps = np.arange(1, horizon + 1)[None, :, None]
+    last = series[:, -1:, :]
+    out = {"last value": np.repeat(last, horizon, axis=1)}
+    if season and season > 1 and length >= season:
+        out[f"seasonal naive (season {season})"] = series[:, length - season + (steps[0, :, 0] - 1) % season, :]
+    if length > 1:
+        out["drift"] = last + steps * (last - series[:, :1, :]) / (length - 1)
+    out["window mean"] = np.repeat(series.mean(1, keepdims=True), horizon, axis=1)
+    return out
+
+
+def naive_scale(train_x: np.ndarray, columns: list[int], season: int | None) -> tuple[float, int]:
+    """MASE's scale (Hyndman): the in-sample one-step seasonal-naive MAE on the train series
+    (lag = season when the windows hold more than a season, else 1), and the lag used."""
+    series = np.asarray(train_x, dtype="float64")[:, :, columns]
+    lag = season if season and series.shape[1] > season else 1
+    if series.shape[1] <= lag:
+        return 0.0, lag
+    return float(np.abs(series[:, lag:] - series[:, :-lag]).mean()), lag
 
 
 def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateConfig,
-                      model_cfg: ModelConfig) -> dict[str, Any]:
-    """Series targets in raw units: model vs seasonal naive (or the train mean)."""
+                      model_cfg: ModelConfig, season: int | None = None, **_: Any) -> dict[str, Any]:
+    """Series targets in raw units: the model vs last value, seasonal naive, drift and window mean."""
     state = _state(preprocess)
     test = load_split(preprocess, "test")
     raw, raw_train = _raw(preprocess), _raw(preprocess, "train")
@@ -392,37 +474,46 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     horizon = actual.shape[1]
     x_cols, y_cols = state["x"].get("columns") or [], y_state.get("columns") or []
     columns = [x_cols.index(c) for c in y_cols] if y_cols and set(y_cols) <= set(x_cols) else None
-    synced = model_cfg.topology == "many_to_many"
-    if state["x"]["kind"] == "series" and columns is not None:
+    season, how = season_length(season, preprocess.properties["io"].get("frequency"))
+    notes = [f"Raw units. Season: {season or 'none'} ({how})."]
+    if state["x"]["kind"] == "series" and columns is not None and len(raw):
         x_test = np.asarray([r["x"] for r in raw], dtype="float64")
         x_train = np.asarray([r["x"] for r in raw_train], dtype="float64")
-        base = naive_forecast(x_test, horizon, columns, synced)
-        season = horizon if x_train.shape[1] > horizon and not synced else 1
-        series = x_train[:, :, columns]
-        scale = float(np.abs(series[:, season:] - series[:, :-season]).mean()) if series.shape[1] > season else 0.0
-        base_name = "persistence (aligned input value)" if synced else \
-            f"seasonal naive (season {season})" if season > 1 else "last value"
+        if model_cfg.topology == "many_to_many":  # synced: y_t is ahead of x_t by a fixed lag
+            bases = {"persistence (aligned input value)": x_test[:, :horizon][:, :, columns]}
+            scale, lag = naive_scale(x_train, columns, None)
+        else:
+            bases = naive_forecasts(x_test, horizon, columns, season)
+            scale, lag = naive_scale(x_train, columns, season)
+            if season and f"seasonal naive (season {season})" not in bases:
+                notes.append(f"No seasonal-naive baseline: the input window ({x_test.shape[1]} steps) is shorter "
+                             f"than a season ({season}).")
+        notes.append(f"MASE scale: in-sample naive MAE on train with lag {lag} = {scale:.4g}.")
     else:
         y_train = np.asarray([r["y"] for r in raw_train], dtype="float64").reshape(len(raw_train), *actual.shape[1:])
-        base = np.broadcast_to(y_train.mean(0), actual.shape)
-        scale = float(np.abs(y_train - y_train.mean(0)).mean())
-        base_name = "train mean"
-    model_metrics, base_metrics = forecast_metrics(actual, pred, scale), forecast_metrics(actual, base, scale)
-    _forecast_plots(workdir, actual, pred, base, raw, columns, y_cols)
+        bases = {"train mean": np.broadcast_to(y_train.mean(0), actual.shape)}
+        scale = float(np.abs(y_train - y_train.mean(0)).mean()) if len(y_train) else 0.0
+        notes.append(f"MASE scale: mean absolute deviation of the train targets = {scale:.4g}.")
+    samples = {"model": forecast_samples(actual, pred, scale),
+               **{name: forecast_samples(actual, b, scale) for name, b in bases.items()}}
+    sides = {name: {k: float(s.value()) for k, s in by.items()} for name, by in samples.items()}
+    mine = sides.pop("model")
+    strongest = registry.get("mae").best({n: m["mae"] for n, m in sides.items()}) or next(iter(bases))
+    _forecast_plots(workdir, actual, pred, bases[strongest], raw, columns, y_cols, strongest)
     rows = [{"input": _short(r["x"]), "actual": _short(np.round(a[:, 0], 2).tolist()),
              "forecast": _short(np.round(p[:, 0], 2).tolist()), "baseline": _short(np.round(b[:, 0], 2).tolist())}
-            for r, a, p, b in zip(raw[: cfg.num_examples], actual, pred, base)]
-    return {"main": "mae", "model": model_metrics, "baseline": base_metrics, "baseline_name": base_name,
-            "rows": rows, "report": ["", f"Raw units; MASE scale (in-sample naive MAE on train): {scale:.4g}."]}
+            for r, a, p, b in zip(raw[: cfg.num_examples], actual, pred, bases[strongest])]
+    return {"main": "mae", "gate": ["mae"], "examples": len(actual), "model": mine, "baselines": sides,
+            "samples": samples, "season": season, "rows": rows, "report": ["", *notes]}
 
 
 def _forecast_plots(workdir: Path, actual: np.ndarray, pred: np.ndarray, base: np.ndarray, raw: list[dict],
-                    columns: list[int] | None, names: list[str]) -> None:
+                    columns: list[int] | None, names: list[str], base_name: str) -> None:
     from components.plots import figure
 
     steps = np.arange(1, actual.shape[1] + 1)
     with figure(workdir / "error_by_horizon.png", "Mean absolute error by horizon step (test)") as ax:
-        for label, values in (("model", pred), ("baseline", base)):
+        for label, values in (("model", pred), (base_name, base)):
             ax.plot(steps, np.abs(values - actual).mean(axis=(0, 2)) if len(actual) else steps * 0, marker=".",
                     label=label)
         ax.set_xlabel("step ahead")
@@ -440,7 +531,7 @@ def _forecast_plots(workdir: Path, actual: np.ndarray, pred: np.ndarray, base: n
             ax.plot(future, actual[i, :, 0], color=f"C{i}", label=f"actual {i + 1}")
             ax.plot(future, pred[i, :, 0], color=f"C{i}", linestyle="--", label=f"forecast {i + 1}")
             ax.plot(future, base[i, :, 0], color=f"C{i}", linestyle=":", alpha=0.7)
-        ax.set_xlabel("step (input window, then forecast; dotted: baseline)")
+        ax.set_xlabel(f"step (input window, then forecast; dotted: {base_name})")
         ax.legend(fontsize=7)
 
 
@@ -449,11 +540,11 @@ def _forecast_plots(workdir: Path, actual: np.ndarray, pred: np.ndarray, base: n
 
 
 def evaluate_tokens(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateConfig,
-                    model_cfg: ModelConfig) -> dict[str, Any]:
+                    model_cfg: ModelConfig, **kwargs: Any) -> dict[str, Any]:
     """Token targets: a language model (next token at each step) or a generated sequence."""
     if preprocess.properties["io"]["y"].get("language_model"):
-        return evaluate_language_model(model, preprocess, workdir, cfg, model_cfg)
-    return evaluate_generation(model, preprocess, workdir, cfg, model_cfg)
+        return evaluate_language_model(model, preprocess, workdir, cfg, model_cfg, **kwargs)
+    return evaluate_generation(model, preprocess, workdir, cfg, model_cfg, **kwargs)
 
 
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -464,72 +555,149 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
-def bless(model_metrics: dict[str, float], baseline: dict[str, float], main: str,
-          cfg: EvaluateConfig, last_blessed: dict[str, float] | None = None) -> tuple[bool, list[str], list[str]]:
-    """Apply thresholds and the comparison; returns (blessed, every reason, the failed ones).
+def data_digest(preprocess: Any, split: str = "test") -> str:
+    """A content hash of one encoded split: equal digests mean the same examples in the same order."""
+    digest = hashlib.sha256()
+    for key, array in sorted(load_split(preprocess, split).items()):
+        digest.update(f"{key}{array.dtype}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
 
-    Against the baseline the model must be strictly better (equal means it learnt nothing);
-    against the last blessed model it must not be worse, both within `cfg.tolerance`.
+
+def _fmt_interval(c: dict[str, Any]) -> str:
+    return f"{c['confidence']:.0%} CI {c['low']:+.4g}..{c['high']:+.4g}" if c.get("low") is not None else "no CI"
+
+
+def bless(result: dict[str, Any], cfg: EvaluateConfig, champion: dict[str, Any] | None = None) -> dict[str, Any]:
+    """TFX's Evaluator gate on an evaluator's result; returns blessed, reasons, failures, comparisons.
+
+    Fails on too few test examples, a broken threshold, degenerate outputs, or, for every gate
+    metric, a bootstrap interval of the improvement over the reference that is not above
+    -tolerance (the strongest baseline; with `compare_to: last_blessed` the champion).
     """
-    reasons, failures = [], []
+    mine = result["model"]
+    reasons: list[str] = []
+    failures: list[str] = []
+    comparisons: list[dict[str, Any]] = []
+    n = result.get("examples", 0)
+    if n < cfg.min_test_examples:
+        failures.append(f"only {n} test examples (evaluate.min_test_examples is {cfg.min_test_examples}): "
+                        f"too few to judge; use more data or larger data.test_fraction")
     for metric, bound in cfg.thresholds.items():
-        value = model_metrics.get(metric)
+        value = mine.get(metric)
         if value is None:
-            failures.append(f"threshold on unknown metric {metric!r} (have: {', '.join(sorted(model_metrics))})")
+            failures.append(f"threshold on {metric!r}, which this task does not report "
+                            f"(it reports: {', '.join(sorted(mine))})")
             continue
-        broken = [f"{metric} {value:.2f} < {bound['min']:.2f}"] if "min" in bound and not value >= bound["min"] else []
+        broken = [f"{metric} {value:.4g} < min {bound['min']:g}"] if "min" in bound and not value >= bound["min"] \
+            else []
         if "max" in bound and not value <= bound["max"]:
-            broken.append(f"{metric} {value:.2f} > {bound['max']:.2f}")
+            broken.append(f"{metric} {value:.4g} > max {bound['max']:g}")
         failures += broken
         if not broken:
             reasons.append(f"{metric} {value:.4g} within " + ", ".join(f"{k} {v:g}" for k, v in bound.items()))
-    if cfg.compare_to == "last_blessed" and not last_blessed:
-        reasons.append("no blessed model registered yet: nothing to compare with")
-    reference = {"baseline": baseline, "last_blessed": last_blessed}.get(cfg.compare_to)
-    if reference and main in reference and main in model_metrics:
-        mine, theirs, tol = model_metrics[main], reference[main], cfg.tolerance
-        lower = main in LOWER_IS_BETTER
+    if result.get("degenerate"):
+        failures.append(result["degenerate"])
+    gate = list(cfg.gate_metrics) or result["gate"]
+    for name in gate:
+        if name not in mine:
+            failures.append(f"gate metric {name!r} is not reported by this task "
+                            f"(it reports: {', '.join(sorted(mine))})")
+            continue
+        metric = registry.get(name)
         if cfg.compare_to == "baseline":
-            better = mine < theirs + tol if lower else mine > theirs - tol
-            verb = "beats" if better else "does not beat"
+            options = {b: m[name] for b, m in result["baselines"].items() if name in m}
+            strongest = metric.best(options)
+            if strongest is None:
+                reasons.append(f"{name}: no baseline reports it")
+                continue
+            theirs = result["samples"].get(strongest, {}).get(name)
+            reference, value, slack = f"best baseline '{strongest}'", options[strongest], cfg.tolerance
+        elif cfg.compare_to == "last_blessed":
+            if not champion or name not in champion.get("metrics", {}):
+                reasons.append(f"{name}: no champion with this metric registered yet: nothing to compare with")
+                continue
+            theirs = (champion.get("samples") or {}).get(name)
+            reference, value, slack = f"champion v{champion.get('version')}", champion["metrics"][name], cfg.tolerance
         else:
-            better = mine <= theirs + tol if lower else mine >= theirs - tol
-            verb = "is not worse than" if better else "is worse than"
-        text = f"{main} {mine:.4g} {verb} {cfg.compare_to} {theirs:.4g}" + (f" (tolerance {tol:g})" if tol else "")
-        (reasons if better else failures).append(text)
-    return not failures, failures + reasons, failures
+            continue
+        comparison = registry.compare(metric, mine[name], value, result["samples"]["model"].get(name), theirs,
+                                      cfg.confidence)
+        comparison.update(reference=reference, examples=n)
+        comparisons.append(comparison)
+        verb = "beats" if comparison["delta"] > 0 else "does not beat"
+        text = (f"{name} {mine[name]:.4g} {verb} {reference} {value:.4g} "
+                f"(improvement {comparison['delta']:+.4g}, {_fmt_interval(comparison)}, {n} test examples"
+                + (f", tolerance {slack:g})" if slack else ")"))
+        ok = registry.passes(comparison, slack, strict=cfg.compare_to == "baseline")
+        (reasons if ok else failures).append(text if ok else text + ": " + registry.why_not(comparison, slack))
+    return {"blessed": not failures, "reasons": failures + reasons, "failures": failures,
+            "comparisons": comparisons}
 
 
 def run(inputs: dict, workdir: Path, ctx: Any, *, evaluate: EvaluateConfig, model: ModelConfig,
-        last_blessed: dict[str, float] | None = None) -> dict[str, Any]:
-    """Score the trained model and its baseline on the test split; decide the blessing."""
+        season: int | None = None, champion: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score the trained model and its baselines on the test split; decide the blessing."""
     from models import load_model
 
     preprocess, train = inputs["preprocess"], inputs["train"]
     net = load_model(train.path("model.keras"))
     kind = preprocess.properties["io"]["y"]["kind"]
-    result = TASKS[kind](net, preprocess, workdir, evaluate, model)
+    result = TASKS[kind](net, preprocess, workdir, evaluate, model, season=season)
+    digest = data_digest(preprocess)
+    if champion and champion.get("samples") and champion.get("data_digest") == digest:
+        champion = {**champion, "samples": registry.load_samples(champion["samples"]).get("model", {})}
+    elif champion:
+        champion = {**champion, "samples": None}
+    judged = bless(result, evaluate, champion)
+    blessed, reasons = judged["blessed"], judged["reasons"]
     main = result["main"]
-    blessed, reasons, failures = bless(result["model"], result["baseline"], main, evaluate, last_blessed)
-    (workdir / "metrics.json").write_text(json.dumps({k: result[k] for k in ("model", "baseline")}, indent=2))
-    (workdir / "blessing.json").write_text(json.dumps({"blessed": blessed, "reasons": reasons,
-                                                       "last_blessed": last_blessed}, indent=2))
+    gate = list(evaluate.gate_metrics) or result["gate"]
+    registry.save_samples(workdir / "samples.npz", {side: {k: s for k, s in by.items() if k in gate}
+                                                    for side, by in result["samples"].items()})
+    strongest = strongest_baselines(result)
+    (workdir / "metrics.json").write_text(json.dumps({"model": result["model"], "baselines": result["baselines"],
+                                                      "strongest_baseline": strongest}, indent=2))
+    (workdir / "blessing.json").write_text(json.dumps({**judged, "champion": champion and {
+        k: v for k, v in champion.items() if k != "samples"}, "data_digest": digest}, indent=2))
     _write_rows(workdir / "predictions.csv", result["rows"])
-    (workdir / "evaluation.md").write_text(_report(result, blessed, reasons))
+    (workdir / "evaluation.md").write_text(_report(result, judged, evaluate))
     metrics = {f"test_{k}": v for k, v in result["model"].items()}
-    metrics.update({f"baseline_{k}": v for k, v in result["baseline"].items()})
-    ctx.log(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    metrics.update({f"baseline_{k}": v for k, (_, v) in strongest.items()})
+    metrics["test_examples"] = float(result["examples"])
+    for c in judged["comparisons"]:
+        if c.get("low") is not None:
+            metrics.update({f"test_{c['metric']}_improvement_ci_low": c["low"],
+                            f"test_{c['metric']}_improvement_ci_high": c["high"]})
+    ctx.log(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if not k.endswith(("_low", "_high"))))
     ctx.log(f"{'blessed' if blessed else 'NOT blessed'}: {'; '.join(reasons) or 'no criteria'}")
+    base_main = strongest.get(main, ("-", float("nan")))
     return {
         "metrics": metrics,
         "main_metric": main,
+        "gate_metrics": gate,
         "blessed": blessed,
         "reasons": reasons,
-        "failures": failures,
+        "failures": judged["failures"],
+        "comparisons": judged["comparisons"],
+        "data_digest": digest,
+        "season": result.get("season"),
         "tags": {"blessed": str(blessed).lower()},
-        "summary": f"test_{main}={result['model'][main]:.4f} (baseline {result['baseline'][main]:.4f}) "
+        "summary": f"test_{main}={result['model'][main]:.4f} (best baseline {base_main[0]}: {base_main[1]:.4f}) "
                    f"{'blessed' if blessed else 'not blessed'}",
     }
+
+
+def strongest_baselines(result: dict[str, Any]) -> dict[str, tuple[str, float]]:
+    """For each metric the model reports: the best baseline's name and value."""
+    out = {}
+    for name in result["model"]:
+        metric = registry.lookup(name)
+        options = {b: m[name] for b, m in result["baselines"].items() if name in m}
+        best = metric.best(options) if metric else None
+        if best is not None:
+            out[name] = (best, options[best])
+    return out
 
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -541,12 +709,27 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def _report(result: dict[str, Any], blessed: bool, reasons: list[str]) -> str:
-    lines = ["# Evaluation (test split)", "", f"| metric | model | baseline: {result['baseline_name']} |",
-             "|---|---|---|"]
+def _report(result: dict[str, Any], judged: dict[str, Any], cfg: EvaluateConfig) -> str:
+    names = list(result["baselines"])
+    lines = ["# Evaluation (test split)", "", f"{result['examples']} test examples. Baselines: "
+             + ", ".join(f"`{n}`" for n in names) + ". Bold: the better of the model and the strongest baseline.",
+             "", "| metric | better | model | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
     for k, v in result["model"].items():
-        lines.append(f"| {k} | {v:.4f} | {result['baseline'].get(k, float('nan')):.4f} |")
-    lines += ["", f"**{'Blessed' if blessed else 'Not blessed'}**: {'; '.join(reasons) or 'no criteria'}"]
+        metric = registry.lookup(k)
+        arrow = ("higher" if metric.higher_is_better else "lower") if metric else "?"
+        cells = [f"{result['baselines'][n][k]:.4f}" if k in result["baselines"][n] else "-" for n in names]
+        lines.append(f"| {k} | {arrow} | {v:.4f} | " + " | ".join(cells) + " |")
+    verdict = "Blessed" if judged["blessed"] else "Not blessed"
+    lines += ["", f"## {verdict}", "", *(f"- {r}" for r in judged["reasons"] or ["no criteria"])]
+    if judged["comparisons"]:
+        lines += ["", f"Paired bootstrap over test examples ({registry.BOOTSTRAP_RESAMPLES} resamples, "
+                      f"confidence {cfg.confidence:g}); improvement is signed so that positive favours the model.",
+                  "", "| gate metric | reference | model | reference value | improvement | CI low | CI high |",
+                  "|---|---|---|---|---|---|---|"]
+        for c in judged["comparisons"]:
+            low, high = (f"{c['low']:+.4g}", f"{c['high']:+.4g}") if c.get("low") is not None else ("-", "-")
+            lines.append(f"| {c['metric']} | {c['reference']} | {c['mine']:.4g} | {c['theirs']:.4g} | "
+                         f"{c['delta']:+.4g} | {low} | {high} |")
     if result["rows"]:
         keys = list(result["rows"][0])
         lines += ["", "## Examples", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]

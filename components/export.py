@@ -1,10 +1,12 @@
-"""Export stage (TFX Pusher): a versioned SavedModel that takes raw inputs and gives raw outputs.
+"""Export stage: a SavedModel that takes raw inputs and gives raw outputs, inside the stage output.
 
-inputs -> outputs: preprocess, train, evaluate -> `exports/<name>/<version>/` (saved_model.pb +
-variables/ as TF Serving expects, plus `model_card.md`; version = previous highest + 1,
-allocated under a lock, written atomically) and, in the stage folder, `model_card.md`,
-`canary.json` (test inputs with the answers of the in-memory model: what infra validation
-and the registry's input example use).
+inputs -> outputs: preprocess, train, evaluate -> `saved_model/` (saved_model.pb + variables/
+as TF Serving expects, plus `model_card.md`), `model_card.md` and `canary.json` (test inputs
+with the answers of the in-memory model: what infra validation and the registry's input
+example use); the properties carry the SavedModel's `content_hash`. Nothing here is visible to
+a server: infra_validate serves this artifact in a fresh process, and only then does the push
+stage (components/push.py) publish it as `exports/<name>/<version>/` (TFX order: Evaluator ->
+InfraValidator -> Pusher).
 
 Signatures (preprocessing and decoding inside, so clients send and get raw values):
 - `serving_default`, by the kind of target:
@@ -14,20 +16,26 @@ Signatures (preprocessing and decoding inside, so clients send and get raw value
             sequence; language model: the continuation of the prompt)
   series -> {"series": float [B, T, F]} in raw units (de-normalised)
 - `generate`, for one_to_many / seq2seq token outputs (models/decoding.py): inputs +
-  `max_length` (int32 scalar) + `beam_width` (int32 scalar, 1 = greedy) -> {"tokens": string
-  [B] (the best beam), "scores": float [B] (its summed log-probability)}; for a language
-  model: inputs (prompts) + `max_length` + `temperature` (float32 scalar, <= 0: greedy) ->
-  {"tokens": string [B]} (sampled continuations).
+  `max_length` (int32 scalar, 1..the model's maximum) + `beam_width` (int32 scalar, 1 = greedy,
+  up to MAX_BEAM_WIDTH; one general beam search serves every width) -> {"tokens": string [B]
+  (the best beam), "scores": float [B] (the summed log-probability of exactly those tokens:
+  decoding stops at max_length)}; for a language model: inputs (prompts) + `max_length` (1..
+  MAX_LM_LENGTH) + `temperature` (float32 scalar, <= 0: greedy) -> {"tokens": string [B]}.
+  A value out of range raises InvalidArgumentError (the server answers 400), never a clamp.
+
+Numeric series inputs [B, T, F] take any T in the model's accepted range (`input_contract`):
+at least `min_steps` (1, or the horizon for a seasonal-naive reference), at most `max_steps`
+(none, or the training window for `model.unroll`); an all-NaN step is padding (trailing only),
+masked by the model. Anything else raises InvalidArgumentError with the reason. The accepted
+range, the beam/length maxima and the padding rule are written to
+`assets.extra/serving_contract.json` in the SavedModel (`CONTRACT_FILE`; see `input_contract`).
 
 Only a blessed model is exported unless `export.require_blessing` is false.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,11 +46,20 @@ from pipeline.config import Config, DataConfig, EvaluateConfig, ExportConfig, Mo
 
 INPUT_NAME = "inputs"
 CANARIES = 8
+SAVED_MODEL_DIR = "saved_model"  # in the export stage's output: what infra_validate serves and push publishes
 GENERATIVE = ("one_to_many", "seq2seq")
+MAX_BEAM_WIDTH = 64  # the largest `beam_width` the generate signature accepts (= model.beam_width's bound)
+MIN_MAX_LENGTH = 64  # seq2seq/one_to_many generate: max_length up to max(2 x default length, this)
+MAX_LM_LENGTH = 4096  # language model generate: max_length up to this
+CONTRACT_FILE = "assets.extra/serving_contract.json"  # in the SavedModel folder; TF Serving ignores it
 
 
-def input_signature(io_x: dict[str, Any]) -> Any:
-    """The raw input TensorSpec for the x side (strings or float32)."""
+def input_signature(io_x: dict[str, Any], cfg: ModelConfig | None = None) -> Any:
+    """The raw input TensorSpec for the x side (strings or float32).
+
+    A numeric series has a dynamic time axis ([None, None, F]) unless `model.unroll` fixes it to
+    the training window (the unrolled graph has a static length).
+    """
     import tensorflow as tf
 
     kind = io_x["kind"]
@@ -50,7 +67,105 @@ def input_signature(io_x: dict[str, Any]) -> Any:
         return tf.TensorSpec([None], tf.string, name=INPUT_NAME)
     if kind == "vector":
         return tf.TensorSpec([None, io_x["features"]], tf.float32, name=INPUT_NAME)
-    return tf.TensorSpec([None, io_x.get("length"), io_x["features"]], tf.float32, name=INPUT_NAME)
+    steps = io_x.get("length") if cfg is not None and cfg.unroll else None
+    return tf.TensorSpec([None, steps, io_x["features"]], tf.float32, name=INPUT_NAME)
+
+
+def input_contract(codec: Codec, cfg: ModelConfig) -> dict[str, Any]:
+    """What the exported signatures accept, as JSON-ready data (written to CONTRACT_FILE).
+
+    {"inputs": {"kind", "features", "min_steps", "max_steps" (None: no limit), "trained_steps",
+    "padding"} (series), "generate": {"max_beam_width", "max_length", "default_length"} (seq2seq /
+    one_to_many tokens) or {"max_length"} (language model)}.
+    """
+    x, contract = codec.x, {"inputs": {"kind": codec.x["kind"]}}
+    if x["kind"] == "series":
+        window = int(x["length"])
+        ref = codec.y.get("reference") or {}
+        low = int(codec.y["length"]) if ref.get("mode") == "season" else 1
+        fixed = cfg.unroll or (cfg.topology == "many_to_many" and bool(ref))
+        contract["inputs"] = {
+            "kind": "series", "features": int(x["features"]), "trained_steps": window,
+            "min_steps": window if fixed else min(low, window), "max_steps": window if fixed else None,
+            "padding": "a step that is NaN in every feature is padding; padding steps come after the real "
+                       "steps (right-padded) and are masked; every row needs min_steps real steps; "
+                       "other NaN values are refused"}
+    if codec.y.get("language_model"):
+        contract["generate"] = {"max_length": MAX_LM_LENGTH, "default_length": default_length(codec, cfg)}
+    elif codec.y["kind"] == "tokens" and cfg.topology in GENERATIVE:
+        contract["generate"] = {"max_beam_width": MAX_BEAM_WIDTH, "max_length": max_generate_length(codec, cfg),
+                                "default_length": default_length(codec, cfg)}
+    if codec.y["kind"] == "label":  # the order of the `probabilities` output (the server's /metadata)
+        contract["classes"] = [str(c) for c in codec.y["classes"]]
+    return contract
+
+
+def contract_markdown(contract: dict[str, Any]) -> list[str]:
+    """Model-card lines describing `input_contract` (for the "Serving" section)."""
+    lines = []
+    x = contract["inputs"]
+    if x["kind"] == "series":
+        most = "no upper limit" if x["max_steps"] is None else f"at most {x['max_steps']}"
+        lines.append(f"- Input windows: [batch, steps, {x['features']}] with at least {x['min_steps']} steps, {most} "
+                     f"(trained on {x['trained_steps']}); {x['padding']}. Out of range: HTTP 400.")
+    gen = contract.get("generate")
+    if gen and "max_beam_width" in gen:
+        lines.append(f"- `generate`: max_length 1..{gen['max_length']} (default {gen['default_length']}), "
+                     f"beam_width 1..{gen['max_beam_width']} (1 = greedy); out of range: HTTP 400.")
+    elif gen:
+        lines.append(f"- `generate`: max_length 1..{gen['max_length']}; out of range: HTTP 400.")
+    if contract.get("classes"):
+        lines.append("- Classes, in the order of the `probabilities` output: "
+                     + ", ".join(f"`{c}`" for c in contract["classes"]) + ".")
+    return lines
+
+
+def check_series(raw: Any, contract: dict[str, Any]) -> tuple[Any, Any]:
+    """Validate a raw series batch [B, T, F] against the contract; returns (it, real steps per row [B]).
+
+    Raises InvalidArgumentError (TF) for: partial NaN steps, padding before a real step, fewer
+    than min_steps real steps in a row, more than max_steps steps.
+    """
+    import tensorflow as tf
+
+    x = contract["inputs"]
+    raw = tf.convert_to_tensor(raw, tf.float32)
+    nan = tf.math.is_nan(raw)
+    pad = tf.reduce_all(nan, axis=-1)
+    lengths = tf.reduce_sum(tf.cast(~pad, tf.int32), axis=1)
+    steps = tf.shape(raw)[1]
+    checks = [
+        (tf.reduce_all(tf.reduce_any(nan, -1) == pad),
+         "inputs: a step is NaN in some features but not all; a padding step is NaN in every feature, "
+         "missing values are not accepted"),
+        (tf.reduce_all(~pad == tf.sequence_mask(lengths, steps)),
+         "inputs: padding (all-NaN) steps must come after the real steps of a row (right-padded)"),
+        (tf.reduce_all(lengths >= x["min_steps"]),
+         f"inputs: every row needs at least {x['min_steps']} real steps (this model's minimum; trained on "
+         f"{x['trained_steps']})"),
+    ]
+    if x["max_steps"] is not None:
+        checks.append((steps <= x["max_steps"], f"inputs: at most {x['max_steps']} steps (this model's maximum)"))
+    deps = [tf.debugging.Assert(ok, [tf.constant(why)]) for ok, why in checks]
+    with tf.control_dependencies(deps):
+        return tf.identity(raw), lengths
+
+
+def align_right(raw: Any, lengths: Any) -> Any:
+    """Right-padded rows [B, T, F] -> the same rows with their real steps moved to the end (padding first)."""
+    import tensorflow as tf
+
+    steps = tf.shape(raw)[1]
+    index = tf.math.floormod(tf.range(steps)[None, :] - (steps - lengths)[:, None], steps)
+    return tf.gather(raw, index, batch_dims=1)
+
+
+def checked_inputs(codec: Codec, cfg: ModelConfig) -> Callable[[Any], tuple[Any, Any]]:
+    """raw -> (raw, real steps per row or None): validates series inputs (`check_series`), else passes."""
+    if codec.x["kind"] != "series":
+        return lambda raw: (raw, None)
+    contract = input_contract(codec, cfg)
+    return lambda raw: check_series(raw, contract)
 
 
 def is_generative(io: dict[str, Any], topology: str) -> bool:
@@ -66,7 +181,10 @@ def classify(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any], dict
     """Raw inputs -> {label, probabilities}."""
     import tensorflow as tf
 
+    check = checked_inputs(codec, cfg)
+
     def fn(inputs: Any) -> dict[str, Any]:
+        inputs, _ = check(inputs)
         probs = model(codec.encode(inputs, "x"), training=False)
         return {"label": tf.gather(codec.class_names(), tf.argmax(probs, -1)), "probabilities": probs}
 
@@ -74,16 +192,20 @@ def classify(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any], dict
 
 
 def tag(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any], dict[str, Any]]:
-    """Raw sequences -> one label per step ('' past the end of a token input)."""
+    """Raw sequences -> one label per step ('' past the end of a token input or on a series' padding)."""
     import tensorflow as tf
 
+    check = checked_inputs(codec, cfg)
+
     def fn(inputs: Any) -> dict[str, Any]:
+        inputs, lengths = check(inputs)
         encoded = codec.encode(inputs, "x")
         probs = model(encoded, training=False)
         labels = tf.gather(codec.class_names(), tf.argmax(probs, -1))
         confidence = tf.reduce_max(probs, -1)
-        if codec.x["kind"] == "tokens":
-            valid = tf.not_equal(encoded, 0)
+        if codec.x["kind"] in ("tokens", "series"):
+            valid = (tf.not_equal(encoded, 0) if lengths is None else
+                     tf.sequence_mask(lengths, tf.shape(encoded)[1]))
             labels = tf.where(valid, labels, "")
             confidence = tf.where(valid, confidence, 0.0)
         return {"labels": labels, "confidence": confidence}
@@ -92,12 +214,42 @@ def tag(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any], dict[str,
 
 
 def forecast(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any], dict[str, Any]]:
-    """Raw inputs -> numbers in raw units (the model predicts normalised values)."""
+    """Raw inputs -> numbers in raw units (the model predicts normalised values).
+
+    Series inputs: right-padded rows are right-aligned for the reference forecast (it reads the
+    last real steps); per-step outputs (many_to_many) are NaN on padding steps.
+
+    Outputs: `series` [batch, steps, targets]; a forecaster (many_to_one, many_to_many, seq2seq)
+    also names one output per target column (the column name, made [A-Za-z0-9_]): [batch,
+    steps], or one number per row when it forecasts a single step (many_to_one or seq2seq
+    with horizon 1), so a scalar forecast comes back as a scalar, not [[[x]]].
+    """
+    import re
+
     import tensorflow as tf
 
+    check = checked_inputs(codec, cfg)
+    named: dict[str, int] = {}
+    if cfg.topology in ("many_to_one", "many_to_many", "seq2seq"):
+        for j, column in enumerate(codec.y.get("columns") or []):
+            key = re.sub(r"[^A-Za-z0-9_]+", "_", str(column)).strip("_")
+            if not key or key[0].isdigit() or key == "series" or key in named:
+                key = f"target_{j}" + (f"_{key}" if key and key != "series" else "")
+            named[key] = j
+    scalar = cfg.topology != "many_to_many" and codec.y.get("length") == 1
+
     def fn(inputs: Any) -> dict[str, Any]:
+        inputs, lengths = check(inputs)
         values = model(codec.encode(inputs, "x"), training=False)  # series decoders are not autoregressive
-        return {"series": tf.cast(codec.decode_series(tf.cast(values, "float32"), inputs), "float32")}
+        reference = inputs if lengths is None else align_right(inputs, lengths)
+        out = tf.cast(codec.decode_series(tf.cast(values, "float32"), reference), "float32")
+        if lengths is not None and cfg.topology == "many_to_many":
+            real = tf.sequence_mask(lengths, tf.shape(out)[1])[..., None]
+            out = tf.where(real, out, tf.constant(float("nan")))
+        outputs = {"series": out}
+        for key, j in named.items():
+            outputs[key] = out[:, 0, j] if scalar else out[:, :, j]
+        return outputs
 
     return fn
 
@@ -124,46 +276,52 @@ def generate_text(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any],
         return lambda inputs: {"tokens": continue_text(model, codec, codec.encode(inputs, "x"),
                                                        default_length(codec, cfg), 0.0)}
     generate = generator(model, codec, cfg)
+    check = checked_inputs(codec, cfg)
 
     def fn(inputs: Any) -> dict[str, Any]:
+        inputs, _ = check(inputs)
         return {"tokens": codec.join_tokens(generate(codec.encode(inputs, "x"), default_length(codec, cfg), 1)["ids"])}
 
     return fn
 
 
+def max_generate_length(codec: Codec, cfg: ModelConfig) -> int:
+    """The largest `max_length` the seq2seq / one_to_many `generate` signature accepts."""
+    return max(2 * default_length(codec, cfg), MIN_MAX_LENGTH)
+
+
+def check_range(value: Any, name: str, low: int, high: int) -> Any:
+    """An int32 scalar checked to lie in [low, high] (InvalidArgumentError naming it otherwise)."""
+    import tensorflow as tf
+
+    ok = (value >= low) & (value <= high)
+    with tf.control_dependencies([tf.debugging.Assert(ok, [tf.constant(
+            f"{name} must be between {low} and {high} for this model, got"), value])]):
+        return tf.identity(value)
+
+
 def beam_generate(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[..., dict[str, Any]]:
     """The `generate` signature: raw inputs, max_length, beam_width -> {tokens, scores}.
 
-    Decoding runs up to twice the default length and the result is cut at `max_length`
-    tokens; `beam_width` takes the largest supported width not above it (`beam_widths`).
+    One general beam search (the width is a run-time value; 1 runs the greedy loop) decodes up
+    to `max_length` tokens, so `scores` is the summed log-probability of exactly the returned
+    tokens. `beam_width` outside 1..MAX_BEAM_WIDTH or `max_length` outside
+    1..max_generate_length raise InvalidArgumentError (HTTP 400), never a silent clamp.
     """
     import tensorflow as tf
 
     generate = generator(model, codec, cfg)
-    cap = 2 * default_length(codec, cfg)
-    widths = beam_widths(cfg)
+    cap = max_generate_length(codec, cfg)
+    check = checked_inputs(codec, cfg)
 
     def fn(inputs: Any, max_length: Any, beam_width: Any) -> dict[str, Any]:
-        encoded = codec.encode(inputs, "x")
-        index = tf.maximum(tf.reduce_sum(tf.cast(tf.constant(widths) <= beam_width, tf.int32)) - 1, 0)
-
-        def branch(k: int) -> Callable[[], tuple[Any, Any]]:
-            def run() -> tuple[Any, Any]:
-                out = generate(encoded, cap, k)
-                return out["ids"], tf.cast(out["scores"], tf.float32)
-
-            return run
-
-        ids, scores = tf.switch_case(index, [branch(k) for k in widths])
-        steps = tf.clip_by_value(max_length, 1, cap)
-        return {"tokens": codec.join_tokens(ids[:, :steps]), "scores": scores}
+        steps = check_range(max_length, "max_length", 1, cap)
+        width = check_range(beam_width, "beam_width", 1, MAX_BEAM_WIDTH)
+        inputs, _ = check(inputs)
+        out = generate(codec.encode(inputs, "x"), steps, width)
+        return {"tokens": codec.join_tokens(out["ids"]), "scores": tf.cast(out["scores"], tf.float32)}
 
     return fn
-
-
-def beam_widths(cfg: ModelConfig) -> list[int]:
-    """Beam widths the `generate` signature supports (each is traced into the SavedModel)."""
-    return sorted({1, 2, 3, 4, cfg.beam_width})
 
 
 def continue_text(model: Any, codec: Codec, encoded: Any, steps: Any, temperature: Any) -> Any:
@@ -202,7 +360,7 @@ def lm_generate(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[..., dic
     import tensorflow as tf
 
     def fn(inputs: Any, max_length: Any, temperature: Any) -> dict[str, Any]:
-        steps = tf.clip_by_value(max_length, 1, 4096)
+        steps = check_range(tf.convert_to_tensor(max_length, tf.int32), "max_length", 1, MAX_LM_LENGTH)
         return {"tokens": continue_text(model, codec, codec.encode(inputs, "x"), steps, temperature)}
 
     return fn
@@ -229,42 +387,18 @@ def write_saved_model(model: Any, codec: Codec, io: dict[str, Any], path: Path,
     archive.track(model)
     for layer in codec.layers.values():
         archive.track(layer)
-    archive.add_endpoint(name="serving_default", fn=serving_function(model, codec, io, cfg),
-                         input_signature=[input_signature(io["x"])])
+    spec = input_signature(io["x"], cfg)
+    archive.add_endpoint(name="serving_default", fn=serving_function(model, codec, io, cfg), input_signature=[spec])
     if io["y"].get("language_model"):
         archive.add_endpoint(name="generate", fn=lm_generate(model, codec, cfg), input_signature=[
-            input_signature(io["x"]), tf.TensorSpec([], tf.int32, name="max_length"),
-            tf.TensorSpec([], tf.float32, name="temperature")])
+            spec, tf.TensorSpec([], tf.int32, name="max_length"), tf.TensorSpec([], tf.float32, name="temperature")])
     elif is_generative(io, cfg.topology):
         archive.add_endpoint(name="generate", fn=beam_generate(model, codec, cfg), input_signature=[
-            input_signature(io["x"]), tf.TensorSpec([], tf.int32, name="max_length"),
-            tf.TensorSpec([], tf.int32, name="beam_width")])
+            spec, tf.TensorSpec([], tf.int32, name="max_length"), tf.TensorSpec([], tf.int32, name="beam_width")])
     archive.write_out(str(path), verbose=False)
-
-
-# --------------------------------------------------------------------------------------------
-# Versioned, atomic publication
-
-
-def next_version(base: Path) -> int:
-    versions = [int(p.name) for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
-    return max(versions, default=0) + 1
-
-
-def publish(build: Callable[[Path], None], base: Path) -> tuple[int, Path]:
-    """Build into a temp dir, then rename to the next free version under an exclusive lock."""
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = base / f".tmp-{os.getpid()}-{os.urandom(3).hex()}"
-    try:
-        build(tmp)
-        with open(base / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            version = next_version(base)
-            final = base / str(version)
-            os.rename(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return version, final
+    contract = Path(path) / CONTRACT_FILE
+    contract.parent.mkdir(parents=True, exist_ok=True)
+    contract.write_text(json.dumps(input_contract(codec, cfg), indent=1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,14 +464,14 @@ def data_stats(preprocess: Any) -> list[str]:
 
 
 def model_card(name: str, version: int | None, io: dict[str, Any], card: dict[str, Any], preprocess: Any,
-               train: Any, evaluate: Any, signatures: list[str]) -> str:
+               train: Any, evaluate: Any, signatures: list[str], contract: list[str] = ()) -> str:
     """Markdown: what the model is, how it was trained, what it scored, how to call it."""
     import yaml
 
     props = evaluate.properties
     metrics = props.get("metrics", {})
     rows = sorted({k.split("_", 1)[1] for k in metrics if k.startswith(("test_", "baseline_"))})
-    table = ["| metric | model | baseline |", "|---|---|---|"] + [
+    table = ["| metric | model | strongest baseline |", "|---|---|---|"] + [
         f"| {m} | {_fmt(metrics.get(f'test_{m}'))} | {_fmt(metrics.get(f'baseline_{m}'))} |" for m in rows]
     cudnn = train.path("cudnn.md").read_text().replace("# cuDNN eligibility", "").strip() \
         if train.path("cudnn.md").is_file() else "(no report)"
@@ -349,7 +483,7 @@ def model_card(name: str, version: int | None, io: dict[str, Any], card: dict[st
         "## Serving", "",
         f"Signatures: {', '.join(signatures)}. Raw values in, raw values out (preprocessing inside).",
         f"`rnnpipe serve <export base>` or TF Serving with `--model_base_path=<export base>`; then "
-        f"`POST /v1/models/{name}:predict` with `{{\"instances\": [...]}}`.", "",
+        f"`POST /v1/models/{name}:predict` with `{{\"instances\": [...]}}`.", "", *contract, "",
         "## Evaluation (test split)", "",
         f"Blessed: **{str(props.get('blessed', False)).lower()}** ({'; '.join(props.get('reasons', [])) or '-'})",
         "", *table, "",
@@ -368,18 +502,23 @@ def _fmt(value: Any) -> str:
 # The stage
 
 
-def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: str,
-        model: ModelConfig | None = None, data: DataConfig | None = None, train: TrainConfig | None = None,
-        evaluate: EvaluateConfig | None = None) -> dict[str, Any]:
-    """Export the blessed model as the next version under `export.dir/<name>/`."""
+def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: str, model: ModelConfig,
+        data: DataConfig, train: TrainConfig, evaluate: EvaluateConfig) -> dict[str, Any]:
+    """Write the blessed model as a SavedModel into this stage's output (`saved_model/`).
+
+    Nothing is published here: infra validation serves this artifact, then the push stage
+    copies it into the served base `export.dir/<name>/<version>/`.
+    """
     from models import load_model
+    from pipeline import faults
+    from pipeline.artifacts import dir_digest
 
     preprocess, trained, evaluated = inputs["preprocess"], inputs["train"], inputs["evaluate"]
     if export.require_blessing and not evaluated.properties.get("blessed"):
         props = evaluated.properties
         reason = "not blessed: " + "; ".join(props.get("failures") or props.get("reasons") or ["no reason recorded"])
         return {"gate": False, "reason": reason, "summary": reason, "tags": {"exported": "false"}}
-    cfg = model or ModelConfig()
+    cfg = model
     net = load_model(trained.path("model.keras"))
     codec = Codec.load(preprocess)
     io = preprocess.properties["io"]
@@ -388,32 +527,29 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
     if canaries:  # traced, as in the SavedModel (eager decoding loops are slow)
         import tensorflow as tf
 
-        traced = tf.function(serving_function(net, codec, io, cfg), input_signature=[input_signature(io["x"])])
+        traced = tf.function(serving_function(net, codec, io, cfg), input_signature=[input_signature(io["x"], cfg)])
         expected = jsonable(traced(raw_tensor(canaries, io["x"])))
     artifacts_json = {"inputs": canaries, "outputs": expected, "signature_name": "serving_default"}
     (workdir / "canary.json").write_text(json.dumps(artifacts_json, ensure_ascii=False))
     signatures = ["serving_default"] + (["generate"] if is_generative(io, cfg.topology) else [])
-    card_config = Config(name=name, data=data or DataConfig(), model=cfg, train=train or TrainConfig(),
-                         evaluate=evaluate or EvaluateConfig(), export=export).to_dict()
+    card_config = Config(name=name, data=data, model=cfg, train=train, evaluate=evaluate, export=export).to_dict()
     card_config.pop("sweep", None)
     card_config.pop("tracking", None)
 
-    def build(tmp: Path) -> None:
-        write_saved_model(net, codec, io, tmp, cfg)
-        (tmp / "model_card.md").write_text(model_card(name, None, io, card_config, preprocess, trained,
-                                                      evaluated, signatures))
-
-    version, path = publish(build, Path(export.dir) / name)
-    (workdir / "model_card.md").write_text(
-        model_card(name, version, io, card_config, preprocess, trained, evaluated, signatures))
-    ctx.log(f"SavedModel version {version} -> {path} (signatures: {', '.join(signatures)})")
+    path = workdir / SAVED_MODEL_DIR
+    write_saved_model(net, codec, io, path, cfg)
+    card = model_card(name, None, io, card_config, preprocess, trained, evaluated, signatures,
+                      contract_markdown(input_contract(codec, cfg)))
+    (path / "model_card.md").write_text(card)
+    (workdir / "model_card.md").write_text(card)  # logged to MLflow with the stage's reports
+    content = dir_digest(path)
+    faults.point("export:written")
+    ctx.log(f"SavedModel {content} (signatures: {', '.join(signatures)}); published by push once validated")
     return {
-        "path": str(path.resolve()),
-        "base_path": str(path.parent.resolve()),
-        "version": version,
+        "saved_model": SAVED_MODEL_DIR,
+        "content_hash": content,
         "signatures": signatures,
         "blessed": bool(evaluated.properties.get("blessed")),
         "input_kind": io["x"]["kind"],
-        "tags": {"export_version": str(version), "exported": "true"},
-        "summary": str(path),
+        "summary": f"SavedModel {content} (not yet published)",
     }

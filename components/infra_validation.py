@@ -1,26 +1,30 @@
-"""Infra-validation stage (TFX InfraValidator): the new export is served and answers correctly.
+"""Infra-validation stage (TFX InfraValidator): the exported model is served and answers correctly.
 
-inputs -> outputs: export -> `canary.json` (requests, answers), `server.log`; the export's
-path and version in the properties (the tracker registers a validated export).
+inputs -> outputs: export -> `canary.json` (requests, answers), `server.log`; the validated
+SavedModel's `content_hash` in the properties (what the push stage checks before publishing).
 
-The project's own server (`rnnpipe serve`) starts on the export base in a fresh process on a
-free loopback port; once the new version is AVAILABLE, canary requests from the test split go
-to `/v1/models/<name>/versions/<v>:predict` and the answers must equal those the in-memory
-model gave at export time (strings exactly, numbers within 1e-4 + 1e-3 relative). A
+The export is not published yet: this stage links it as version 1 of a private model base in
+its scratch folder, starts the project's own server (`rnnpipe serve`) on that base in a fresh
+process on a free loopback port and, once the version is AVAILABLE, sends canary requests from
+the test split to `/v1/models/<name>/versions/1:predict`; the answers must equal those the
+in-memory model gave at export time (strings exactly, numbers within 1e-4 + 1e-3 relative). A
 `generate` signature must answer too. Any failure (the server does not start, the version does
-not load, an error status, a different answer) raises InfraValidationError: the run FAILS and
-the version folder is renamed `.invalid-<v>-<time>` so that no server loads it as the latest.
+not load, an error status, a different answer) raises InfraValidationError and the run FAILS;
+nothing was ever visible in the served base. The fingerprint follows the export's content, so
+a new export is always validated again.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline import faults
 from pipeline.config import ExportConfig
 
 
@@ -73,6 +77,7 @@ def validate(base: str, name: str, version: int, canary: dict[str, Any], signatu
         with server as root:
             url = f"{root}/v1/models/{name}"
             wait_available(url, version)
+            faults.point("infra_validate:serving")
             status, body = call(f"{url}/versions/{version}:predict", {"inputs": canary["inputs"]})
             if status != 200:
                 raise InfraValidationError(f"canary request answered {status}: {body}")
@@ -100,33 +105,45 @@ def validate(base: str, name: str, version: int, canary: dict[str, Any], signatu
 
 
 def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig) -> dict[str, Any]:
-    """Serve the new export in a fresh process, send canaries, compare with in-process answers."""
+    """Serve the export in a fresh process, send canaries, compare with in-process answers."""
+    from components.export import SAVED_MODEL_DIR
+
     art = inputs["export"]
     props = art.properties
     canary = json.loads(art.path("canary.json").read_text())
-    export_info = {k: props.get(k) for k in ("path", "base_path", "version", "blessed", "input_kind", "signatures")}
     if not export.infra_validate:
         (workdir / "canary.json").write_text(json.dumps(canary, ensure_ascii=False))
-        return {"summary": "skipped (export.infra_validate=false)", "export": export_info}
-    name, version = Path(props["base_path"]).name, int(props["version"])
+        return {"summary": "skipped (export.infra_validate=false)", "validated": False,
+                "content_hash": props["content_hash"]}
+    name, version = "candidate", 1
+    base = ctx.scratch / "base" / name
+    shutil.rmtree(base, ignore_errors=True)
+    link_tree(art.path(SAVED_MODEL_DIR), base / str(version))
     started = time.monotonic()
     try:
-        answers = validate(props["base_path"], name, version, canary, props.get("signatures", ["serving_default"]),
+        answers = validate(str(base), name, version, canary, props.get("signatures", ["serving_default"]),
                            workdir / "server.log")
     except InfraValidationError as exc:
-        moved = quarantine(Path(props["path"]))
-        raise InfraValidationError(f"{exc}\nThe export was moved to {moved} so no server picks it up; "
-                                   f"fix the cause and rerun with --from export.") from None
+        raise InfraValidationError(f"{exc}\nThe export {props['content_hash']} was not published; fix the cause "
+                                   f"and rerun (the export stage builds it again).") from None
+    finally:
+        shutil.rmtree(base.parent, ignore_errors=True)
     (workdir / "canary.json").write_text(json.dumps({**canary, "answers": answers}, ensure_ascii=False))
     seconds = time.monotonic() - started
     return {"summary": f"{len(canary['inputs'])} canaries answered identically by `rnnpipe serve` "
-                       f"(version {version}, fresh process, {seconds:.1f}s)",
-            "export": export_info, "tags": {"infra_validated": "true"}}
+                       f"(fresh process, {seconds:.1f}s)",
+            "validated": True, "content_hash": props["content_hash"], "tags": {"infra_validated": "true"}}
 
 
-def quarantine(path: Path) -> Path:
-    """Rename a failed version folder to a non-numeric name (servers only load numeric ones)."""
-    target = path.with_name(f".invalid-{path.name}-{int(time.time())}")
-    if path.is_dir():
-        path.rename(target)
-    return target
+def link_tree(source: Path, target: Path) -> None:
+    """Copy a folder as hard links where the file system allows (no bytes copied), else as files."""
+    import os
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, target, copy_function=link)

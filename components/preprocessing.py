@@ -330,17 +330,18 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     codec = Codec(state)
     dropped = {}
     for split in SPLITS:
-        examples, dropped[split] = usable(read_examples(ingest.path(f"{split}.jsonl")), state)
+        examples, dropped[split] = usable(read_examples(ingest.path(f"{split}.jsonl"), meta=True), state)
         if dropped[split]:
             ctx.log(f"{split}: {dropped[split]} examples have a target class unseen in train; left out")
         xs = [e[0] for e in examples]
         arrays = {"x": codec.encode_inputs(xs), "y": codec.encode_targets([e[1] for e in examples], xs)}
         np.savez(workdir / f"{split}.npz", **arrays)
-        (workdir / f"{split}_raw.jsonl").write_text(
-            "".join(json.dumps({"x": x, "y": y}, ensure_ascii=False) + "\n" for x, y in examples))
+        (workdir / f"{split}_raw.jsonl").write_text(  # x, y and any meta of the example (a series' id, time)
+            "".join(json.dumps({"x": x, "y": y, **meta}, ensure_ascii=False) + "\n" for x, y, meta in examples))
     io = io_spec(state)
+    io["frequency"] = ingest.properties.get("frequency")  # a series' time step (hourly, daily, ...) or None
     (workdir / "preprocessor.json").write_text(json.dumps(state, indent=1, ensure_ascii=False))
     (workdir / "io.json").write_text(json.dumps(io, indent=2))
-    sizes = {k: v.get("vocab_size", v.get("num_classes", v.get("features"))) for k, v in io.items()}
+    sizes = {k: io[k].get("vocab_size", io[k].get("num_classes", io[k].get("features"))) for k in ("x", "y")}
     summary = f"x {io['x']['kind']}:{sizes['x']} -> y {io['y']['kind']}:{sizes['y']}"
     return {"io": io, "dropped": dropped, "summary": summary}

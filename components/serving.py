@@ -16,8 +16,20 @@ Endpoints (as in TF Serving's g3doc/api_rest.md, so its clients work unchanged):
 latest loaded version answers. Strings may be sent as `{"b64": "..."}`. Errors come back as
 `{"error": "..."}` with TF Serving's status codes: 400 malformed JSON, wrong shape or dtype,
 both or neither of instances/inputs, NaN/Infinity, empty instances, JSON nested too deep,
-unknown signature; 404 unknown model or version; 413 a body over `--max-request-bytes`; 504
-past the per-request `--timeout`; 500 anything unexpected. No request can stop the server.
+unknown signature, a limit exceeded (`--max-rows`, `--max-elements`, `--max-string-bytes`,
+`max_length` over `--max-generate-length`, rows x beam_width x max_length over
+`--max-generate-tokens`, `beam_width` / `temperature` outside what the export accepts),
+unparsable HTTP; 404 unknown model or version; 408 a body slower than
+`--body-timeout`; 413 a body over `--max-request-bytes`; 503 a version still loading after
+`--timeout` (or more than `--max-connections`); 504 inference past `--timeout`; 500 only for a
+server bug. No request can stop the server, and no client input gets a 5xx (tests/test_hardening.py
+fuzzes paths and bodies).
+
+Bounded work: every body is checked (depth, number of values, rows, string sizes, generation
+settings) before it becomes arrays, so a request that would fail alone fails before it can join
+a batch (the same answer alone or batched; a merged batch that fails anyway is rerun request by
+request). Connections: headers must arrive within `--header-timeout` (idle and trickling
+clients are closed), bodies within `--body-timeout`, idle keep-alive ends after `--keep-alive`.
 
 How it works:
 - The repository polls the base every `--poll-seconds` (TF Serving's
@@ -27,7 +39,13 @@ How it works:
 - Only numeric folders with a saved_model.pb directly under the base are served; names and
   versions from the URL are looked up in what the scan found, never joined into paths, so
   `..` or symlinks out of the base cannot reach other files.
-- Inference runs off the event loop, on one worker thread per (version, signature). Requests
+- A request for a version that is still loading waits for it up to `--timeout` (503 after;
+  the status shows LOADING); a failed load is retried when its files change, else with a
+  back-off. Error messages never show server paths. Exports that declare a contract
+  (`assets.extra/serving_contract.json`) give class names (in /metadata and as `classes` in
+  classifier answers) and the generate limits.
+- Inference runs off the event loop, on one worker thread per (version, signature), so a long
+  `generate` call never holds up `serving_default` (the timeout frees its caller). Requests
   that queue up while it is busy are merged into one batch (TF Serving's batching, with no
   added wait: a lone request runs at once) when the signature is row-independent, i.e.
   every output has a leading batch dimension and fixed other dimensions; others run alone.
@@ -68,6 +86,11 @@ MAX_DEPTH = 32  # JSON nesting deeper than this is refused before any conversion
 MAX_LOADED = 3  # versions kept loaded per model (the latest always among them)
 PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
                   r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?/?$")
+MAX_VERSION_DIGITS = 18  # versions are int64 in TF Serving; a longer number is no version of ours
+MAX_BEAM_WIDTH = 64  # beam_width cap when the export does not declare one (model.beam_width's bound)
+DEFAULT_GENERATE_LENGTH = 256  # max_length cap when neither --max-generate-length nor the export says
+EXPORT_INFO = "assets.extra/serving_contract.json"  # what an rnnpipe export declares (components/export.py)
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"`:,;)\]]+/)+([^\s/'\"`:,;)\]]*)")
 
 
 class ServingError(Exception):
@@ -81,6 +104,23 @@ class ServingError(Exception):
 
 def bad_request(message: str) -> ServingError:
     return ServingError(400, message)
+
+
+def scrub(text: str, *known: tuple[str, str]) -> str:
+    """An error text without absolute server paths: each known (path, label) pair is replaced
+    by its label, any other absolute path by its last component."""
+    for path, label in known:
+        if path:
+            text = text.replace(path, label)
+    return ABSOLUTE_PATH.sub(lambda m: m.group(1) or "<path>", text)
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """A bounded repr of a JSON value (never walks a huge or deep structure)."""
+    if isinstance(value, (list, dict)):
+        return f"a {type(value).__name__} of {len(value)}"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,7 +151,8 @@ class Signature:
         except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError,
                 tf.errors.FailedPreconditionError, ValueError, TypeError) as exc:
             text = getattr(exc, "message", None) or str(exc)
-            raise bad_request(text.strip().splitlines()[0][:2000] if text.strip() else type(exc).__name__) from None
+            text = scrub(text.strip().splitlines()[0][:2000]) if text.strip() else type(exc).__name__
+            raise bad_request(text) from None
         return {k: v.numpy() for k, v in result.items()}
 
 
@@ -200,20 +241,87 @@ class Batcher:
             self.stats["requests"] += len(batch)
             self.stats["batches"] += 1
             self.stats["rows"] += sum(job[1] or 0 for job in batch)
+            if len(batch) == 1:
+                self._run_alone(batch[0])
+                continue
             try:
-                if len(batch) == 1:
-                    batch[0][3].set_result(self.signature(batch[0][0]))
-                    continue
                 merged = {k: np.concatenate([job[0][k] for job in batch]) for k in batch[0][0]}
                 out = self.signature(merged)
-                start = 0
-                for _, rows, _, future in batch:
-                    future.set_result({k: v[start:start + rows] for k, v in out.items()})
-                    start += rows
-            except BaseException as exc:  # noqa: BLE001 - every waiting request gets the error
+            except BaseException:  # noqa: BLE001 - one bad request must not fail the others: each alone
                 for job in batch:
-                    if not job[3].done():
-                        job[3].set_exception(exc)
+                    self._run_alone(job)
+                continue
+            start = 0
+            for _, rows, _, future in batch:
+                future.set_result({k: v[start:start + rows] for k, v in out.items()})
+                start += rows
+
+    def _run_alone(self, job: tuple) -> None:
+        try:
+            job[3].set_result(self.signature(job[0]))
+        except BaseException as exc:  # noqa: BLE001 - the waiting request gets the error
+            if not job[3].done():
+                job[3].set_exception(exc)
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What an rnnpipe export declares about itself (`assets.extra/serving_contract.json`,
+    written by components/export.py; TF Serving ignores the folder).
+
+    classes: class names in the order of the `probabilities` output (classifiers);
+    max_length: the largest `max_length` its `generate` signature accepts; default_length: what
+    it generates by default; max_beam_width: the largest `beam_width`; token_input: the input is
+    text that must hold at least one token. An export without the file (other SavedModels)
+    declares nothing and the server's defaults apply; one with only a model card is an older
+    rnnpipe export (text inputs are taken as token sequences).
+    """
+
+    rnnpipe: bool = False
+    classes: tuple[str, ...] = ()
+    max_length: int | None = None
+    default_length: int | None = None
+    max_beam_width: int | None = None
+    token_input: bool = False
+
+    @classmethod
+    def read(cls, path: Path) -> ExportInfo:
+        try:
+            data = json.loads((path / EXPORT_INFO).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        if not isinstance(data, dict):
+            old = (path / "model_card.md").is_file()
+            return cls(rnnpipe=old, token_input=old)
+
+        def whole(value: Any) -> int | None:
+            return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+        generate = data.get("generate") if isinstance(data.get("generate"), dict) else {}
+        inputs = data.get("inputs") if isinstance(data.get("inputs"), dict) else {}
+        classes = data.get("classes") if isinstance(data.get("classes"), list) else []
+        return cls(rnnpipe=True, classes=tuple(str(c) for c in classes),
+                   max_length=whole(generate.get("max_length")), default_length=whole(generate.get("default_length")),
+                   max_beam_width=whole(generate.get("max_beam_width")), token_input=inputs.get("kind") == "tokens")
+
+    def generate_length(self, flag: int | None) -> int:
+        """The largest max_length served: --max-generate-length, else 4x the export's default
+        length (about 4x its longest training target), else DEFAULT_GENERATE_LENGTH; never above
+        what the export accepts."""
+        wanted = flag or (4 * self.default_length if self.default_length else None) or DEFAULT_GENERATE_LENGTH
+        return min(wanted, self.max_length) if self.max_length else wanted
+
+    def describe(self, limits: Limits) -> dict[str, Any]:
+        """Extra /metadata fields: class names in output order, the generate limits."""
+        out: dict[str, Any] = {}
+        if self.classes:
+            out["classes"] = list(self.classes)
+        out["limits"] = {"max_rows": limits.max_rows, "max_elements": limits.max_elements,
+                         "max_string_bytes": limits.max_string_bytes,
+                         "max_generate_length": self.generate_length(limits.max_generate_length),
+                         "max_beam_width": self.max_beam_width or MAX_BEAM_WIDTH,
+                         "max_generate_tokens": limits.max_generate_tokens}
+        return out
 
 
 @dataclass
@@ -226,6 +334,7 @@ class Servable:
     signatures: dict[str, Signature]
     signature_defs: dict[str, Any]
     policy: BatchPolicy
+    info: ExportInfo = field(default_factory=ExportInfo)
     last_used: float = field(default_factory=time.monotonic)
     batchers: dict[str, Batcher] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -236,7 +345,7 @@ class Servable:
 
         loaded = tf.saved_model.load(str(path))
         signatures = {k: Signature.of(k, fn) for k, fn in loaded.signatures.items()}
-        servable = cls(name, version, path, signatures, _signature_defs(path), policy)
+        servable = cls(name, version, path, signatures, _signature_defs(path), policy, ExportInfo.read(path))
         servable._keep = loaded  # the functions' variables live as long as the servable
         return servable
 
@@ -279,11 +388,29 @@ class ModelEntry:
     loading: set[int] = field(default_factory=set)
 
 
+@dataclass
+class Retry:
+    """When a failed load is tried again: at once when its files change, else after `wait` s."""
+
+    fingerprint: tuple
+    at: float
+    wait: float
+
+
+MAX_RETRY_WAIT = 60.0
+
+
 class Repository:
-    """Finds models and versions under a base folder and loads them once each."""
+    """Finds models and versions under a base folder and loads them once each.
+
+    Loads run on a small loader pool, one at a time per version; requests wait for them
+    (bounded by the caller) instead of holding a thread. A version whose load failed is tried
+    again on the next poll when its files changed (e.g. it was still being copied in), else
+    with a back-off doubling up to a minute. Unknown version numbers leave nothing behind.
+    """
 
     def __init__(self, base: str | Path, model_name: str | None = None, policy: BatchPolicy | None = None,
-                 max_loaded: int = MAX_LOADED):
+                 max_loaded: int = MAX_LOADED, poll_seconds: float = 1.0):
         self.base = Path(base).resolve()
         if not self.base.is_dir():
             raise FileNotFoundError(f"export base {base} is not a folder (expected exports/<model>/ "
@@ -291,9 +418,12 @@ class Repository:
         self.model_name = model_name
         self.policy = policy or BatchPolicy()
         self.max_loaded = max_loaded
+        self.poll_seconds = poll_seconds
         self.models: dict[str, ModelEntry] = {}
         self.lock = threading.RLock()
-        self.load_locks: dict[tuple[str, int], threading.Lock] = collections.defaultdict(threading.Lock)
+        self.loader = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="load")
+        self.pending: dict[tuple[str, int], concurrent.futures.Future] = {}
+        self.retries: dict[tuple[str, int], Retry] = {}
         self.refresh()
 
     # -- discovery ------------------------------------------------------------------------
@@ -304,12 +434,18 @@ class Repository:
         except OSError:
             return {}
         for entry in entries:
-            if not entry.name.isdigit() or not entry.is_dir():
+            name = entry.name
+            if not (name.isascii() and name.isdigit() and len(name) <= MAX_VERSION_DIGITS):
                 continue
-            path = Path(entry.path)
-            if not path.resolve().is_relative_to(self.base) or not (path / "saved_model.pb").is_file():
+            try:
+                if not entry.is_dir():
+                    continue
+                path = Path(entry.path)
+                if not path.resolve().is_relative_to(self.base) or not (path / "saved_model.pb").is_file():
+                    continue
+            except OSError:
                 continue
-            found[int(entry.name)] = path
+            found[int(name)] = path
         return found
 
     def _bases(self) -> dict[str, Path]:
@@ -317,9 +453,16 @@ class Repository:
         if own or self.model_name:
             return {self.model_name or self.base.name: self.base}
         children = {}
-        for entry in sorted(os.scandir(self.base), key=lambda e: e.name):
-            if entry.is_dir() and not entry.name.startswith(".") and self._versions(Path(entry.path)):
-                children[entry.name] = Path(entry.path)
+        try:
+            entries = sorted(os.scandir(self.base), key=lambda e: e.name)
+        except OSError:
+            entries = []
+        for entry in entries:
+            try:
+                if entry.is_dir() and not entry.name.startswith(".") and self._versions(Path(entry.path)):
+                    children[entry.name] = Path(entry.path)
+            except OSError:
+                continue
         return children or {self.base.name: self.base}
 
     def refresh(self) -> None:
@@ -333,9 +476,13 @@ class Repository:
                     entry.loaded.pop(version).close()
                 for version in [v for v in entry.failed if v not in entry.on_disk]:
                     entry.failed.pop(version)
+                    self.retries.pop((name, version), None)
             for name in [n for n in self.models if n not in bases]:
                 for servable in self.models.pop(name).loaded.values():
                     servable.close()
+            live = {(n, v) for n, e in self.models.items() for v in e.on_disk}
+            for key in [k for k in self.retries if k not in live]:
+                self.retries.pop(key)
 
     # -- loading --------------------------------------------------------------------------
     def entry(self, name: str) -> ModelEntry:
@@ -345,31 +492,59 @@ class Repository:
             raise ServingError(404, f"Servable not found for request: Latest({name})")
         return entry
 
-    def load(self, name: str, version: int) -> Servable:
-        """Load one version (once; concurrent callers wait for the same load)."""
+    def _label(self, entry: ModelEntry, version: int) -> tuple[tuple[str, str], ...]:
+        path = entry.on_disk.get(version)
+        pairs = [(str(path), f"{entry.name}/{version}")] if path else []
+        return (*pairs, (str(entry.base), entry.name), (str(self.base), "<export base>"))
+
+    def start_load(self, name: str, version: int) -> concurrent.futures.Future:
+        """A future for the loaded version (one load at a time per version; 404 if not on disk)."""
         entry = self.entry(name)
-        with self.load_locks[(name, version)]:
-            with self.lock:
-                if version in entry.loaded:
-                    return entry.loaded[version]
-                path = entry.on_disk.get(version)
-                if path is None:
-                    raise ServingError(404, f"Servable not found for request: Specific({name}, {version})")
+        with self.lock:
+            if version in entry.loaded:
+                done: concurrent.futures.Future = concurrent.futures.Future()
+                done.set_result(entry.loaded[version])
+                return done
+            path = entry.on_disk.get(version)
+            if path is None:
+                raise ServingError(404, f"Servable not found for request: Specific({name}, {version})")
+            key = (name, version)
+            future = self.pending.get(key)
+            if future is None:
                 entry.loading.add(version)
-            try:
-                servable = Servable.load(name, version, path, self.policy)
-            except Exception as exc:  # noqa: BLE001 - a broken export is reported, not fatal
-                with self.lock:
-                    entry.loading.discard(version)
-                    entry.failed[version] = f"{type(exc).__name__}: {exc}"[:2000]
-                raise ServingError(404, f"Servable not found for request: Specific({name}, {version}): "
-                                        f"failed to load: {entry.failed[version]}") from None
+                future = self.loader.submit(self._load, entry, version, path)
+                self.pending[key] = future
+            return future
+
+    def _load(self, entry: ModelEntry, version: int, path: Path) -> Servable:
+        key = (entry.name, version)
+        fingerprint = _fingerprint(path)
+        try:
+            servable = Servable.load(entry.name, version, path, self.policy)
+        except Exception as exc:  # noqa: BLE001 - a broken export is reported, not fatal
+            message = scrub(f"{type(exc).__name__}: {exc}"[:2000], *self._label(entry, version))
             with self.lock:
                 entry.loading.discard(version)
-                entry.failed.pop(version, None)
+                entry.failed[version] = message
+                old = self.retries.get(key)
+                wait = min(MAX_RETRY_WAIT, old.wait * 2) if old else max(self.poll_seconds, 0.1)
+                self.retries[key] = Retry(fingerprint, time.monotonic() + wait, wait)
+                self.pending.pop(key, None)
+            raise ServingError(404, f"Servable not found for request: Specific({entry.name}, {version}): "
+                                    f"failed to load: {message}") from None
+        with self.lock:
+            entry.loading.discard(version)
+            entry.failed.pop(version, None)
+            self.retries.pop(key, None)
+            self.pending.pop(key, None)
+            if version in entry.on_disk:
                 entry.loaded[version] = servable
                 self._evict(entry)
-            return servable
+        return servable
+
+    def load(self, name: str, version: int) -> Servable:
+        """Load one version and wait for it (concurrent callers share the same load)."""
+        return self.start_load(name, version).result()
 
     def _evict(self, entry: ModelEntry) -> None:
         latest = max(entry.loaded)
@@ -377,14 +552,30 @@ class Repository:
         while len(entry.loaded) > self.max_loaded and extra:
             entry.loaded.pop(extra.pop(0)[1]).close()
 
+    def _due(self, name: str, version: int) -> bool:
+        """Whether a failed version should be tried again now."""
+        retry = self.retries.get((name, version))
+        if retry is None:
+            return True
+        path = self.models[name].on_disk.get(version)
+        return path is not None and (time.monotonic() >= retry.at or _fingerprint(path) != retry.fingerprint)
+
     def load_latest(self) -> None:
-        """Load each model's newest version on disk if it is not loaded (nor failed) yet."""
+        """Load each model's newest version on disk if it is not loaded yet (a failed one again
+        when it is due, see Retry)."""
         with self.lock:
             todo = [(e.name, max(e.on_disk)) for e in self.models.values()
-                    if e.on_disk and max(e.on_disk) not in e.loaded and max(e.on_disk) not in e.failed]
+                    if e.on_disk and max(e.on_disk) not in e.loaded
+                    and (max(e.on_disk) not in e.failed or self._due(e.name, max(e.on_disk)))]
+        futures = []
         for name, version in todo:
             try:
-                self.load(name, version)
+                futures.append(self.start_load(name, version))
+            except ServingError:
+                pass
+        for future in futures:
+            try:
+                future.result()
             except ServingError:
                 pass  # recorded in `failed`, shown by the status endpoint
 
@@ -401,17 +592,24 @@ class Repository:
             servable.last_used = time.monotonic()
         return servable
 
+    def wanted(self, name: str, version: int | None) -> concurrent.futures.Future:
+        """A future for the version a request asks for (by default the newest on disk), loading
+        it if needed; a version whose load failed and is not due again is a 404 at once."""
+        entry = self.entry(name)
+        with self.lock:
+            if version is None:
+                version = max(entry.on_disk, default=None)
+                if version is None:
+                    raise ServingError(404, f"Servable not found for request: Latest({name})")
+            if version in entry.failed and version not in entry.loading and not self._due(name, version):
+                raise ServingError(404, f"Servable not found for request: Specific({name}, {version}): "
+                                        f"failed to load: {entry.failed[version]}")
+        return self.start_load(name, version)
+
     def servable(self, name: str, version: int | None) -> Servable:
         """The version a request asks for, loading it (or, by default, the newest) if needed."""
         servable = self.cached(name, version)
-        if servable is None:
-            if version is None:
-                with self.lock:
-                    version = max(self.entry(name).on_disk, default=None)
-                if version is None:
-                    raise ServingError(404, f"Servable not found for request: Latest({name})")
-            servable = self.load(name, version)
-        return servable
+        return servable if servable is not None else self.wanted(name, version).result()
 
     def status(self, name: str, version: int | None) -> dict[str, Any]:
         entry = self.entry(name)
@@ -425,10 +623,10 @@ class Repository:
             for v in versions:
                 if v in entry.loaded:
                     state, code, message = "AVAILABLE", "OK", ""
-                elif v in entry.failed:
-                    state, code, message = "END", "UNKNOWN", entry.failed[v]
                 elif v in entry.loading:
                     state, code, message = "LOADING", "OK", ""
+                elif v in entry.failed:
+                    state, code, message = "END", "UNKNOWN", entry.failed[v]
                 else:
                     state, code, message = "START", "OK", ""
                 rows.append({"version": str(v), "state": state,
@@ -440,27 +638,76 @@ class Repository:
             for entry in self.models.values():
                 for servable in entry.loaded.values():
                     servable.close()
+        self.loader.shutdown(wait=False, cancel_futures=True)
+
+
+def _fingerprint(path: Path) -> tuple:
+    """Changes when a version folder's files change (sizes and times of the top two levels)."""
+    parts = []
+    for where in (path, path / "variables"):
+        try:
+            for entry in sorted(os.scandir(where), key=lambda e: e.name):
+                info = entry.stat(follow_symlinks=False)
+                parts.append((entry.name, info.st_size, info.st_mtime_ns))
+        except OSError:
+            parts.append((str(where), None))
+    return tuple(parts)
 
 
 # --------------------------------------------------------------------------------------------
 # Request decoding: JSON -> validated NumPy arrays per signature input
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on the work one request may ask for (the `rnnpipe serve` flags of the same names).
+
+    max_rows: rows (instances, or the batch dimension of columnar inputs); max_elements: JSON
+    values in the whole body (list items and object members); max_string_bytes: UTF-8 bytes of
+    one string input; max_generate_length: the largest `max_length` of a generate signature
+    (None: what the export declares, else DEFAULT_GENERATE_LENGTH); max_generate_tokens: rows x
+    beam_width x max_length of one generate call (the decoding work a request may ask for).
+    """
+
+    max_rows: int = 10_000
+    max_elements: int = 1_000_000
+    max_string_bytes: int = 4096
+    max_generate_length: int | None = None
+    max_generate_tokens: int = 200_000
+
+
 def _reject_constant(name: str) -> Any:
     raise bad_request(f"JSON Parse error: {name} is not a number (NaN and Infinity are not allowed)")
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
-    """Bytes -> the request object, with NaN/Infinity and too-deep nesting refused."""
+def parse_body(body: bytes, limits: Limits = Limits()) -> dict[str, Any]:
+    """Bytes -> the request object, with NaN/Infinity, too-deep nesting and too many values refused."""
     try:
         data = json.loads(body, parse_constant=_reject_constant)
     except RecursionError:
         raise bad_request(f"JSON Parse error: nested too deep (more than {MAX_DEPTH} levels)") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise bad_request(f"JSON Parse error: {exc}") from None
+        raise bad_request(f"JSON Parse error: {str(exc)[:300]}") from None
     if not isinstance(data, dict):
         raise bad_request("JSON Parse error: the request body must be a JSON object")
+    _check_structure(data, limits)
     return data
+
+
+def _check_structure(data: Any, limits: Limits) -> None:
+    """Depth and number of values of the whole body, walked without recursion, so nothing later
+    (NumPy, comparisons, error messages) can recurse deeply or work on an unbounded body."""
+    stack = [(data, 0)]
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH + 2:  # + the body object and a named instance
+            raise bad_request(f"JSON Parse error: nested too deep (more than {MAX_DEPTH} levels)")
+        count += len(value)
+        if count > limits.max_elements:
+            raise bad_request(f"the request holds more than {limits.max_elements} JSON values (--max-elements)")
+        items = value.values() if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in items if isinstance(v, (list, dict)))
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -472,30 +719,58 @@ def _depth(value: Any, limit: int) -> int:
     return depth
 
 
-def _strings(value: Any, name: str) -> Any:
-    """Nested lists of str / {"b64": ...} -> the same nesting with bytes leaves."""
+def _strings(value: Any, name: str, limits: Limits) -> Any:
+    """Nested lists of str / {"b64": ...} -> the same nesting with bytes leaves (each bounded)."""
     if isinstance(value, list):
-        return [_strings(v, name) for v in value]
+        return [_strings(v, name, limits) for v in value]
     if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, dict) and list(value) == ["b64"] and isinstance(value["b64"], str):
         try:
-            return base64.b64decode(value["b64"], validate=True)
-        except ValueError:
-            raise bad_request(f"Input '{name}': invalid base64 in {{\"b64\": ...}}") from None
-    raise bad_request(f"Input '{name}' expects strings (DT_STRING) but got {type(value).__name__} {value!r:.60}")
+            data = value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request(f"Input '{name}': a string is not valid Unicode (it holds a lone surrogate "
+                              f"such as \\ud800)") from None
+    elif isinstance(value, dict) and list(value) == ["b64"] and isinstance(value["b64"], str):
+        if len(value["b64"]) > 4 * (limits.max_string_bytes // 3 + 1):
+            data = b"x" * (limits.max_string_bytes + 1)  # too long either way: skip the decoding
+        else:
+            try:
+                data = base64.b64decode(value["b64"], validate=True)
+            except ValueError:
+                raise bad_request(f"Input '{name}': invalid base64 in {{\"b64\": ...}}") from None
+    else:
+        raise bad_request(f"Input '{name}' expects strings (DT_STRING) but got {type(value).__name__} "
+                          f"{short(value)}")
+    if len(data) > limits.max_string_bytes:
+        raise bad_request(f"Input '{name}': a string of {len(data)} bytes is over the limit of "
+                          f"{limits.max_string_bytes} bytes (--max-string-bytes)")
+    return data
 
 
-def to_array(value: Any, spec: Any, name: str, batched: bool) -> np.ndarray:
+def _has_bool(value: Any) -> bool:
+    """Whether a JSON value holds true/false anywhere (NumPy would read them as 1/0)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            return True
+        if isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def to_array(value: Any, spec: Any, name: str, batched: bool, limits: Limits = Limits()) -> np.ndarray:
     """One input's JSON value -> an array of the spec's dtype and a compatible shape."""
     import tensorflow as tf
 
     dims = spec.shape.as_list() if spec.shape.rank is not None else None
     if _depth(value, MAX_DEPTH) > MAX_DEPTH:
         raise bad_request(f"Input '{name}': nested too deep (more than {MAX_DEPTH} levels)")
+    if spec.dtype != tf.string and not spec.dtype.is_bool and _has_bool(value):
+        raise bad_request(f"Input '{name}' expects {spec.dtype.name} (DT_{spec.dtype.name.upper()}) "
+                          f"but got booleans")
     try:
         if spec.dtype == tf.string:
-            arr = np.asarray(_strings(value, name), dtype=object)
+            arr = np.asarray(_strings(value, name, limits), dtype=object)
             if arr.dtype != object or (arr.ndim and any(isinstance(v, list) for v in arr.flat)):
                 raise ValueError("ragged")
         else:
@@ -555,13 +830,18 @@ class Request:
     rows: int | None  # batch size when every batched input agrees, else None
 
 
-def decode_request(data: dict[str, Any], signatures: dict[str, Signature]) -> Request:
-    """Validate a predict body against the signature; build its input arrays."""
+def decode_request(data: dict[str, Any], signatures: dict[str, Signature], limits: Limits = Limits(),
+                   info: ExportInfo = ExportInfo()) -> Request:
+    """Validate a predict body against the signature and the limits; build its input arrays.
+
+    Everything that would make the request fail alone fails here, before it can join a batch,
+    so a request gets the same answer alone or batched with others.
+    """
     name = data.get("signature_name", DEFAULT_SIGNATURE)
     if not isinstance(name, str):
         raise bad_request("'signature_name' must be a string")
     if name not in signatures:
-        raise bad_request(f"Serving signature name: \"{name}\" not found in signature def "
+        raise bad_request(f"Serving signature name: \"{name[:200]}\" not found in signature def "
                           f"(have: {', '.join(sorted(signatures))})")
     sig = signatures[name]
     has_rows, has_cols = "instances" in data, "inputs" in data
@@ -570,12 +850,13 @@ def decode_request(data: dict[str, Any], signatures: dict[str, Signature]) -> Re
                           "as a key, " + ("not both" if has_rows else "found neither"))
     unknown = set(data) - {"signature_name", "instances", "inputs"}
     if unknown:
-        raise bad_request(f"unknown key(s) in the request: {', '.join(sorted(unknown))}")
+        raise bad_request(f"unknown key(s) in the request: {', '.join(sorted(k[:100] for k in unknown))}")
     specs = sig.inputs
     if has_rows:
-        tensors = _rows(data["instances"], specs)
+        tensors = _rows(data["instances"], specs, limits)
     else:
-        tensors = _columns(data["inputs"], specs)
+        tensors = _columns(data["inputs"], specs, limits)
+    _check_values(tensors, specs, limits, info)
     batch = {int(a.shape[0]) for k, a in tensors.items() if a.ndim and _rank(specs[k]) != 0}
     return Request(name, tensors, has_rows, batch.pop() if len(batch) == 1 else None)
 
@@ -584,11 +865,50 @@ def _rank(spec: Any) -> int | None:
     return spec.shape.rank
 
 
-def _rows(instances: Any, specs: dict[str, Any]) -> dict[str, np.ndarray]:
+def _check_values(tensors: dict[str, np.ndarray], specs: dict[str, Any], limits: Limits, info: ExportInfo) -> None:
+    """Per-request checks of values: text with no token, and the generation settings."""
+    import tensorflow as tf
+
+    text = tensors.get("inputs")
+    if info.token_input and text is not None and specs["inputs"].dtype == tf.string:
+        for index, value in enumerate(text.flat):
+            if not value.strip():
+                raise bad_request(f"Input 'inputs': row {index} is empty or blank; a sequence needs at least "
+                                  f"one token")
+    scalars = {k: v for k, v in tensors.items() if v.ndim == 0}
+    if "max_length" in scalars and specs["max_length"].dtype.is_integer:
+        cap = info.generate_length(limits.max_generate_length)
+        value = int(scalars["max_length"])
+        if not 1 <= value <= cap:
+            raise bad_request(f"max_length={value} is out of range: allowed 1..{cap} (--max-generate-length; "
+                              f"default 4x the export's default length, at most what the export accepts)")
+    if "beam_width" in scalars and specs["beam_width"].dtype.is_integer:
+        value = int(scalars["beam_width"])
+        top = info.max_beam_width or MAX_BEAM_WIDTH
+        if not 1 <= value <= top:
+            raise bad_request(f"beam_width={value} is out of range: allowed 1..{top} (what the export supports)")
+    if "max_length" in scalars and specs["max_length"].dtype.is_integer:
+        rows = next((int(a.shape[0]) for k, a in tensors.items() if a.ndim and _rank(specs[k]) != 0), 1)
+        width = max(int(scalars["beam_width"]), 1) if "beam_width" in scalars else 1
+        tokens = rows * width * int(scalars["max_length"])
+        if tokens > limits.max_generate_tokens:
+            raise bad_request(f"{rows} rows x beam_width {width} x max_length {int(scalars['max_length'])} = {tokens} "
+                              f"tokens is over the limit of {limits.max_generate_tokens} generated tokens per "
+                              f"request (--max-generate-tokens); send fewer rows or a smaller max_length")
+    if "temperature" in scalars and specs["temperature"].dtype.is_floating:
+        value = float(scalars["temperature"])
+        if value < 0:
+            raise bad_request(f"temperature={value:g} must be >= 0 (0: greedy decoding; > 0: sampling)")
+
+
+def _rows(instances: Any, specs: dict[str, Any], limits: Limits = Limits()) -> dict[str, np.ndarray]:
     if not isinstance(instances, list):
         raise bad_request("'instances' must be a list (one element per example)")
     if not instances:
         raise bad_request("'instances' is empty: send at least one example")
+    if len(instances) > limits.max_rows:
+        raise bad_request(f"{len(instances)} instances is over the limit of {limits.max_rows} rows per request "
+                          f"(--max-rows)")
     names = list(specs)
     named = all(isinstance(i, dict) and not (list(i) == ["b64"]) for i in instances)
     if len(names) > 1 and not named:
@@ -599,7 +919,8 @@ def _rows(instances: Any, specs: dict[str, Any]) -> dict[str, np.ndarray]:
         for index, inst in enumerate(instances):
             if set(inst) != set(names):
                 missing, extra = set(names) - set(inst), set(inst) - set(names)
-                what = f"missing input(s) {sorted(missing)}" if missing else f"unknown input(s) {sorted(extra)}"
+                what = (f"missing input(s) {sorted(missing)}" if missing
+                        else f"unknown input(s) {sorted(k[:100] for k in extra)}")
                 raise bad_request(f"instance {index}: {what}; the signature's inputs are {names}")
         columns = {n: [inst[n] for inst in instances] for n in names}
     else:
@@ -607,20 +928,21 @@ def _rows(instances: Any, specs: dict[str, Any]) -> dict[str, np.ndarray]:
     tensors = {}
     for name, values in columns.items():
         if _rank(specs[name]) == 0:  # a scalar setting (e.g. max_length): one value for the batch
-            if any(v != values[0] for v in values):
+            if any(v != values[0] or type(v) is not type(values[0]) for v in values):
                 raise bad_request(f"Input '{name}' is a scalar: every instance must give the same value")
-            tensors[name] = to_array(values[0], specs[name], name, batched=False)
+            tensors[name] = to_array(values[0], specs[name], name, batched=False, limits=limits)
         else:
-            tensors[name] = to_array(values, specs[name], name, batched=True)
+            tensors[name] = to_array(values, specs[name], name, batched=True, limits=limits)
     return tensors
 
 
-def _columns(inputs: Any, specs: dict[str, Any]) -> dict[str, np.ndarray]:
+def _columns(inputs: Any, specs: dict[str, Any], limits: Limits = Limits()) -> dict[str, np.ndarray]:
     names = list(specs)
     if isinstance(inputs, dict) and list(inputs) != ["b64"]:
         if set(inputs) != set(names):
             missing, extra = set(names) - set(inputs), set(inputs) - set(names)
-            what = f"missing input(s) {sorted(missing)}" if missing else f"unknown input(s) {sorted(extra)}"
+            what = (f"missing input(s) {sorted(missing)}" if missing
+                    else f"unknown input(s) {sorted(k[:100] for k in extra)}")
             raise bad_request(f"'inputs': {what}; the signature's inputs are {names}")
         values = dict(inputs)
     elif len(names) == 1:
@@ -632,7 +954,10 @@ def _columns(inputs: Any, specs: dict[str, Any]) -> dict[str, np.ndarray]:
     for name, value in values.items():
         if isinstance(value, list) and not value:
             raise bad_request(f"Input '{name}' is empty: send at least one example")
-        tensors[name] = to_array(value, specs[name], name, batched=False)
+        if isinstance(value, list) and _rank(specs[name]) != 0 and len(value) > limits.max_rows:
+            raise bad_request(f"Input '{name}' has {len(value)} rows, over the limit of {limits.max_rows} rows "
+                              f"per request (--max-rows)")
+        tensors[name] = to_array(value, specs[name], name, batched=False, limits=limits)
     return tensors
 
 
@@ -661,7 +986,11 @@ def encode_response(outputs: dict[str, np.ndarray], row_format: bool) -> dict[st
 
 
 def dumps(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate echoed from the request: JSON escapes instead
+        return json.dumps(data, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 # --------------------------------------------------------------------------------------------
@@ -674,6 +1003,15 @@ class Options:
 
     max_request_bytes: int = 16 << 20
     timeout: float = 30.0
+    max_rows: int = 10_000
+    max_elements: int = 1_000_000
+    max_string_bytes: int = 4096
+    max_generate_length: int | None = None  # None: what the export declares (else DEFAULT_GENERATE_LENGTH)
+    max_generate_tokens: int = 200_000  # rows x beam_width x max_length of one generate call
+    header_timeout: float = 10.0  # seconds to receive a request's headers (slow or idle clients are closed)
+    body_timeout: float = 30.0  # seconds to receive a request's body, else 408
+    keep_alive: float = 5.0  # seconds an idle keep-alive connection stays open
+    max_connections: int = 512  # concurrent connections; more get 503 at once
     poll_seconds: float = 1.0
     max_batch_rows: int = 256
     batch_wait_ms: float = 2.0
@@ -686,7 +1024,19 @@ class Options:
     inter_op_threads: int = 0
 
 
+MAX_HEADER_BYTES = 64 << 10  # request line + headers; more is refused (400) and the connection closed
 BIG_BODY = 64 << 10  # parse bodies above this on a thread, not on the event loop
+TRIM_BODY = 1 << 20  # after a body this large, hand freed heap memory back to the OS
+
+
+def _trim_memory() -> None:
+    """glibc keeps freed small-object memory in its arenas; give it back after a big request."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def create_app(base: str | Path, options: Options = Options()) -> Any:
@@ -694,6 +1044,7 @@ def create_app(base: str | Path, options: Options = Options()) -> Any:
     import tensorflow as tf
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
     from starlette.requests import Request as HttpRequest
     from starlette.responses import Response
     from starlette.routing import Route
@@ -705,7 +1056,9 @@ def create_app(base: str | Path, options: Options = Options()) -> Any:
         pass
     arriving = [0]  # predict requests read but not yet queued (the batchers may wait for them)
     policy = BatchPolicy(options.max_batch_rows, options.batch_wait_ms / 1000, lambda: arriving[0])
-    repo = Repository(base, options.model_name, policy)
+    limits = Limits(options.max_rows, options.max_elements, options.max_string_bytes, options.max_generate_length,
+                    options.max_generate_tokens)
+    repo = Repository(base, options.model_name, policy, poll_seconds=options.poll_seconds)
     stop = threading.Event()
     counts: collections.Counter = collections.Counter()
 
@@ -722,30 +1075,54 @@ def create_app(base: str | Path, options: Options = Options()) -> Any:
 
     async def read_body(request: HttpRequest) -> bytes:
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > options.max_request_bytes:
-            raise ServingError(413, f"request body of {declared} bytes is over the limit of "
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > options.max_request_bytes:
+            raise ServingError(413, f"request body of {declared[:30]} bytes is over the limit of "
                                     f"{options.max_request_bytes} bytes (--max-request-bytes)")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > options.max_request_bytes:
-                raise ServingError(413, f"request body is over the limit of {options.max_request_bytes} "
-                                        f"bytes (--max-request-bytes)")
-            chunks.append(chunk)
+
+        async def receive() -> None:
+            nonlocal size
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > options.max_request_bytes:
+                    raise ServingError(413, f"request body is over the limit of {options.max_request_bytes} "
+                                            f"bytes (--max-request-bytes)")
+                chunks.append(chunk)
+
+        try:
+            await asyncio.wait_for(receive(), options.body_timeout)
+        except asyncio.TimeoutError:
+            raise ServingError(408, f"the request body did not arrive within {options.body_timeout:g} s "
+                                    f"(--body-timeout)") from None
+        except ClientDisconnect:
+            raise ServingError(400, "the client disconnected before sending the whole body") from None
         return b"".join(chunks)
 
-    async def predict(request: HttpRequest, name: str, version: int | None, started: float) -> Response:
+    async def ready(name: str, version: int | None) -> Servable:
+        """The servable a request asks for; waits up to --timeout for one being loaded (503 after)."""
+        servable = repo.cached(name, version)
+        if servable is not None:
+            return servable
+        future = repo.wanted(name, version)
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), options.timeout)
+        except asyncio.TimeoutError:
+            what = f"version {version}" if version is not None else "its latest version"
+            raise ServingError(503, f"{name} {what} is still loading (state LOADING); retry shortly") from None
+
+    async def predict(request: HttpRequest, name: str, version: int | None) -> Response:
         arriving[0] += 1
         try:
             body = await read_body(request)
-            servable = repo.cached(name, version)
-            if servable is None:
-                servable = await asyncio.to_thread(repo.servable, name, version)
-            if len(body) > BIG_BODY:
-                data = await asyncio.to_thread(parse_body, body)
-                req = await asyncio.to_thread(decode_request, data, servable.signatures)
-            else:
-                req = decode_request(parse_body(body), servable.signatures)
+            servable = await ready(name, version)
+            try:
+                if len(body) > BIG_BODY:
+                    req = await asyncio.to_thread(
+                        lambda: decode_request(parse_body(body, limits), servable.signatures, limits, servable.info))
+                else:
+                    req = decode_request(parse_body(body, limits), servable.signatures, limits, servable.info)
+            finally:
+                request.state.big = len(body) > TRIM_BODY
             key = None
             if req.rows is not None:
                 inputs = servable.signatures[req.signature].inputs
@@ -754,52 +1131,65 @@ def create_app(base: str | Path, options: Options = Options()) -> Any:
         finally:
             arriving[0] -= 1
         future = servable.batcher(req.signature).submit(req.tensors, req.rows, key)
-        remaining = options.timeout - (time.monotonic() - started)
         try:
-            outputs = await asyncio.wait_for(asyncio.wrap_future(future), max(remaining, 0.001))
+            outputs = await asyncio.wait_for(asyncio.wrap_future(future), options.timeout)
         except asyncio.TimeoutError:
             raise ServingError(504, f"Timed out after {options.timeout:g} s (--timeout) waiting for "
                                     f"{name} version {servable.version}") from None
         data = encode_response(outputs, req.row_format)
+        if servable.info.classes and req.signature == DEFAULT_SIGNATURE and "probabilities" in outputs:
+            data["classes"] = list(servable.info.classes)  # the probabilities' order
         return respond(data, headers={"x-model-version": str(servable.version)})
 
     async def models(request: HttpRequest) -> Response:
         response = await handle(request)
         counts[response.status_code] += 1
+        if getattr(request.state, "big", False):  # its body and arrays are garbage now
+            asyncio.get_running_loop().run_in_executor(None, _trim_memory)
         return response
 
+    def parse_version(text: str | None) -> int | None:
+        if text is None:
+            return None
+        if not (text.isascii() and text.isdigit()):
+            raise ServingError(404, f"Malformed request: version '{text[:40]}' is not a number")
+        if len(text) > MAX_VERSION_DIGITS:
+            raise ServingError(404, f"Servable not found for request: version '{text[:40]}...' is too large")
+        return int(text)
+
     async def handle(request: HttpRequest) -> Response:
-        started = time.monotonic()
         try:
             match = PATH.match(request.url.path)
             if match is None:
-                raise ServingError(404, f"Malformed request: {request.method} {request.url.path}")
-            name, version_text = match["name"], match["version"]
-            version = None
-            if version_text is not None:
-                if not version_text.isdigit():
-                    raise ServingError(404, f"Malformed request: version '{version_text}' is not a number")
-                version = int(version_text)
+                raise ServingError(404, f"Malformed request: {request.method} {request.url.path[:200]}")
+            name, version = match["name"], parse_version(match["version"])
             verb = match["verb"]
             if verb is None:
                 if request.method != "GET":
                     raise ServingError(405, f"{request.method} is not allowed here; use GET")
                 if match["metadata"]:
-                    servable = await asyncio.to_thread(repo.servable, name, version)
+                    servable = await ready(name, version)
+                    metadata = {"signature_def": {"signature_def": servable.signature_defs},
+                                **servable.info.describe(limits)}
                     return respond({"model_spec": {"name": name, "signature_name": "",
-                                                   "version": str(servable.version)},
-                                    "metadata": {"signature_def": {"signature_def": servable.signature_defs}}})
+                                                   "version": str(servable.version)}, "metadata": metadata})
                 return respond(repo.status(name, version))
             if verb != "predict":
-                raise bad_request(f"Malformed request: ':{verb}' is not supported by this server (use :predict)")
+                raise bad_request(f"Malformed request: ':{verb[:40]}' is not supported by this server (use :predict)")
             if request.method != "POST":
                 raise ServingError(405, f"{request.method} is not allowed for :predict; use POST")
-            return await predict(request, name, version, started)
+            return await predict(request, name, version)
         except ServingError as exc:
-            headers = {"connection": "close"} if exc.status == 413 else None
+            headers = {"connection": "close"} if exc.status in (408, 413) else None
             return respond({"error": exc.message}, exc.status, headers)
+        except RecursionError:
+            return respond({"error": f"JSON Parse error: nested too deep (more than {MAX_DEPTH} levels)"}, 400)
+        except MemoryError:
+            return respond({"error": "the request needs more memory than the server has; send fewer rows"}, 413,
+                           {"connection": "close"})
         except Exception as exc:  # noqa: BLE001 - never let one request take the server down
-            return respond({"error": f"internal error: {type(exc).__name__}: {exc}"[:2000]}, 500)
+            text = scrub(f"internal error: {type(exc).__name__}: {exc}"[:2000], (str(repo.base), "<export base>"))
+            return respond({"error": text}, 500)
 
     async def metrics(request: HttpRequest) -> Response:
         """Prometheus text: responses by status; requests, batches, rows per loaded signature."""
@@ -816,7 +1206,7 @@ def create_app(base: str | Path, options: Options = Options()) -> Any:
         return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
     async def not_found(request: HttpRequest, exc: HTTPException) -> Response:
-        return respond({"error": f"{exc.detail}: {request.method} {request.url.path}"}, exc.status_code)
+        return respond({"error": f"{exc.detail}: {request.method} {request.url.path[:200]}"}, exc.status_code)
 
     async def lifespan(app: Any) -> Any:
         await asyncio.to_thread(repo.load_latest)
@@ -839,6 +1229,88 @@ def _lifespan_context(gen: Any) -> Any:
     return contextlib.asynccontextmanager(gen)
 
 
+def http_protocol(options: Options) -> Any:
+    """uvicorn's httptools protocol with a header timeout: a connection that has not sent a
+    request's complete headers within `options.header_timeout` s (idle, or trickling them) is
+    closed. (uvicorn's own keep-alive timeout only runs between requests.)"""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # no httptools: uvicorn's default protocol, without the header timeout
+        return "auto"
+
+    class Protocol(HttpToolsProtocol):
+        _header_timer: Any = None
+        _header_bytes = 0
+        _too_large = False
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(options.header_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _too_slow(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._header_bytes = 0
+            self._arm()
+
+        def _count(self, size: int) -> None:
+            self._header_bytes += size
+            if self._header_bytes > MAX_HEADER_BYTES:
+                self._too_large = True
+                raise ValueError("headers too large")  # the parser stops; send_400_response answers
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def send_400_response(self, msg: str) -> None:  # unparsable HTTP: JSON too, like every error
+            if self._too_large:
+                msg = f"the request line and headers are over {MAX_HEADER_BYTES} bytes"
+            body = dumps({"error": f"Malformed request: {msg}"})
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                                 b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+                                 + body)
+            self.transport.close()
+
+    return Protocol
+
+
+def uvicorn_config(app: Any, host: str, port: int, options: Options, access_log: bool = False) -> Any:
+    """uvicorn settings: keep-alive, connection limit, header timeout (see Options)."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=access_log,
+                          timeout_keep_alive=max(1, int(round(options.keep_alive))),
+                          limit_concurrency=options.max_connections, backlog=2048, lifespan="on",
+                          http=http_protocol(options), h11_max_incomplete_event_size=64 << 10,
+                          timeout_graceful_shutdown=5)
+
+
 # --------------------------------------------------------------------------------------------
 # Running it
 
@@ -849,9 +1321,7 @@ def serve(base: str | Path, host: str = "127.0.0.1", port: int = 8501, options: 
     import uvicorn
 
     app = create_app(base, options)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=access_log,
-                            timeout_keep_alive=30, backlog=2048, lifespan="on")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, host, port, options, access_log))
 
     def announce() -> None:
         while not server.started:
@@ -879,8 +1349,7 @@ class ServerThread:
         import uvicorn
 
         self.app = create_app(base, options)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=0, log_level="warning",
-                                                    access_log=False, lifespan="on"))
+        self.server = uvicorn.Server(uvicorn_config(self.app, host, 0, options))
         self.host = host
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -927,6 +1396,8 @@ class ServerProcess:
 
     The child binds port 0 and writes the port to a ready file once it listens (and has
     loaded the latest versions); a child that exits first raises with the tail of its log.
+    It runs in its own process group and dies with this process, even if this one is killed
+    with -9 (parent-death signal, pipeline.servers.die_with_parent).
     """
 
     def __init__(self, base: str | Path, *args: str, log_path: str | Path | None = None, start_timeout: float = 180,
@@ -947,8 +1418,11 @@ class ServerProcess:
             return ""
 
     def __enter__(self) -> str:
+        import signal
         import subprocess
         import sys
+
+        from pipeline.servers import die_with_parent
 
         root = Path(__file__).resolve().parent.parent
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(self.env or {})}
@@ -956,7 +1430,8 @@ class ServerProcess:
         command = [sys.executable, "-m", "pipeline.cli", "serve", self.base, "--port", "0",
                    "--ready-file", str(self.ready), *self.args]
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+                                         start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL))
         deadline = time.monotonic() + self.start_timeout
         while not self.ready.is_file():
             if self.proc.poll() is not None:
@@ -971,13 +1446,8 @@ class ServerProcess:
         return f"http://{info['host']}:{info['port']}"
 
     def __exit__(self, *exc: Any) -> None:
-        import subprocess
+        if self.proc is not None:
+            from pipeline.servers import stop_group
 
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_group(self.proc)
         self.tmp.cleanup()

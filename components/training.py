@@ -170,13 +170,25 @@ def _nan_guard() -> Any:
 
 
 def read_epoch_log(path: Path) -> dict[str, list[float]]:
-    """Per-epoch metrics from the CSV log, across resumes (a repeated epoch keeps its last row)."""
+    """Per-epoch metrics from the CSV log, across resumes (a repeated epoch keeps its last row).
+
+    Keras writes "NA" for metrics an epoch did not have (every val_* without a validation
+    split): a column that is never a number is left out, a single gap becomes NaN.
+    """
     import csv
 
     with path.open() as handle:
         rows = {int(r["epoch"]): r for r in csv.DictReader(handle)}
+
+    def number(value: str | None) -> float:
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return float("nan")
+
     names = [k for k in next(iter(rows.values()), {}) if k != "epoch"]
-    return {k: [float(rows[e][k]) for e in sorted(rows)] for k in names}
+    columns = {k: [number(rows[e].get(k)) for e in sorted(rows)] for k in names}
+    return {k: v for k, v in columns.items() if not all(np.isnan(v))}
 
 
 def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: TrainConfig) -> dict[str, Any]:
@@ -202,6 +214,9 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
         train_ds = split_dataset(preprocess, "train", model, train, shuffle=True)
         val_ds = split_dataset(preprocess, "validation", model, train)
         has_val = len(load_split(preprocess, "validation")["y"]) > 0
+        if not has_val:
+            ctx.log("warning: the validation split is empty (data.val_fraction=0, or series too short for a "
+                    "window): training without validation (no val_loss; early stopping watches loss)")
         backup = ctx.scratch / "backup"
         if backup.is_dir() and any(backup.iterdir()):
             ctx.log("resuming from the last epoch checkpoint of an interrupted run")

@@ -159,7 +159,7 @@ def infer_schema(train: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def find_anomalies(stats: dict[str, dict], schema: dict[str, Any], bad: dict[str, Any],
-                   data: DataConfig) -> list[dict[str, Any]]:
+                   data: DataConfig, spec: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Anomalies of every split against the schema; `fatal` ones stop the run."""
     out = []
 
@@ -175,13 +175,37 @@ def find_anomalies(stats: dict[str, dict], schema: dict[str, Any], bad: dict[str
         add("all", f"{n_bad} of {total} rows are malformed and were skipped (see bad_rows.json)", False)
     for split, st in stats.items():
         if st["count"] == 0:
-            add(split, "the split is empty", split in ("train", "test"))
+            add(split, "the split is empty" + _why_empty(split, data, (spec or {}).get("series")),
+                split in ("train", "test"))
             continue
         for side in ("x", "y"):
             _side_anomalies(split, side, st[side], schema[side], add)
     if stats["train"]["count"] and len(schema["y"].get("classes", [None, None])) < 2:
         add("train", "the target has a single class: nothing to learn", True)
     return out
+
+
+def _why_empty(split: str, data: DataConfig, series: dict[str, Any] | None) -> str:
+    """Why a split has no examples and what to change (time series), or ''."""
+    fraction = {"validation": data.val_fraction, "test": data.test_fraction}.get(split)
+    if fraction == 0:
+        reason = f": data.{'val' if split == 'validation' else 'test'}_fraction=0"
+    elif series:
+        steps, n = series.get("rows", {}).get(split, 0), series["series"]
+        where = f"{steps} time steps" + (f" over {n} series (~{steps // max(n, 1)} each)" if n > 1 else "")
+        reason = (f": its {where}, gaps removed, hold no window of "
+                  f"data.window + data.horizon = {data.window + data.horizon} consecutive steps; use a smaller "
+                  f"window/horizon, {_more(split)}or data.fill_missing to close gaps")
+    else:
+        reason = ""
+    if split == "validation":
+        return reason + " (training runs without validation: no val_loss; early stopping watches loss)"
+    return reason
+
+
+def _more(split: str) -> str:
+    key = {"validation": "data.val_fraction", "test": "data.test_fraction"}.get(split)
+    return f"a larger {key}, " if key else "longer series, "
 
 
 def _side_anomalies(split: str, side: str, s: dict[str, Any], sch: dict[str, Any], add: Any) -> None:
@@ -229,7 +253,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     stats = {split: split_stats(ingest.path(f"{split}.jsonl"), spec, data.lowercase) for split in SPLITS}
     schema = infer_schema(stats["train"], spec)
     bad = json.loads(ingest.path("bad_rows.json").read_text())
-    anomalies = find_anomalies(stats, schema, bad, data)
+    anomalies = find_anomalies(stats, schema, bad, data, spec)
     for name, value in (("statistics", stats), ("schema", schema), ("anomalies", anomalies)):
         (workdir / f"{name}.json").write_text(json.dumps(value, indent=1, ensure_ascii=False))
     (workdir / "validation.md").write_text(_report(stats, schema, anomalies, bad, spec))
@@ -285,6 +309,12 @@ def _report(stats: dict, schema: dict, anomalies: list, bad: dict, spec: dict) -
     if spec.get("columns"):
         lines += ["", "## Source columns", "", "| column | type | missing |", "|---|---|---|"]
         lines += [f"| {k} | {v['type']} | {v['missing']} |" for k, v in spec["columns"].items()]
+    if spec.get("series"):
+        from components.ingestion import series_line
+
+        rows = spec["series"].get("rows", {})
+        lines += ["", "## Time series", "", series_line(spec["series"]) + ".", "",
+                  "Time steps kept per split: " + ", ".join(f"{k} {v}" for k, v in rows.items())]
     brief = {side: {k: v for k, v in e.items() if k not in ("vocabulary", "ranges")} for side, e in schema.items()}
     lines += ["", "## Schema (from train)", "", "```json", json.dumps(brief, indent=2)[:4000], "```", "",
               "## Anomalies", ""]

@@ -1,8 +1,9 @@
 """Config -> Keras model, its loss and metrics, its training arrays, and the config checks.
 
 API for the other stages:
-- `check(model_cfg, train_cfg)`: raise `ConfigError` for impossible combinations, before any work;
-  `check_io(model_cfg, io)` does the ones that need the x/y kinds (`build_model` runs it).
+- `check(model_cfg, train_cfg)`: raise `ConfigError` for impossible combinations, before any work,
+  and print `notices` (one line each, to stderr, e.g. the input_mode rename); `check_io(model_cfg,
+  io)` does the ones that need the x/y kinds (`build_model` runs it).
 - `build_model(model_cfg, io)`: the uncompiled functional model (encoded inputs -> encoded outputs).
 - `loss_and_metrics(io)`: what to compile it with.
 - `training_data(model_cfg, io, x, y)`: encoded split arrays -> (model inputs, targets).
@@ -12,6 +13,7 @@ API for the other stages:
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -38,9 +40,28 @@ def cudnn_blockers(model: ModelConfig) -> list[str]:
     return [why for bad, why in checks if bad]
 
 
+FIRST_STEP_RENAMED = (
+    "note: model.input_mode='first_step' now feeds the input vector as the decoder's first step input (issue 17); "
+    "the former first_step (initial state h0 = tanh(W x)) is now called 'initial_state', the default: set "
+    "model.input_mode=initial_state to keep a model trained before the rename.")
+_printed: set[str] = set()
+
+
+def notices(model: ModelConfig) -> list[str]:
+    """One-line notices for settings whose meaning changed (not errors)."""
+    if model.topology == "one_to_many" and model.input_mode == "first_step":
+        return [FIRST_STEP_RENAMED]
+    return []
+
+
 def check(model: ModelConfig, train: TrainConfig) -> None:
     """Reject combinations that cannot make sense, before any work (io-dependent ones: `build_model`)."""
     from models.topologies import BUILDERS
+
+    for line in notices(model):
+        if line not in _printed:
+            _printed.add(line)
+            print(line, file=sys.stderr)
 
     if model.topology not in BUILDERS:
         raise ConfigError(

@@ -3,10 +3,12 @@
 Keras falls back to the generic kernel silently, so we say it out loud, per layer, with the
 reason ("lstm_1: cudnn yes", "gru_2: cudnn no (recurrent_dropout=0.2)"). The rules mirror
 keras/src/backend/tensorflow/rnn.py (`cudnn_ok`) and the LSTM/GRU layers. An eligible layer
-that reads a padding mask (token inputs) also gets a note: on the cuDNN kernel the mask must be
-strictly right-padded with no empty row, or a run-time tf.Assert fails (preprocessing pads
-"post" and ingestion drops empty sequences). The config-level twin of these rules is
-`models.build.cudnn_blockers`, used to refuse `model.use_cudnn: true` before training.
+that reads a padding mask (token inputs; numeric series, whose all-NaN steps are padding) also
+gets a note: on the cuDNN kernel the mask must be strictly right-padded with no empty row, or a
+run-time tf.Assert fails (preprocessing pads "post", ingestion drops empty sequences, and the
+export refuses series padded before their real steps or with too few real steps). The
+config-level twin of these rules is `models.build.cudnn_blockers`, used to refuse
+`model.use_cudnn: true` before training.
 """
 
 from __future__ import annotations

@@ -7,9 +7,12 @@
     out["attention"]  float32 [B, max_length, T_enc] (attention models only): the weights per output step
 
 `encoded_inputs` is what the model's "inputs" takes (e.g. `Codec.encode(raw, "x")`). `max_length`
-and `beam_width` are Python ints (the defaults come from model.max_output_length, io.y.length and
-model.beam_width); the loops are `tf.while_loop`s, so `generate` traces in a `tf.function`, e.g.
-an `ExportArchive` endpoint:
+and `beam_width` are Python ints or int32 scalar tensors (the defaults come from
+model.max_output_length, io.y.length and model.beam_width). A tensor `beam_width` traces one
+general beam search (any width, chosen at run time; 1 runs the greedy loop): the caller checks
+its range (components/export.py accepts 1..MAX_BEAM_WIDTH). The search stops at `max_length`, so
+the returned score is the score of exactly the returned ids. The loops are `tf.while_loop`s, so
+`generate` traces in a `tf.function`, e.g. an `ExportArchive` endpoint:
 
     archive.track(model)
     archive.add_endpoint("generate", lambda x: generate(codec.encode(x, "x"), 24, 3),
@@ -46,11 +49,11 @@ def make_generator(model: Any, cfg: ModelConfig, io: dict[str, Any]) -> Callable
                          f"call the model directly")
     encoder, step_model = generation_models(model, cfg, io)
     state_names = [n for n in step_model.input if n.startswith("state_")]
-    constant_names = [n for n in ("static", "memory", "memory_mask") if n in step_model.input]
+    constant_names = [n for n in ("static", "memory", "memory_mask", "first_input") if n in step_model.input]
     attentive = "attention" in step_model.output
     default_length = cfg.max_output_length or io["y"]["length"]
     start_id, end_id = io["y"].get("start_id", 2), io["y"].get("end_id", 3)
-    state_dtype = step_model.input[state_names[0]].dtype
+    state_specs = {n: (tuple(step_model.input[n].shape[1:]), step_model.input[n].dtype) for n in state_names}
 
     def step(tokens: Any, states: dict[str, Any], constants: dict[str, Any]) -> tuple[Any, dict, Any]:
         out = step_model({"token": tokens[:, None], **states, **constants}, training=False)
@@ -58,18 +61,21 @@ def make_generator(model: Any, cfg: ModelConfig, io: dict[str, Any]) -> Callable
         weights = tf.cast(out["attention"][:, 0], tf.float32) if attentive else tf.zeros([tf.shape(tokens)[0], 0])
         return log_probs, {n: out[n] for n in state_names}, weights
 
-    def generate(inputs: Any, max_length: int | None = None, beam_width: int | None = None) -> dict[str, Any]:
+    def generate(inputs: Any, max_length: Any = None, beam_width: Any = None) -> dict[str, Any]:
         encoded = encoder(inputs, training=False)
         batch = tf.shape(tf.nest.flatten(encoded)[0])[0]
-        states = {n: encoded.get(n, tf.zeros([batch, cfg.units], state_dtype)) for n in state_names}
+        states = {n: encoded.get(n, tf.zeros([batch, *shape], dtype)) for n, (shape, dtype) in state_specs.items()}
         constants = {n: tf.identity(encoded[n]) for n in constant_names}  # drops Keras masks
         width = tf.shape(constants["memory"])[1] if attentive else 0
-        search = dict(start_id=start_id, end_id=end_id, max_length=max_length or default_length, attention_width=width)
-        beam = beam_width or cfg.beam_width
-        if beam == 1:
-            out = greedy(step, states, constants, batch, **search)
-        else:
-            out = beam_search(step, states, constants, batch, beam_width=beam, **search)
+        search = dict(start_id=start_id, end_id=end_id, max_length=default_length if max_length is None else max_length,
+                      attention_width=width)
+        beam = cfg.beam_width if beam_width is None else beam_width
+        if isinstance(beam, int):
+            out = (greedy(step, states, constants, batch, **search) if beam == 1 else
+                   beam_search(step, states, constants, batch, beam_width=beam, **search))
+        else:  # one traced graph for every width
+            out = tf.cond(tf.equal(beam, 1), lambda: greedy(step, states, constants, batch, **search),
+                          lambda: beam_search(step, states, constants, batch, beam_width=beam, **search))
         if not attentive:
             out.pop("attention")
         return out

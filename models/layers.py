@@ -28,12 +28,58 @@ class Layer(keras.layers.Layer):
 
 @register
 class PaddingMask(Layer):
-    """Which encoder steps are real: ids != 0 for token ids [B, T]; all true for a series [B, T, F]."""
+    """Which encoder steps are real: ids != 0 for token ids [B, T]; for a series [B, T, F], the steps
+    that are not all-NaN (a padding step of a numeric series is NaN in every feature)."""
 
     def call(self, inputs: Any) -> Any:
         if len(inputs.shape) == 2:
             return ops.not_equal(inputs, 0)
-        return ops.ones_like(inputs[..., 0], dtype="bool")
+        return ops.logical_not(ops.all(ops.isnan(inputs), axis=-1))
+
+
+@register
+class SeriesMask(Layer):
+    """A numeric series [B, T, F] with its padding masked: an all-NaN step is padding.
+
+    The output has NaN replaced by 0 and carries a Keras mask (True = real step), so the RNN layers
+    skip padded steps and the mask-aware reducers ignore them. A window without NaN is unchanged
+    (mask all True: the same numbers as an unmasked model). Padding is trailing (right-padded),
+    as for token ids and as the cuDNN kernel requires.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs: Any) -> Any:
+        return ops.where(ops.isnan(inputs), ops.zeros_like(inputs), inputs)
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        return ops.logical_not(ops.all(ops.isnan(inputs), axis=-1))
+
+
+@register
+class FirstStep(Layer):
+    """one_to_many `input_mode: first_step`: the conditioning vector is the first step's input.
+
+    (steps [B, L, D], first [B, D]) -> steps with step 0 replaced by `first` (token decoders: step 0
+    would be the start token's embedding; series: its one-hot position). The one-step decoder
+    uses `FirstStepGate` instead.
+    """
+
+    def call(self, steps: Any, first: Any) -> Any:
+        return ops.concatenate([ops.cast(first, steps.dtype)[:, None, :], steps[:, 1:]], axis=1)
+
+
+@register
+class FirstStepGate(Layer):
+    """The one-step decoder's `FirstStep`: (step [B, 1, D], first [B, D], started [B, 1]) ->
+    (`first` where `started` is 0 else the step, ones [B, 1]); `started` is a decoder state that
+    is zero before the first step."""
+
+    def call(self, step: Any, first: Any, started: Any) -> Any:
+        gate = ops.cast(started, step.dtype)[:, :, None]
+        return gate * step + (1 - gate) * ops.cast(first, step.dtype)[:, None, :], ops.ones_like(started)
 
 
 @register

@@ -8,10 +8,19 @@ around the *trained* layers (shared weights) for greedy and beam-search decoding
 Shapes (B = batch):
 - one_to_one: x [B, F] (vector) or [B] (category) -> the RNN reads it as a length-1 sequence.
 - one_to_many: x -> the conditioning vector c (category: embedding; vector: as is).
-  `input_mode=first_step`: c is projected (dense + tanh) to every decoder layer's initial state;
+  `input_mode=initial_state`: c is projected (dense + tanh) to every decoder layer's initial state
+  (h0 = tanh(W c); this was called `first_step` before issue 17);
+  `first_step`: c, projected (linear dense) to the step input size, IS the first step's input
+  (it replaces the start token's embedding, or step 0's one-hot position for a series); the
+  decoder starts from zeros and later steps read the previous output token (teacher-forced in
+  training, the model's own choice when generating: `FirstStep` gates it in the one-step
+  decoder). A series decoder is not autoregressive (below): its later steps read their position.
   `every_step`: c is concatenated to the decoder input at every step.
 - many_to_one: x [B, T] ids / [B, T, F] -> the RNN stack -> `reduce` (last|mean|max|attention,
   all mask-aware) -> head. A series target [H, F] gets a direct multi-step head (dense H*F).
+- Numeric series inputs take any number of steps (the time axis is dynamic unless
+  `model.unroll`); a step that is NaN in every feature is padding (trailing, like token
+  padding): `SeriesMask` zeroes it and masks it, so the RNNs, reducers and attention skip it.
 - many_to_many: an output at every input step. A bidirectional stack is allowed for tagging
   (`labels`) only: a next-token or shifted-series target would be visible to the backward RNN.
 - seq2seq: encoder stack -> context -> decoder stack -> head. `context` x `context_feed`:
@@ -21,6 +30,11 @@ Shapes (B = batch):
   every decoder input and the decoder starts from zeros. attention + initial_state: Luong (the
   decoder starts from the encoder's final states; its outputs query the memory);
   attention + every_step: Bahdanau (c_t enters the recurrence, `attention.AttentiveRNN`).
+  pooled: c = q(h_1..h_N), one static vector from ALL the top encoder layer's outputs (padding
+  masked): `pool` mean | max | attention (a learned query, as many_to_one's reduce), then a
+  dense + tanh transform: + initial_state: one transform per decoder layer and state
+  (`context_state_<layer>_<k>`); + every_step: `context_transform`, concatenated to every
+  decoder input (the decoder starts from zeros).
 
 Bidirectional encoders: each layer's forward and backward final states are concatenated
 (width 2*units) and projected back to `units` by a dense "bridge" (linear for last_state and
@@ -45,7 +59,7 @@ import keras
 
 from models import cells
 from models.attention import Attention, AttentionPooling, AttentiveRNN
-from models.layers import ConcatContext, MaskedMaxPooling, PaddingMask, StepIndex
+from models.layers import ConcatContext, FirstStep, FirstStepGate, MaskedMaxPooling, PaddingMask, SeriesMask, StepIndex
 from pipeline.config import ConfigError, ModelConfig
 
 DECODER_INPUTS = "decoder_inputs"
@@ -71,6 +85,8 @@ class Context:
     static: Any = None  # [B, C] concatenated to every decoder input
     memory: Any = None  # [B, T, M] attention memory
     memory_mask: Any = None  # [B, T] bool
+    first: Any = None  # [B, D] the first step's input (one_to_many input_mode=first_step)
+    started: Any = None  # [B, 1] one-step decoder state: 0 until the first step ran (with `first`)
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,10 +108,12 @@ def input_layer(io_x: dict[str, Any], name: str = "inputs", static_length: bool 
 
 def embed_sequence(io_x: dict[str, Any], cfg: ModelConfig, x: Any, parts: Parts | None = None,
                    name: str = "embedding") -> Any:
-    """Token ids -> masked embeddings (0 = padding); real-valued steps pass through."""
+    """Token ids -> masked embeddings (0 = padding); a numeric series -> `SeriesMask` (all-NaN steps masked)."""
+    parts = parts or Parts()
+    if io_x["kind"] == "series":
+        return parts("series_mask", lambda n: SeriesMask(name=n))(x)
     if io_x["kind"] != "tokens":
         return x
-    parts = parts or Parts()
     return parts(name, lambda n: keras.layers.Embedding(io_x["vocab_size"], cfg.embedding_dim, mask_zero=True,
                                                         name=n))(x)
 
@@ -188,11 +206,19 @@ def many_to_many(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
 # Encoder-decoder topologies (one_to_many, seq2seq): contexts, the shared decoder, the builder
 
 
+def step_width(cfg: ModelConfig, io: dict[str, Any]) -> int:
+    """The decoder's per-step input size (before any every-step context): embedding or one-hot position."""
+    return cfg.embedding_dim if io["y"]["kind"] == "tokens" else int(io["y"]["length"])
+
+
 def one_to_many_context(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: Any) -> Context:
-    """The conditioning vector as initial states (first_step) or as an every-step input."""
+    """The conditioning vector as initial states, as the first step's input, or as an every-step input."""
     c = condition(cfg, io["x"], parts, inputs)
     if cfg.input_mode == "every_step":
         return Context(static=c)
+    if cfg.input_mode == "first_step":
+        return Context(first=parts("first_step_input", lambda n: keras.layers.Dense(
+            step_width(cfg, io), name=n))(c))
     return Context(states=[[parts(f"initial_state_{i + 1}_{k + 1}",
                                   lambda n: keras.layers.Dense(cfg.units, activation="tanh", name=n))(c)
                             for k in range(cells.state_count(cfg.cell))] for i in range(cfg.num_layers)])
@@ -227,6 +253,8 @@ def final_state(cfg: ModelConfig, parts: Parts, finals: list[list[Any]], i: int,
 
 def seq2seq_context(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: Any) -> Context:
     """Encode x and hand the decoder its context (see the module docstring for each combination)."""
+    if cfg.context == "pooled":
+        return pooled_context(cfg, io, parts, inputs)
     attention = cfg.context == "attention"
     memory, finals = encode(cfg, parts, embed_sequence(io["x"], cfg, inputs, parts), return_sequences=attention)
     if not attention and cfg.context_feed == "every_step":
@@ -245,6 +273,26 @@ def seq2seq_context(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: 
         return Context(states=states)
     mask = parts("memory_mask", lambda n: PaddingMask(name=n))(inputs)
     return Context(states=states, memory=memory, memory_mask=mask)
+
+
+POOLS: dict[str, Callable[[ModelConfig, str], keras.layers.Layer]] = {
+    "mean": lambda cfg, name: keras.layers.GlobalAveragePooling1D(name=name),
+    "max": lambda cfg, name: MaskedMaxPooling(name=name),
+    "attention": lambda cfg, name: AttentionPooling(cfg.units, name=name),
+}
+
+
+def pooled_context(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: Any) -> Context:
+    """c = q(h_1..h_N): the top encoder layer's outputs at every real step, pooled, then a dense + tanh."""
+    outputs, _ = encode(cfg, parts, embed_sequence(io["x"], cfg, inputs, parts), return_sequences=True)
+    mask = parts("encoder_mask", lambda n: PaddingMask(name=n))(inputs)
+    pooled = parts("context_pool", lambda n: POOLS[cfg.pool](cfg, n))(outputs, mask=mask)
+    if cfg.context_feed == "every_step":
+        return Context(static=parts("context_transform", lambda n: keras.layers.Dense(
+            cfg.units, activation="tanh", name=n))(pooled))
+    return Context(states=[[parts(f"context_state_{i + 1}_{k + 1}", lambda n: keras.layers.Dense(
+        cfg.units, activation="tanh", name=n))(pooled) for k in range(cells.state_count(cfg.cell))]
+        for i in range(cfg.num_layers)])
 
 
 CONTEXTS: dict[str, Callable[[ModelConfig, dict[str, Any], Parts, Any], Context]] = {
@@ -270,8 +318,17 @@ def decoder_steps(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: An
 
 
 def decode(cfg: ModelConfig, io: dict[str, Any], parts: Parts, steps: Any,
-           ctx: Context) -> tuple[Any, list[list[Any]], Any]:
-    """The decoder stack and head; returns (outputs, final states per layer, attention weights or None)."""
+           ctx: Context) -> tuple[Any, list[list[Any]], Any, Any]:
+    """The decoder stack and head.
+
+    Returns (outputs, final states per layer, attention weights or None, the new `started` state
+    or None (one-step decoder of input_mode=first_step)).
+    """
+    started = None
+    if ctx.first is not None and ctx.started is None:
+        steps = parts("first_step", lambda n: FirstStep(name=n))(steps, ctx.first)
+    elif ctx.first is not None:  # one-step decoder (a weightless layer, not part of the trained model)
+        steps, started = FirstStepGate(name="first_step_gate")(steps, ctx.first, ctx.started)
     if ctx.static is not None:
         steps = parts("decoder_context", lambda n: ConcatContext(name=n))(steps, ctx.static)
     weights = None
@@ -297,7 +354,7 @@ def decode(cfg: ModelConfig, io: dict[str, Any], parts: Parts, steps: Any,
         joined = parts("attention_concat", lambda n: keras.layers.Concatenate(name=n))([context, x])
         x = parts("attention_output", lambda n: keras.layers.Dense(cfg.units, activation="tanh", name=n))(joined)
     x = dropout(cfg, x, parts, "head_dropout")
-    return head(io["y"], x, parts), states, weights
+    return head(io["y"], x, parts), states, weights, started
 
 
 def encoder_decoder(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
@@ -307,7 +364,7 @@ def encoder_decoder(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
     inputs = input_layer(io["x"], static_length=static)
     ctx = CONTEXTS[cfg.topology](cfg, io, parts, inputs)
     tokens, steps = decoder_steps(cfg, io, parts, inputs)
-    outputs, _, _ = decode(cfg, io, parts, steps, ctx)
+    outputs, *_ = decode(cfg, io, parts, steps, ctx)
     model_inputs = inputs if tokens is None else {"inputs": inputs, DECODER_INPUTS: tokens}
     return keras.Model(model_inputs, outputs, name=f"{cfg.topology}_{cfg.cell}")
 
@@ -348,16 +405,19 @@ def generation_models(model: keras.Model, cfg: ModelConfig, io: dict[str, Any]) 
     """(encoder, step) Keras models sharing `model`'s layers, for token-generating models.
 
     encoder: x -> {state_<layer>_<k>: [B, units] (when the context gives initial states),
-    static: [B, C], memory: [B, T, M], memory_mask: [B, T]} (those the context has).
-    step: {token: [B, 1] int32, state_<layer>_<k>, static, memory, memory_mask} ->
-    {probs: [B, 1, V], state_<layer>_<k> (the new states), attention: [B, 1, T] (attention models)}.
+    static: [B, C], memory: [B, T, M], memory_mask: [B, T], first_input: [B, E]} (those the
+    context has).
+    step: {token: [B, 1] int32, state_<layer>_<k>, static, memory, memory_mask, first_input,
+    state_started: [B, 1] (first_input models: 0 before the first step)} -> {probs: [B, 1, V],
+    state_<layer>_<k> (the new states), state_started, attention: [B, 1, T] (attention models)}.
+    A state the encoder does not give starts at zeros.
     """
     parts = Parts(model)
     inputs = input_layer(io["x"], static_length=cfg.unroll and cfg.topology == "seq2seq")
     ctx = CONTEXTS[cfg.topology](cfg, io, parts, inputs)
     enc_out = {f"state_{i + 1}_{k + 1}": s for i, layer in enumerate(ctx.states or []) for k, s in enumerate(layer)}
     enc_out.update({k: v for k, v in (("static", ctx.static), ("memory", ctx.memory),
-                                      ("memory_mask", ctx.memory_mask)) if v is not None})
+                                      ("memory_mask", ctx.memory_mask), ("first_input", ctx.first)) if v is not None})
     encoder = keras.Model(inputs, enc_out, name="generation_encoder")
 
     dtype = model.get_layer("decoder_embedding").compute_dtype
@@ -367,13 +427,19 @@ def generation_models(model: keras.Model, cfg: ModelConfig, io: dict[str, Any]) 
                for k in range(cells.state_count(cfg.cell))] for i in range(cfg.num_layers)]
     step_in.update({s.name: s for layer in states for s in layer})
     extra = {name: keras.Input(shape=tuple(enc_out[name].shape[1:]), dtype=enc_out[name].dtype, name=name)
-             for name in ("static", "memory", "memory_mask") if name in enc_out}
+             for name in ("static", "memory", "memory_mask", "first_input") if name in enc_out}
     step_in.update(extra)
+    started = None
+    if "first_input" in extra:
+        started = step_in["state_started"] = keras.Input(shape=(1,), dtype=dtype, name="state_started")
     _, steps = decoder_steps(cfg, io, parts, None, tokens=token)
-    probs, new_states, weights = decode(cfg, io, parts, steps, Context(
-        states=states, static=extra.get("static"), memory=extra.get("memory"), memory_mask=extra.get("memory_mask")))
+    probs, new_states, weights, new_started = decode(cfg, io, parts, steps, Context(
+        states=states, static=extra.get("static"), memory=extra.get("memory"), memory_mask=extra.get("memory_mask"),
+        first=extra.get("first_input"), started=started))
     step_out = {"probs": probs}
     step_out.update({f"state_{i + 1}_{k + 1}": s for i, layer in enumerate(new_states) for k, s in enumerate(layer)})
+    if new_started is not None:
+        step_out["state_started"] = new_started
     if weights is not None:
         step_out["attention"] = weights
     return encoder, keras.Model(step_in, step_out, name="generation_step")

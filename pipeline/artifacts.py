@@ -3,8 +3,14 @@
 A stage's output lives in `<runs_dir>/<pipeline>/<stage>/<fingerprint>/`. The directory is
 built under a temporary name and renamed into place only once complete, so a directory that
 exists with an `artifact.json` is always whole; a killed stage leaves only a `.tmp-*` folder,
-which the next run removes. The fingerprint hashes the stage's sub-config, its input
-fingerprints and the code version, so equal fingerprints mean reusable outputs (TFX caching).
+which the next run removes. The fingerprint hashes the stage's sub-config, its inputs' content
+digests and the code version, so equal fingerprints mean reusable outputs (TFX caching), and a
+rebuilt input with new content (a forced re-export) always invalidates what was built from it.
+
+`artifact.json` records the size and SHA-256 of every file of the output (its `manifest`) and
+a `digest` of that manifest; `verify` checks them before an output is reused, so a truncated
+split or a deleted model file is reported by name and rebuilt, never used. An output may also
+vouch for files it published elsewhere (`properties["published"]`: a folder and its digest).
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ class Artifact:
     fingerprint: str
     properties: dict[str, Any] = field(default_factory=dict)
     created: float = 0.0
+    manifest: dict[str, list[Any]] = field(default_factory=dict)
+    digest: str = ""
 
     def path(self, *parts: str) -> Path:
         return self.uri.joinpath(*parts)
@@ -44,18 +52,76 @@ class Artifact:
             "fingerprint": self.fingerprint,
             "created": self.created,
             "properties": self.properties,
+            "manifest": self.manifest,
+            "digest": self.digest,
         }
 
     @classmethod
     def read(cls, uri: Path) -> Artifact:
-        data = json.loads((uri / ARTIFACT_FILE).read_text())
-        return cls(
-            type=data["type"],
-            uri=uri,
-            fingerprint=data["fingerprint"],
-            properties=data.get("properties", {}),
-            created=data.get("created", 0.0),
-        )
+        """Read an output's record; a missing, unreadable or malformed one raises DamagedArtifact."""
+        path = uri / ARTIFACT_FILE
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                type=data["type"],
+                uri=uri,
+                fingerprint=data["fingerprint"],
+                properties=data.get("properties", {}),
+                created=data.get("created", 0.0),
+                manifest=data.get("manifest", {}),
+                digest=data.get("digest", ""),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DamagedArtifact(f"{path} is unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+class DamagedArtifact(RuntimeError):
+    """A stage output whose record or files do not match what was committed."""
+
+
+def file_manifest(root: Path, skip: tuple[str, ...] = (ARTIFACT_FILE,)) -> dict[str, list[Any]]:
+    """Relative path -> [size, sha256] of every file under `root` (sorted; `skip` names left out)."""
+    out: dict[str, list[Any]] = {}
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel in skip:
+            continue
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        out[rel] = [path.stat().st_size, digest.hexdigest()]
+    return out
+
+
+def manifest_digest(manifest: dict[str, list[Any]]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def dir_digest(root: Path, skip: tuple[str, ...] = ()) -> str:
+    """The content digest of a folder (what `published` records and checks)."""
+    return manifest_digest(file_manifest(root, skip))
+
+
+def verify(artifact: Artifact) -> str | None:
+    """Why a committed output can no longer be used (a file missing, resized or changed), else None."""
+    for rel, (size, _sha) in artifact.manifest.items():
+        path = artifact.uri / rel
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != size:
+            return f"{path} has {path.stat().st_size} bytes, {size} were written"
+    if manifest_digest(file_manifest(artifact.uri)) != artifact.digest:
+        changed = [rel for rel, entry in file_manifest(artifact.uri).items() if artifact.manifest.get(rel) != entry]
+        return f"{artifact.uri / changed[0] if changed else artifact.uri} changed after it was written"
+    published = artifact.properties.get("published")
+    if published:
+        folder = Path(published["path"])
+        if not folder.is_dir():
+            return f"the published folder {folder} is gone"
+        if dir_digest(folder, tuple(published.get("skip", ()))) != published["digest"]:
+            return f"the published folder {folder} changed after it was published"
+    return None
 
 
 @lru_cache(maxsize=1)
@@ -75,7 +141,7 @@ def fingerprint(stage: str, config: Any, inputs: dict[str, Artifact]) -> str:
     payload = {
         "stage": stage,
         "config": config,
-        "inputs": {k: v.fingerprint for k, v in sorted(inputs.items())},
+        "inputs": {k: v.digest or v.fingerprint for k, v in sorted(inputs.items())},
         "code": code_version(),
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
@@ -83,9 +149,24 @@ def fingerprint(stage: str, config: Any, inputs: dict[str, Artifact]) -> str:
 
 
 def find(stage_dir: Path, fp: str) -> Artifact | None:
-    """The complete artifact with this fingerprint, if one exists."""
+    """The complete, intact artifact with this fingerprint, if one exists.
+
+    A damaged one (unreadable record, a file missing or changed) raises DamagedArtifact naming
+    the file; the caller reports it and builds the output again.
+    """
     uri = stage_dir / fp
-    return Artifact.read(uri) if (uri / ARTIFACT_FILE).is_file() else None
+    if not (uri / ARTIFACT_FILE).is_file():
+        return None
+    artifact = Artifact.read(uri)
+    problem = verify(artifact)
+    if problem:
+        raise DamagedArtifact(problem)
+    return artifact
+
+
+def discard(stage_dir: Path, fp: str) -> None:
+    """Remove a damaged output so that it is built again."""
+    shutil.rmtree(stage_dir / fp, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -117,12 +198,14 @@ def building(stage_dir: Path, fp: str) -> Iterator[Path]:
 def commit(tmp: Path, artifact_type: str, fp: str, properties: dict[str, Any]) -> Artifact:
     """Write artifact.json into `tmp`, fsync, and rename it to its final place."""
     final = tmp.parent / fp
-    meta = {"type": artifact_type, "fingerprint": fp, "created": time.time(), "properties": properties}
+    manifest = file_manifest(tmp)
+    meta = {"type": artifact_type, "fingerprint": fp, "created": time.time(), "properties": properties,
+            "manifest": manifest, "digest": manifest_digest(manifest)}
     write_json(tmp / ARTIFACT_FILE, meta)
     if final.exists():  # stale incomplete leftover without artifact.json
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return Artifact.read(final)
 
 
@@ -164,7 +247,7 @@ def alive(pid: int) -> bool:
     return True
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

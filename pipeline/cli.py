@@ -7,12 +7,20 @@ with no traceback; RNNPIPE_DEBUG=1 shows the traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
+import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+# a remote tracking store that does not answer fails in seconds, not after MLflow's default
+# 7 retries with exponential back-off (about 4 minutes); config.check_places tests it first
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 EXIT_CONFIG = 2
 EXIT_FAILED = 1
@@ -72,8 +80,23 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from components import serving
+    from pipeline.config import ConfigError
 
+    for flag in ("max_request_bytes", "max_rows", "max_elements", "max_string_bytes", "max_generate_tokens",
+                 "max_connections"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}.")
+    for flag in ("timeout", "header_timeout", "body_timeout", "keep_alive", "poll_seconds"):
+        if not getattr(args, flag) > 0:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be a positive number of seconds.")
+    if args.max_generate_length is not None and args.max_generate_length < 1:
+        raise ConfigError(f"--max-generate-length must be at least 1, got {args.max_generate_length}.")
     options = serving.Options(max_request_bytes=args.max_request_bytes, timeout=args.timeout,
+                              max_rows=args.max_rows, max_elements=args.max_elements,
+                              max_string_bytes=args.max_string_bytes, max_generate_length=args.max_generate_length,
+                              max_generate_tokens=args.max_generate_tokens,
+                              header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                              keep_alive=args.keep_alive, max_connections=args.max_connections,
                               poll_seconds=args.poll_seconds, max_batch_rows=args.max_batch_rows,
                               batch_wait_ms=args.batch_wait_ms, model_name=args.model_name,
                               intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
@@ -83,8 +106,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
     from pipeline.config import TrackingConfig
 
     uri = args.backend_store_uri or os.environ.get("MLFLOW_TRACKING_URI") or TrackingConfig().uri
@@ -97,13 +118,24 @@ def cmd_ui(args: argparse.Namespace) -> int:
     store_uri(uri)  # a clear error when there is no store here yet
     print(f"MLflow UI on http://{args.host}:{args.port}  (store: {uri}); Ctrl-C to stop")
     print("\n".join(ui_links(uri, f"http://{args.host}:{args.port}")), flush=True)
-    return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-                            "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)])
+    from pipeline.servers import spawn, stop_group
+
+    # its own process group under a guard: Ctrl-C, SIGTERM or even kill -9 of this process ends
+    # the MLflow server and its workers too (nothing keeps holding the port)
+    proc = spawn([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+                  "--port", str(args.port), "--workers", str(args.workers)])
+    try:
+        return proc.wait()
+    finally:
+        stop_group(proc)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from pipeline import config as cfgmod
     from pipeline.compare import sweep_command
 
+    # writable folders and a reachable store before the sweep's parent MLflow run exists
+    cfgmod.check_places(cfgmod.load(args.config, args.set), os.environ.get("MLFLOW_TRACKING_URI"))
     _quiet_libraries()
     return sweep_command(args.config, args.set, args.grid, args.random, args.seed, args.metric, args.goal,
                          args.to_stage)
@@ -157,7 +189,23 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     serve.add_argument("--port", type=int, default=8501, help="port (0: any free one; see --ready-file)")
     serve.add_argument("--max-request-bytes", type=int, default=16 << 20, help="larger bodies get 413")
-    serve.add_argument("--timeout", type=float, default=30.0, help="seconds per request before 504")
+    serve.add_argument("--timeout", type=float, default=30.0,
+                       help="seconds a request waits for inference before 504 (and for a loading version, 503)")
+    serve.add_argument("--max-rows", type=int, default=10_000, help="rows per request; more get 400")
+    serve.add_argument("--max-elements", type=int, default=1_000_000,
+                       help="JSON values (list items, object members) per request; more get 400")
+    serve.add_argument("--max-string-bytes", type=int, default=4096, help="UTF-8 bytes per string; longer get 400")
+    serve.add_argument("--max-generate-length", type=int, default=None,
+                       help="largest max_length of a generate call (default: what the export declares, "
+                            "4x its longest training target; else 256)")
+    serve.add_argument("--max-generate-tokens", type=int, default=200_000,
+                       help="rows x beam_width x max_length of one generate call; more get 400")
+    serve.add_argument("--header-timeout", type=float, default=10.0,
+                       help="seconds to send a request's headers; slower or idle connections are closed")
+    serve.add_argument("--body-timeout", type=float, default=30.0, help="seconds to send a request's body, else 408")
+    serve.add_argument("--keep-alive", type=float, default=5.0, help="seconds an idle keep-alive connection stays open")
+    serve.add_argument("--max-connections", type=int, default=512,
+                       help="concurrent connections; more get 503 at once")
     serve.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
     serve.add_argument("--max-batch-rows", type=int, default=256, help="rows merged from concurrent requests")
     serve.add_argument("--batch-wait-ms", type=float, default=2.0,
@@ -212,14 +260,52 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the MLflow run ends KILLED and the same command resumes."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _disk_full(exc: BaseException) -> OSError | None:
+    """The ENOSPC / EDQUOT error behind `exc` (itself or a cause), if any."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         return args.fn(args)
-    except KeyboardInterrupt:
-        print("\nrnnpipe: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        how = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+        again = "; run the same command again to resume" if args.command in ("run", "sweep") else ""
+        print(f"\nrnnpipe: {how}{again}", file=sys.stderr)
+        return 130 if not isinstance(exc, Terminated) else 143
     except Exception as exc:  # noqa: BLE001 - one paragraph for errors users can fix
+        full = _disk_full(exc)
+        if full is not None and not os.environ.get("RNNPIPE_DEBUG"):
+            where = f" writing {full.filename}" if full.filename else ""
+            print(f"rnnpipe: error: no space left on device{where} ({full.strerror or 'ENOSPC'}); free some "
+                  f"space (or point runs_dir / export.dir elsewhere) and run the same command again",
+                  file=sys.stderr)
+            return EXIT_FAILED
         if os.environ.get("RNNPIPE_DEBUG") or not isinstance(exc, _user_errors()):
             raise
         from pipeline.config import ConfigError

@@ -15,7 +15,6 @@ import csv
 import io
 import itertools
 import random
-import re
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -25,8 +24,6 @@ import yaml
 
 from pipeline.config import Config, ConfigError, SweepConfig, with_overrides
 
-# Metrics where lower is better (matched on the name without the test_/val_/baseline_ prefix).
-LOWER_IS_BETTER = re.compile(r"(loss|error|mae|mse|rmse|mape|perplexity|cer|wer|distance)$")
 # Tags and params `rnnpipe runs` shows for every run (column -> where to look).
 KEY_COLUMNS = {"topology": "model.topology", "cell": "model.cell", "units": "model.units",
                "layers": "model.num_layers"}
@@ -145,8 +142,10 @@ def plan(grid: dict[str, Sequence[Any]], budget: int | None = None, seed: int = 
 
 
 def lower_is_better(metric: str) -> bool:
-    """Whether smaller values of `metric` are better (losses, errors)."""
-    return bool(LOWER_IS_BETTER.search(re.sub(r"^(test_|val_|baseline_|final_)", "", metric)))
+    """Whether smaller values of `metric` are better: the metric registry (components/metrics.py) says."""
+    from components.metrics import lower_is_better as registered
+
+    return registered(metric)
 
 
 def rank(trials: Sequence[Trial], metric: str, minimize: bool) -> list[Trial]:
@@ -392,14 +391,26 @@ def compare_table(a: Any, b: Any) -> str:
     out.append(f"\nparams that differ ({len(params)}; {same} equal, not shown)")
     out.append(format_table(["param", "A", "B"], [[k, a.params.get(k), b.params.get(k)] for k in params])
                if params else "(none)")
-    out.append("\nmetrics (test_* and val_loss, then the others that differ)")
+    out.append("\nmetrics (test_* and val_loss, then the others that differ; better: which run is better)")
     rows = [[k, a.metrics.get(k), b.metrics.get(k),
-             b.metrics[k] - a.metrics[k] if k in a.metrics and k in b.metrics else None] for k in metrics]
-    out.append(format_table(["metric", "A", "B", "B - A"], rows) if rows else "(none)")
+             b.metrics[k] - a.metrics[k] if k in a.metrics and k in b.metrics else None, _better(k, a, b)]
+            for k in metrics]
+    out.append(format_table(["metric", "A", "B", "B - A", "better"], rows) if rows else "(none)")
     if tags:
         out.append("\ntags that differ")
         out.append(format_table(["tag", "A", "B"], [[k, _tag(a, k), _tag(b, k)] for k in tags]))
     return "\n".join(out)
+
+
+def _better(metric: str, a: Any, b: Any) -> str:
+    """'A', 'B', '=' or '' (unknown direction, or a side without the metric)."""
+    from components.metrics import lookup
+
+    spec = lookup(metric)
+    if spec is None or spec.name == "examples" or metric not in a.metrics or metric not in b.metrics:
+        return ""
+    delta = spec.improvement(b.metrics[metric], a.metrics[metric])
+    return "=" if delta == 0 else ("B" if delta > 0 else "A")
 
 
 def _tag(run: Any, key: str) -> str | None:

@@ -10,8 +10,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
+import re
+import socket
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,31 @@ def bounded(default: Any, lo: float | None = None, hi: float | None = None) -> A
     return field(default=default, metadata={"min": lo, "max": hi})
 
 
+SEED_MAX = 2 ** 32 - 1  # seeds feed NumPy / TensorFlow generators, which take 32-bit seeds
+SLUG = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")  # `name` becomes folder and experiment names
+MAX_PARAMETERS = 1 << 28  # 268M weights (~1 GB float32, ~4 GB with Adam's slots): larger cannot train here
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks",
+                    "databricks-uc", "uc")
+STORE_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+REACH_TIMEOUT = 5.0  # seconds to reach a remote tracking store before giving up with a clear message
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters (an expanded YAML alias bomb must not become the message)."""
+    if isinstance(value, (list, tuple, dict)) and len(value) > 20:
+        return f"<a {type(value).__name__} of {len(value)} items>"
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<a deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
+def slug(default: str) -> Any:
+    """A string field that names folders: letters, digits, `_`, `-`, `.` (not first), at most 100."""
+    return field(default=default, metadata={"slug": True})
+
+
 TOPOLOGIES = ("one_to_one", "one_to_many", "many_to_one", "many_to_many", "seq2seq")
 CELLS = ("simple_rnn", "lstm", "gru")
 
@@ -51,15 +80,20 @@ class DataConfig:
     target_reference: str = choice("none", "none", "last", "season")  # numeric y learnt relative to the input's
     lowercase: bool = True
     max_length: int | None = bounded(None, 1)
-    window: int = bounded(30, 1)
-    horizon: int = bounded(1, 1)
+    window: int = bounded(30, 1, 100_000)
+    horizon: int = bounded(1, 1, 10_000)
     stride: int = bounded(1, 1)
     time_column: str | None = None
+    time_format: str | None = None  # strftime format of time_column (e.g. "%d.%m.%Y"); None: inferred
+    id_column: str | None = None  # csv: one series per value (a global model over many series)
+    fill_missing: str = choice("none", "none", "ffill", "interpolate")  # csv: missing steps / values
+    max_fill: int = bounded(3, 0)  # fill at most this many consecutive missing steps; longer runs stay gaps
     target_columns: tuple[str, ...] = ()
-    feature_columns: tuple[str, ...] = ()
+    feature_columns: tuple[str, ...] | None = None  # None: every other column (numeric); []: no features
     val_fraction: float = bounded(0.1, 0.0, 0.5)
     test_fraction: float = bounded(0.1, 0.0, 0.5)
-    split_seed: int = 42
+    split_seed: int = bounded(42, 0, SEED_MAX)
+    season: int | None = bounded(None, 1)  # season length of a series (steps); None: from its frequency
     max_bad_fraction: float = bounded(0.01, 0.0, 1.0)
 
 
@@ -69,13 +103,13 @@ class ModelConfig:
 
     topology: str = choice("many_to_one", *TOPOLOGIES)
     cell: str = choice("lstm", *CELLS)
-    units: int = bounded(64, 1, 65536)
+    units: int = bounded(64, 1, 4096)
     num_layers: int = bounded(1, 1, 16)
     bidirectional: bool = False
     merge_mode: str = choice("concat", "concat", "sum", "mul", "ave")
     dropout: float = bounded(0.0, 0.0, 0.95)
     recurrent_dropout: float = bounded(0.0, 0.0, 0.95)
-    embedding_dim: int = bounded(32, 1, 65536)
+    embedding_dim: int = bounded(32, 1, 4096)
     activation: str = choice("tanh", "tanh", "relu", "sigmoid", "linear")
     recurrent_activation: str = choice("sigmoid", "sigmoid", "hard_sigmoid", "tanh", "relu")
     use_bias: bool = True
@@ -83,12 +117,15 @@ class ModelConfig:
     reset_after: bool = True
     use_cudnn: str = choice("auto", "auto", "true", "false")
     reduce: str = choice("last", "last", "mean", "max", "attention")
-    input_mode: str = choice("first_step", "first_step", "every_step")
-    context: str = choice("last_state", "last_state", "projected", "attention")
+    # one_to_many: initial_state = h0 from X (the meaning `first_step` had before issue 17);
+    # first_step = X is the first step's input; every_step = X concatenated to every step's input
+    input_mode: str = choice("initial_state", "initial_state", "first_step", "every_step")
+    context: str = choice("last_state", "last_state", "projected", "attention", "pooled")
+    pool: str = choice("mean", "mean", "max", "attention")  # context=pooled: how all encoder states are pooled
     attention: str = choice("luong", "luong", "bahdanau")
     context_feed: str = choice("initial_state", "initial_state", "every_step")
     beam_width: int = bounded(1, 1, 64)
-    max_output_length: int | None = bounded(None, 1)
+    max_output_length: int | None = bounded(None, 1, 10_000)
 
 
 @dataclass(frozen=True)
@@ -96,9 +133,9 @@ class TrainConfig:
     """How the model is fitted."""
 
     epochs: int = bounded(10, 1, 100000)
-    batch_size: int = bounded(64, 1, 1 << 20)
+    batch_size: int = bounded(64, 1, 65536)
     learning_rate: float = bounded(1e-3, 0.0)
-    seed: int = 0
+    seed: int = bounded(0, 0, SEED_MAX)
     shuffle: bool = True
     optimizer: str = choice("adam", "adam", "adamw", "rmsprop", "sgd")
     clipnorm: float | None = bounded(1.0, 0.0)
@@ -112,11 +149,33 @@ class TrainConfig:
 class EvaluateConfig:
     """Test metrics and the blessing gate."""
 
-    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)  # metric -> {min: x, max: y}
     compare_to: str = choice("baseline", "baseline", "last_blessed", "none")
     tolerance: float = bounded(0.0, 0.0)
+    confidence: float = bounded(0.95, 0.5, 0.999)  # of the paired bootstrap interval the gate reads
+    min_test_examples: int = bounded(30, 0)  # fewer test examples: never blessed
+    gate_metrics: tuple[str, ...] = ()  # metrics compared with the reference; () = the task's own
     beam_width: int | None = bounded(None, 1, 64)
     num_examples: int = bounded(8, 0, 1000)
+
+    def __post_init__(self) -> None:
+        from components.metrics import METRICS
+
+        def known(key: str, name: str, allowed: Any, what: str) -> None:
+            if name not in allowed:
+                close = difflib.get_close_matches(name.lower(), list(allowed), n=1, cutoff=0.5)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(f"{key}: unknown {what} {name!r}.{hint} Allowed: {', '.join(sorted(allowed))}.")
+
+        gating = [m for m, spec in METRICS.items() if spec.gates]
+        for name, bound in self.thresholds.items():
+            known(f"evaluate.thresholds.{name}", name, METRICS, "metric")
+            if not bound:
+                raise ConfigError(f"evaluate.thresholds.{name} has no bound; give min and/or max, e.g. {{min: 0.8}}.")
+            for key in bound:
+                known(f"evaluate.thresholds.{name}.{key}", key, ("min", "max"), "bound")
+        for name in self.gate_metrics:
+            known("evaluate.gate_metrics", name, gating, "gate metric")
 
 
 @dataclass(frozen=True)
@@ -138,6 +197,9 @@ class TrackingConfig:
     experiment: str | None = None
     enabled: bool = True
 
+    def __post_init__(self) -> None:
+        check_tracking_uri(self.uri, "tracking.uri")
+
 
 @dataclass(frozen=True)
 class SweepConfig:
@@ -148,7 +210,7 @@ class SweepConfig:
 
     grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     random: int | None = bounded(None, 1)  # sample this many grid points (the budget); None: all
-    seed: int = 0
+    seed: int = bounded(0, 0, SEED_MAX)
     metric: str | None = None  # None: test_<the evaluation's main metric>
     goal: str = choice("auto", "auto", "max", "min")  # auto: min for *loss/error/mae/mse..., else max
 
@@ -165,7 +227,7 @@ class SweepConfig:
 class Config:
     """A whole pipeline: its name and one section per stage family."""
 
-    name: str = "rnnpipe"
+    name: str = slug("rnnpipe")
     runs_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -183,12 +245,25 @@ class Config:
         return to_plain(self)
 
     def flat(self) -> dict[str, Any]:
-        """The resolved config as dotted keys (for MLflow params); the sweep section is left out."""
-        return flatten({k: v for k, v in self.to_dict().items() if k != "sweep"})
+        """The resolved config as dotted keys (for MLflow params); the sweep section is left out,
+        credentials in the tracking URI are masked."""
+        return flatten({k: v for k, v in redacted(self.to_dict()).items() if k != "sweep"})
 
 
 # --------------------------------------------------------------------------------------------
 # Loading
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """yaml.SafeLoader without aliases: `*name` is refused where it appears, so an alias bomb
+    (a few lines expanding to gigabytes) fails at once with a short message."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"YAML aliases (*{event.anchor[:40]}) are not allowed in "
+                                              f"rnnpipe configs; write the value out", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -197,7 +272,7 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist (or is not a file).")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -220,7 +295,24 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
 
 def from_dict(raw: dict[str, Any]) -> Config:
     """Build and validate a Config from plain data."""
-    return _build(Config, raw, "")
+    config = _build(Config, raw, "")
+    _check_size(config.model)
+    return config
+
+
+def _check_size(model: ModelConfig) -> None:
+    """The recurrent layers' weights must fit what can train (MAX_PARAMETERS)."""
+    gates = {"lstm": 4, "gru": 3}.get(model.cell, 1)
+    directions = 2 if model.bidirectional else 1
+    total, width = 0, model.embedding_dim
+    for _ in range(model.num_layers):
+        total += directions * gates * model.units * (width + model.units + 2)
+        width = model.units * directions
+    if total > MAX_PARAMETERS:
+        raise ConfigError(f"model.units={model.units} x model.num_layers={model.num_layers}"
+                          f"{' (bidirectional)' if model.bidirectional else ''} makes about {total / 1e6:.0f}M "
+                          f"recurrent weights, more than the {MAX_PARAMETERS / 1e6:.0f}M that can train; "
+                          f"use fewer units or layers.")
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -229,7 +321,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     if not sep or not key.strip():
         raise ConfigError(f"--set '{item}' must look like section.key=value.")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = yaml.load(text, Loader=NoAliasLoader) if text.strip() else None  # noqa: S506 - a SafeLoader
     except yaml.YAMLError:
         value = text
     parts = key.strip().split(".")
@@ -253,7 +345,7 @@ def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(raw, dict):
-        raise ConfigError(f"'{where}' must be a mapping of keys, got {raw!r}.")
+        raise ConfigError(f"'{where}' must be a mapping of keys, got {_short(raw)}.")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in raw if k not in fields]
@@ -283,13 +375,16 @@ def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
         close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         hint_text = f" Did you mean '{close[0]}'?" if close else ""
         raise ConfigError(
-            f"{key}={value!r} is not allowed.{hint_text} Allowed values: {', '.join(map(str, choices))}."
+            f"{key}={_short(value)} is not allowed.{hint_text} Allowed values: {', '.join(map(str, choices))}."
         )
+    if meta.get("slug") and not SLUG.match(value):
+        raise ConfigError(f"{key}={_short(value)} is not allowed: use letters, digits, '_', '-' and '.' (not first), "
+                          f"at most 100 characters (it names folders and the MLflow experiment).")
     lo, hi = meta.get("min"), meta.get("max")
     if value is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-            raise ConfigError(f"{key}={value!r} is out of range; allowed: {rng}.")
+            raise ConfigError(f"{key}={_short(value)} is out of range; allowed: {rng}.")
     return value
 
 
@@ -305,11 +400,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}={value!r} must be true or false.")
+        raise ConfigError(f"{key}={_short(value)} must be true or false.")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}={value!r} must be a whole number.")
+        raise ConfigError(f"{key}={_short(value)} must be a whole number.")
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string
             try:
@@ -318,21 +413,21 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if value != value or value in (float("inf"), float("-inf")):
-                raise ConfigError(f"{key}={value!r} must be a finite number.")
+                raise ConfigError(f"{key}={_short(value)} must be a finite number.")
             return float(value)
-        raise ConfigError(f"{key}={value!r} must be a number.")
+        raise ConfigError(f"{key}={_short(value)} must be a number.")
     if hint is str:
         if isinstance(value, str) and value:
             return value
         if isinstance(value, bool):  # YAML reads true/false; accept them where strings belong
             return str(value).lower()
-        raise ConfigError(f"{key}={value!r} must be a non-empty string.")
+        raise ConfigError(f"{key}={_short(value)} must be a non-empty string.")
     if origin is tuple:
         items = value if isinstance(value, (list, tuple)) else [value]
         return tuple(_coerce(key, v, args[0]) for v in items)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}={value!r} must be a mapping.")
+            raise ConfigError(f"{key}={_short(value)} must be a mapping.")
         return {str(k): _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
     raise ConfigError(f"{key}: unsupported type {hint}.")  # pragma: no cover
 
@@ -364,5 +459,105 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def dump_yaml(config: Config) -> str:
-    """The resolved config as YAML."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+    """The resolved config as YAML (credentials in the tracking URI masked)."""
+    return yaml.safe_dump(redacted(config.to_dict()), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Tracking URIs, credentials, places the run writes to
+
+
+SECRET_QUERY = re.compile(r"(?i)(token|password|passwd|secret|key|credential|auth|sig|signature)")
+
+
+def redact_uri(uri: str) -> str:
+    """A URI with its user:password@ and secret-looking query values replaced by `***`."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        return uri
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
+        query = "&".join(f"{k}={'***' if SECRET_QUERY.search(k) else v}" for k, v in pairs)
+    if netloc == parts.netloc and query == parts.query:
+        return uri
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redacted(data: dict[str, Any]) -> dict[str, Any]:
+    """A plain config dict with the tracking URI's credentials masked."""
+    tracking = data.get("tracking")
+    if isinstance(tracking, dict) and isinstance(tracking.get("uri"), str):
+        data = {**data, "tracking": {**tracking, "uri": redact_uri(tracking["uri"])}}
+    return data
+
+
+def check_tracking_uri(uri: str, key: str) -> None:
+    """A tracking URI must be a path or use a scheme MLflow can store runs with."""
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", uri)
+    if not match or len(match.group(1)) == 1:  # a plain path (or a Windows drive letter): a file store
+        return
+    scheme = match.group(1).lower().split("+")[0]
+    if scheme not in TRACKING_SCHEMES:
+        raise ConfigError(f"{key}={_short(redact_uri(uri))} has an unsupported scheme '{match.group(1)}:'. "
+                          f"Allowed: a path or {', '.join(s + ':' for s in TRACKING_SCHEMES)} "
+                          f"(e.g. sqlite:///mlruns/mlflow.db or http://127.0.0.1:5000).")
+
+
+def reach_tracking_store(uri: str, key: str = "tracking.uri", timeout: float = REACH_TIMEOUT) -> None:
+    """A remote store (http, databases) must answer a TCP connection within `timeout` s."""
+    check_tracking_uri(uri, key)
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        host, port = parts.hostname, parts.port or STORE_PORTS.get(parts.scheme.split("+")[0].lower())
+    except ValueError as exc:
+        raise ConfigError(f"{key}={_short(redact_uri(uri))} is not a valid URI: {exc}.") from None
+    if not host or not port:
+        return
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__ if not isinstance(exc, socket.timeout) else \
+            f"no answer within {timeout:g} s"
+        raise ConfigError(f"{key}={redact_uri(uri)}: the tracking store at {host}:{port} cannot be reached "
+                          f"({reason}). Start it, fix the URI (MLFLOW_TRACKING_URI wins over tracking.uri), "
+                          f"or set tracking.enabled=false.") from None
+
+
+def _writable_dir(path: str | Path, key: str) -> None:
+    """`path` is a folder we can write, or can be created: its nearest existing ancestor is a
+    writable folder (nothing is created here)."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"{key}={_short(str(path))} is not a folder (a file is in the way).")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"{key}={_short(str(path))} is not writable.")
+        return
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{key}={_short(str(path))} cannot be created: {parent} is not a folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={_short(str(path))} cannot be created: {parent} is not writable.")
+
+
+def check_places(config: Config, tracking_uri: str | None = None) -> None:
+    """Before any work: the folders the run writes to are writable, the tracking store is reachable."""
+    _writable_dir(config.runs_dir, "runs_dir")
+    _writable_dir(config.export.dir, "export.dir")
+    if not config.tracking.enabled:
+        return
+    uri = tracking_uri or config.tracking.uri
+    key = "MLFLOW_TRACKING_URI" if tracking_uri and tracking_uri != config.tracking.uri else "tracking.uri"
+    if uri.startswith("sqlite:///"):
+        _writable_dir(Path(uri[len("sqlite:///"):]).parent, key)
+    if "://" not in config.tracking.artifact_location:
+        _writable_dir(config.tracking.artifact_location, "tracking.artifact_location")
+    reach_tracking_store(uri, key)

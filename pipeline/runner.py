@@ -8,6 +8,7 @@ something it can see changes.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ STAGES: tuple[Stage, ...] = (
         "evaluate",
         "components.evaluation",
         ("preprocess", "train"),
-        lambda c: {"evaluate": c.evaluate, "model": c.model},
+        lambda c: {"evaluate": c.evaluate, "model": c.model, "season": c.data.season},
     ),
     Stage(
         "export",
@@ -47,7 +48,9 @@ STAGES: tuple[Stage, ...] = (
         lambda c: {"export": c.export, "name": c.name, "model": c.model, "data": c.data, "train": c.train,
                    "evaluate": c.evaluate},
     ),
-    Stage("infra_validate", "components.infra_validation", ("export", "preprocess"), lambda c: {"export": c.export}),
+    Stage("infra_validate", "components.infra_validation", ("export",), lambda c: {"export": c.export}),
+    Stage("push", "components.push", ("export", "infra_validate", "evaluate"),
+          lambda c: {"export": c.export, "name": c.name}),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 CURRENT = "CURRENT"  # in each stage folder: the fingerprint of the output last used there
@@ -86,7 +89,8 @@ class RunResult:
 
     @property
     def export_path(self) -> str | None:
-        art = self.artifacts.get("export")
+        """The published (validated) SavedModel folder, `exports/<name>/<version>`."""
+        art = self.artifacts.get("push")
         return art.properties.get("path") if art else None
 
 
@@ -100,6 +104,10 @@ def check(config: Config) -> None:
     kinds = ingestion.declared_kinds(config.data, config.model.topology)
     if kinds:  # e.g. a bidirectional language model fails here, not at the train stage
         build.check_io(config.model, kinds)
+    from pipeline.config import check_places
+    from pipeline.tracking import ENV_URI
+
+    check_places(config, os.environ.get(ENV_URI))  # writable folders, a reachable store
 
 
 def run(
@@ -163,7 +171,15 @@ def run_stage(config: Config, name: str, run_dir: str | Path, log: Callable[[str
         if not pointer.is_file():
             raise ConfigError(f"stage {name!r} needs the output of {upstream!r} in {root}; "
                               f"run `rnnpipe stage {upstream}` with this --run-dir first.")
-        result.artifacts[upstream] = Artifact.read(root / upstream / pointer.read_text().strip())
+        try:
+            found = artifacts.find(root / upstream, pointer.read_text().strip())
+        except artifacts.DamagedArtifact as exc:
+            raise ConfigError(f"the {upstream!r} output in {root} is damaged ({exc}); "
+                              f"run `rnnpipe stage {upstream}` with this --run-dir again.") from None
+        if found is None:
+            raise ConfigError(f"stage {name!r} needs the output of {upstream!r} in {root}, and it is gone; "
+                              f"run `rnnpipe stage {upstream}` with this --run-dir again.")
+        result.artifacts[upstream] = found
     from pipeline import tracking
 
     id_file = root / RUN_ID_FILE
@@ -209,7 +225,7 @@ def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, f
     start = time.time()
     with artifacts.stage_lock(stage_dir, fp):
         artifacts.clean_stale(stage_dir)
-        art = None if force else artifacts.find(stage_dir, fp)
+        art = None if force else _reusable(stage_dir, fp, label, log)
         cached = art is not None
         if art is None:
             if not may_build:
@@ -232,13 +248,25 @@ def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, f
     result.artifacts[stage.name] = art
     result.cached[stage.name] = cached
     result.seconds[stage.name] = round(seconds, 3)
-    tracker.log_stage(stage.name, art, cached)
+    note = tracker.log_stage(stage.name, art, cached)
     summary = art.properties.get("summary", "")
     log(f"{label:<24} {'cached' if cached else 'done'} in {seconds:.1f}s  {summary}".rstrip())
+    if note:
+        log(f"    {note}")
     if art.properties.get("gate") is False:
         log(f"    stopping here: {art.properties.get('reason', 'gate closed')}")
         return None
     return art
+
+
+def _reusable(stage_dir: Path, fp: str, label: str, log: Callable[[str], None]) -> Artifact | None:
+    """The cached output for `fp` if it is intact; a damaged one is reported, removed and rebuilt."""
+    try:
+        return artifacts.find(stage_dir, fp)
+    except artifacts.DamagedArtifact as exc:
+        log(f"{label:<24} cached output is damaged ({exc}); building it again")
+        artifacts.discard(stage_dir, fp)
+        return None
 
 
 class _nullctx:

@@ -22,6 +22,8 @@ from pipeline import artifacts
 from pipeline.config import Config, dump_yaml
 
 PLOT_DIR = "plots"
+SAMPLES_FILE = "samples.npz"  # the evaluation's per-example results (pipeline/registry.py reads them back)
+SPLITS = ("train", "validation", "test")
 REPORT_DIR = "reports"
 ENV_URI = "MLFLOW_TRACKING_URI"
 
@@ -51,6 +53,56 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _sqlite_path(uri: str) -> Path:
+    return Path(uri[len("sqlite:///"):])
+
+
+def check_store(uri: str) -> None:
+    """Refuse a local store that lost its history or whose creation was interrupted.
+
+    `<db>.created` is written once MLflow has created the store. A missing or empty database
+    beside it means the history is gone (never silently recreated); a database without it whose
+    schema is incomplete is a half-created store (e.g. a full disk during creation).
+    """
+    import sqlite3
+
+    from pipeline.config import ConfigError
+
+    if not _is_local_sqlite(uri):
+        return
+    db = _sqlite_path(uri)
+    marker = db.with_name(db.name + ".created")
+    empty = not db.is_file() or db.stat().st_size == 0
+    if marker.is_file():
+        if empty:
+            state = "missing" if not db.is_file() else "empty (0 bytes)"
+            raise ConfigError(f"the MLflow store {db} is {state}, but a store with run history was created there "
+                              f"(see {marker}); restore {db} from a backup, or delete {marker} to start a new, "
+                              f"empty store.")
+        return
+    if empty:
+        return  # a new store: MLflow creates it, then `store_created` writes the marker
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            stamped = "alembic_version" in tables and con.execute("SELECT count(*) FROM alembic_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"the MLflow store {db} is not a readable SQLite database ({exc}); restore it from a "
+                          f"backup or move it away to start a new store.") from None
+    if not ({"experiments", "runs"} <= tables and stamped):
+        raise ConfigError(f"the MLflow store {db} is half-created (its creation was interrupted, e.g. by a full "
+                          f"disk): it has no complete schema. Delete {db} and run again.")
+
+
+def store_created(uri: str) -> None:
+    """Mark a local store as created (see check_store)."""
+    if _is_local_sqlite(uri):
+        db = _sqlite_path(uri)
+        marker = db.with_name(db.name + ".created")
+        if db.is_file() and db.stat().st_size and not marker.is_file():
+            marker.write_text("an MLflow store was created beside this file; see pipeline/tracking.py check_store\n")
+
+
 def use_store(uri: str) -> None:
     """Point this process's MLflow client at `uri`.
 
@@ -74,9 +126,11 @@ def experiment_id(config: Config) -> str:
     uri = tracking_uri(config)
     name = config.experiment
     with _store_lock(uri):
+        check_store(uri)
         use_store(uri)
         client = mlflow.MlflowClient()
         exp = client.get_experiment_by_name(name)
+        store_created(uri)
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 client.restore_experiment(exp.experiment_id)
@@ -107,16 +161,19 @@ class Tracker:
     def stage_inputs(self, stage: str) -> dict[str, Any]:
         """Keyword inputs a stage gets from the store (hashed into its fingerprint, like its config).
 
-        evaluate with `compare_to: last_blessed` gets the champion's test metrics (or None).
+        evaluate with `compare_to: last_blessed` gets the champion (version, metrics, data digest,
+        per-example samples; or None): pipeline/registry.py.
         """
         if stage == "evaluate" and self.config.evaluate.compare_to == "last_blessed":
-            return {"last_blessed": last_blessed_metrics(self.config)}
+            from pipeline import registry
+
+            return {"champion": registry.champion(self.config)}
         return {}
 
-    def log_stage(self, stage: str, artifact: Any, cached: bool) -> None:
-        """Log a stage's metrics, tags, plots and reports."""
+    def log_stage(self, stage: str, artifact: Any, cached: bool) -> str | None:
+        """Log a stage's metrics, tags, plots and reports; returns a line for the user, if any."""
         if not self.run_id:
-            return
+            return None
         import mlflow
 
         props = artifact.properties
@@ -128,12 +185,23 @@ class Tracker:
         if stage == "train":
             self._log_history(artifact.path("history.json"), skip=set() if cached else self.live_epochs)
             self._log_keras_model(artifact)
-        if stage == "infra_validate" and props.get("export"):
-            register_export(self.config, artifact)
+        note = None
+        if props.get("register"):  # the push stage: register the published export (idempotent)
+            from pipeline import registry
+
+            done = registry.register(self.config, props["register"], self.run_id)
+            if done:
+                note = (f"registry: {self.config.name} version {done['version']}, "
+                        f"{'champion' if done['champion'] else 'not champion'} ({done['reason']})")
+        if artifact.path(SAMPLES_FILE).is_file():
+            mlflow.log_artifact(str(artifact.path(SAMPLES_FILE)), "evaluation")
+        if stage == "preprocess":
+            _log_datasets(artifact)
         for png in sorted(artifact.uri.glob("*.png")):
             mlflow.log_artifact(str(png), PLOT_DIR)
         for report in sorted([*artifact.uri.glob("*.md"), *artifact.uri.glob("*.html"), *artifact.uri.glob("*.csv")]):
             mlflow.log_artifact(str(report), f"{REPORT_DIR}/{stage}")
+        return note
 
     def finish(self, result: Any) -> None:
         if not self.run_id:
@@ -190,6 +258,23 @@ class Tracker:
             pip_requirements=_requirements(),
             tags={"pipeline": self.config.name, "topology": m.topology, "cell": m.cell, "units": str(m.units)},
         )
+
+
+def _log_datasets(preprocess: Any) -> None:
+    """Each encoded split as an MLflow dataset input (the UI's Dataset column, with its digest)."""
+    import mlflow
+
+    from components.evaluation import data_digest
+    from components.preprocessing import load_split
+
+    for split in SPLITS:
+        if not preprocess.path(f"{split}.npz").is_file():
+            continue
+        arrays = load_split(preprocess, split)
+        dataset = mlflow.data.from_numpy(arrays["x"], targets=arrays.get("y"), source=str(preprocess.uri),
+                                         name=f"{preprocess.properties.get('dataset', 'data')}-{split}",
+                                         digest=data_digest(preprocess, split))
+        mlflow.log_input(dataset, context=split)
 
 
 def _example_inputs(artifact: Any) -> Any:
@@ -348,6 +433,7 @@ def store_uri(explicit: str | None = None) -> str:
     from pipeline.config import ConfigError, TrackingConfig
 
     uri = explicit or os.environ.get(ENV_URI) or TrackingConfig().uri
+    check_store(uri)
     if _is_local_sqlite(uri) and not Path(uri[len("sqlite:///"):]).is_file():
         raise ConfigError(f"no MLflow store at {uri} (looked in {Path.cwd()}): run a pipeline first, "
                           f"or point --tracking-uri / {ENV_URI} at your store.")
@@ -410,171 +496,3 @@ def _record(run: Any, experiments: dict[str, str]) -> RunRecord:
     return RunRecord(info.run_id, info.run_name or "", experiments.get(info.experiment_id, info.experiment_id),
                      info.status, info.start_time, info.end_time, dict(data.params), dict(data.metrics),
                      dict(data.tags))
-
-
-# --------------------------------------------------------------------------------------------
-# Model registry: the blessed export as a pyfunc, alias `champion`; the last blessed metrics
-
-CHAMPION = "champion"
-PYFUNC_NAME = "serving_model"
-EXPORT_PATH_TAG = "rnnpipe.export_path"
-
-
-def last_blessed_metrics(config: Config) -> dict[str, float] | None:
-    """Test metrics (without the `test_` prefix) of the pipeline's champion version, else of its
-    latest registered version; None when nothing is registered yet or tracking is off."""
-    if not config.tracking.enabled:
-        return None
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri(config))
-    try:
-        version = client.get_model_version_by_alias(config.name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        versions = _model_versions(client, config.name)
-        version = max(versions, key=lambda v: int(v.version)) if versions else None
-    if version is None or not version.run_id:
-        return None
-    metrics = client.get_run(version.run_id).data.metrics
-    return {k[len("test_"):]: v for k, v in sorted(metrics.items()) if k.startswith("test_")} or None
-
-
-def _model_versions(client: Any, name: str) -> list[Any]:
-    import mlflow
-
-    try:
-        return list(client.search_model_versions(f"name = '{name}'"))
-    except mlflow.exceptions.MlflowException:
-        return []
-
-
-def register_export(config: Config, artifact: Any) -> str | None:
-    """Register a blessed, infra-validated export (a pyfunc around the SavedModel) as `champion`.
-
-    `artifact` is the infra_validate output (its properties name the export; its canary.json
-    gives the signature and input example). A cached export already registered is not
-    registered twice: `champion` moves back to its version. Returns the version, or None.
-    """
-    props = artifact.properties["export"]
-    if not config.export.register or not props.get("blessed", True):
-        return None
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    path = props["path"]
-    known = [v for v in _model_versions(client, config.name) if v.tags.get(EXPORT_PATH_TAG) == path]
-    if known:
-        version = max(known, key=lambda v: int(v.version)).version
-    else:
-        import logging
-
-        signature, example = _pyfunc_signature(artifact)
-        quiet = logging.getLogger("mlflow.pyfunc")
-        level, bar = quiet.level, os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-        quiet.setLevel(logging.ERROR)  # the by-value pickling warning: the class is ours (see saved_model_pyfunc)
-        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-        try:
-            info = mlflow.pyfunc.log_model(
-                name=PYFUNC_NAME, python_model=saved_model_pyfunc(), artifacts={"saved_model": path},
-                signature=signature, input_example=example, pip_requirements=_requirements(),
-                registered_model_name=config.name, await_registration_for=60,
-            )
-        finally:
-            quiet.setLevel(level)
-            if bar is None:
-                os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-            else:
-                os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
-        version = str(info.registered_model_version)
-        client.set_model_version_tag(config.name, version, EXPORT_PATH_TAG, path)
-        client.set_model_version_tag(config.name, version, "rnnpipe.export_version", str(props.get("version")))
-    client.set_registered_model_alias(config.name, CHAMPION, version)
-    mlflow.set_tags({"registered_model": config.name, "registered_version": version})
-    return version
-
-
-def _pyfunc_signature(artifact: Any) -> tuple[Any, Any]:
-    """Signature and input example from the export's canaries (raw inputs and answers)."""
-    import numpy as np
-    import pandas as pd
-    from mlflow.models import infer_signature
-
-    canary = json.loads(artifact.path("canary.json").read_text())
-    inputs, outputs = canary["inputs"][:2], canary["outputs"]
-    if not inputs:
-        return None, None
-    if artifact.properties["export"].get("input_kind") in ("tokens", "category"):
-        example = pd.DataFrame({"inputs": [str(v) for v in inputs]})
-    else:
-        example = np.asarray(inputs, dtype="float32")
-    answers = {k: np.asarray(v[:2], dtype=object if _strings(v) else "float32") for k, v in outputs.items()}
-    return infer_signature(example, answers), example
-
-
-def _strings(values: Any) -> bool:
-    while isinstance(values, list) and values:
-        values = values[0]
-    return isinstance(values, str)
-
-
-def saved_model_pyfunc() -> Any:
-    """A pyfunc PythonModel answering raw inputs with the SavedModel's `serving_default`.
-
-    Defined inside a function so cloudpickle stores the class by value: `mlflow models serve`
-    needs TensorFlow, not this project, on its path.
-    """
-    import mlflow
-
-    class SavedModelPyfunc(mlflow.pyfunc.PythonModel):
-        _skip_type_hint_validation = True  # the signature is given explicitly at log time
-
-        def load_context(self, context) -> None:  # noqa: ANN001
-            import tensorflow as tf
-
-            self._loaded = tf.saved_model.load(context.artifacts["saved_model"])
-            self._fn = self._loaded.signatures["serving_default"]
-            self._spec = self._fn.structured_input_signature[1]["inputs"]
-
-        def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - no hints: MLflow reads them
-            import numpy as np
-            import tensorflow as tf
-
-            values = model_input
-            if hasattr(values, "columns"):  # a DataFrame: the `inputs` column
-                values = values["inputs" if "inputs" in values.columns else values.columns[0]].tolist()
-            elif isinstance(values, dict):
-                values = values.get("inputs", next(iter(values.values())))
-            if self._spec.dtype == tf.string:
-                tensor = tf.constant(np.asarray([str(v) for v in np.ravel(np.asarray(values, dtype=object))]))
-            else:
-                tensor = tf.constant(np.asarray(values, dtype="float32"))
-            out = self._fn(inputs=tensor)
-            result = {}
-            for key, value in out.items():
-                arr = value.numpy()
-                if arr.dtype == object:
-                    arr = np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(arr)
-                result[key] = arr
-            return result
-
-    return SavedModelPyfunc()
-
-
-@contextlib.contextmanager
-def serve_registered(uri: str, name: str, alias: str = CHAMPION, timeout: float = 300,
-                     log_path: str | Path | None = None) -> Iterator[str]:
-    """`mlflow models serve -m models:/<name>@<alias> --env-manager local` on a free loopback port.
-
-    Yields its base URL once `/ping` answers; the server's process group is ended afterwards.
-    """
-    import sys
-
-    from pipeline.servers import local_server
-
-    bin_dir = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from PATH
-    env = {**os.environ, ENV_URI: uri, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-           "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@{alias}",
-            "--env-manager", "local", "-h", "127.0.0.1", "-p", "{port}"]
-    with local_server(argv, "/ping", env=env, log_path=log_path, timeout=timeout) as url:
-        yield url

@@ -60,7 +60,7 @@ def blessed_names_run(names_run: Any, tmp_path_factory: Any) -> tuple[Any, Any]:
 
         config, _ = names_run
         exports = tmp_path_factory.mktemp("blessed_exports")
-        blessed = with_overrides(config, {"evaluate.compare_to": "none", "export.require_blessing": True,
-                                          "export.dir": str(exports)})
+        blessed = with_overrides(config, {"evaluate.compare_to": "none", "evaluate.min_test_examples": 0,
+                                          "export.require_blessing": True, "export.dir": str(exports)})
         _CACHE["blessed"] = (blessed, runner.run(blessed, log=lambda _: None))
     return _CACHE["blessed"]

@@ -80,6 +80,20 @@ BAD = {
     "bidirectional_one_to_many": ("data: {source: names}\nmodel: {topology: one_to_many, bidirectional: true}\n",
                                   [], ["model.bidirectional", "one_to_many"]),
     "bad_threshold_shape": ("evaluate: {thresholds: {accuracy: 0.7}}\n", [], ["evaluate.thresholds.accuracy"]),
+    "threshold_bound_typo": ("evaluate: {thresholds: {accuracy: {minimun: 0.99}}}\n", [],
+                             ["evaluate.thresholds.accuracy.minimun", "Did you mean 'min'", "max, min"]),
+    "threshold_bound_upper_case": ("evaluate: {thresholds: {accuracy: {MIN: 0.9}}}\n", [],
+                                   ["evaluate.thresholds.accuracy.MIN", "Did you mean 'min'"]),
+    "threshold_unknown_metric": ("evaluate: {thresholds: {acuracy: {min: 0.9}}}\n", [],
+                                 ["evaluate.thresholds.acuracy", "Did you mean 'accuracy'"]),
+    "threshold_without_bound": ("evaluate: {thresholds: {accuracy: {}}}\n", [],
+                                ["evaluate.thresholds.accuracy", "min"]),
+    "threshold_not_finite": ("evaluate: {thresholds: {mae: {max: .inf}}}\n", [],
+                             ["evaluate.thresholds.mae.max", "finite"]),
+    "gate_metric_unknown": ("evaluate: {gate_metrics: [token_eror_rate]}\n", [],
+                            ["evaluate.gate_metrics", "Did you mean 'token_error_rate'"]),
+    "confidence_out_of_range": ("evaluate: {confidence: 1.5}\n", [], ["evaluate.confidence", "out of range"]),
+    "season_zero": ("data: {season: 0}\n", [], ["data.season", "out of range"]),
 }
 
 

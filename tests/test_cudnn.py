@@ -23,8 +23,8 @@ def report_for(x: str = "series", **kw: object) -> list[dict]:
 def test_defaults_are_eligible(cell: str) -> None:
     (row,) = report_for(cell=cell)
     assert row == {"layer": f"encoder_{cell}_1", "cell": cell.upper(), "eligible": True, "reasons": [],
-                   "masked": False}
-    assert cudnn.lines([row]) == [f"encoder_{cell}_1: cudnn yes"]
+                   "masked": True}  # series inputs are masked too: an all-NaN step is padding (issue 17)
+    assert cudnn.lines([row]) == [f"encoder_{cell}_1: cudnn yes ({cudnn.MASK_NOTE})"]
     assert cudnn.summary([row]) == "yes"
 
 
@@ -103,4 +103,6 @@ def test_markdown_table() -> None:
     rows = report_for("tokens") + report_for(cell="gru", recurrent_dropout=0.2)
     text = cudnn.markdown(rows)
     assert "| encoder_lstm_1 | LSTM | yes | - | yes |" in text
-    assert "| encoder_gru_1 | GRU | no | recurrent_dropout=0.2 | no |" in text
+    assert "| encoder_gru_1 | GRU | no | recurrent_dropout=0.2 | yes |" in text
+    assert "| rnn_lstm_1 | LSTM | yes | - | no |" in cudnn.markdown(cudnn.report(build.build_model(
+        ModelConfig(topology="one_to_one", units=4), io_of("vector", "label"))))

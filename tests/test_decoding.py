@@ -92,7 +92,14 @@ MODELS = [
      "tokens"),
     ("s2s-projected-every_step", dict(topology="seq2seq", cell="simple_rnn", num_layers=2, bidirectional=True,
                                       context="projected", context_feed="every_step"), "tokens"),
+    ("1vN-initial_state", dict(topology="one_to_many", cell="lstm", num_layers=2, input_mode="initial_state"),
+     "category"),
     ("1vN-first_step", dict(topology="one_to_many", cell="lstm", num_layers=2, input_mode="first_step"), "category"),
+    ("1vN-first_step-gru", dict(topology="one_to_many", cell="gru", input_mode="first_step"), "vector"),
+    ("s2s-pooled-attention-initial_state", dict(topology="seq2seq", cell="lstm", num_layers=2, bidirectional=True,
+                                                context="pooled", pool="attention"), "tokens"),
+    ("s2s-pooled-max-every_step", dict(topology="seq2seq", cell="gru", context="pooled", pool="max",
+                                       context_feed="every_step"), "tokens"),
     ("1vN-every_step", dict(topology="one_to_many", cell="gru", input_mode="every_step"), "vector"),
 ]
 
@@ -130,6 +137,44 @@ def test_generation_matches_the_teacher_forced_model(name: str, kw: dict, x_kind
     np.testing.assert_allclose(b["scores"], teacher_forced_scores(model, cfg, io, x, b["ids"])[0], rtol=1e-4,
                                atol=1e-4)  # beam states were reordered with their beams
     assert ("attention" in g) == (cfg.context == "attention" and cfg.topology == "seq2seq")
+
+
+def test_first_step_generation_feeds_the_vector_only_at_the_first_step() -> None:
+    """The one-step decoder's `state_started` gate: the vector at step 0, the previous token after."""
+    from models.topologies import generation_models
+
+    model, cfg, io = tiny_model(topology="one_to_many", cell="gru", input_mode="first_step")
+    encoder, step_model = generation_models(model, cfg, io)
+    assert "first_input" in encoder.output and "state_started" in step_model.input
+    x = np.array([1, 2, 3], "int32")
+    first = encoder(x)["first_input"]
+    zeros = tf.zeros((3, 6))
+    out = step_model({"token": tf.fill((3, 1), START), "state_1_1": zeros, "first_input": first,
+                      "state_started": tf.zeros((3, 1))})
+    np.testing.assert_array_equal(np.asarray(out["state_started"]), 1.0)
+    full = np.asarray(model({"inputs": x, "decoder_inputs": np.array([[START, A]] * 3, "int32")}))
+    np.testing.assert_allclose(np.asarray(out["probs"])[:, 0], full[:, 0], rtol=1e-5, atol=1e-6)
+    later = step_model({"token": tf.fill((3, 1), A), "state_1_1": out["state_1_1"], "first_input": first,
+                        "state_started": out["state_started"]})
+    np.testing.assert_allclose(np.asarray(later["probs"])[:, 0], full[:, 1], rtol=1e-5, atol=1e-6)
+
+
+def test_run_time_beam_width_equals_the_traced_width_and_scores_match_truncated_ids() -> None:
+    """A tensor beam_width traces one general search (any width); at a max_length cut the score is
+    that of exactly the returned (truncated) ids."""
+    model, cfg, io = tiny_model(topology="seq2seq", cell="gru", context="attention", seed=2)
+    x, _ = make_data("tokens", "tokens", n=3, seed=4)
+    generate = make_generator(model, cfg, io)
+    traced = tf.function(lambda t, n, k: generate(t, n, k))
+    for width in (1, 2, 5, 9):
+        for length in (2, 5):
+            want = generate(x, length, width)
+            got = traced(tf.constant(x), tf.constant(length), tf.constant(width))
+            assert got["ids"].shape == (3, length)
+            for key in ("ids", "scores"):
+                np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got["scores"].numpy(), teacher_forced_scores(
+                model, cfg, io, x, got["ids"].numpy())[0], rtol=1e-4, atol=1e-4)
 
 
 def test_attention_weights_cover_real_encoder_steps_only() -> None:

@@ -1,5 +1,6 @@
-"""Export: versioned atomic SavedModels, raw-in/raw-out signatures per kind of target, the model
-card; infra validation catching a broken export."""
+"""Export and push: the SavedModel inside the export stage, published as atomic, never-reused
+versions only after infra validation; raw-in/raw-out signatures per kind of target; the model
+card; infra validation catching a broken export before anything is published."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from components import export
+from components import export, push
 from components.preprocessing import END, START, Codec, io_spec
 from pipeline import runner
 from pipeline.config import ModelConfig, with_overrides
@@ -27,10 +28,14 @@ def test_export_layout_canary_and_model_card(blessed: tuple[Any, Any]) -> None:
     config, result = blessed
     path = Path(result.export_path)
     assert path.name.isdigit() and path.parent.name == config.name
-    assert {"saved_model.pb", "variables", "model_card.md"} <= {p.name for p in path.iterdir()}
+    assert {"saved_model.pb", "variables", "model_card.md", push.PUBLISHED_FILE} <= {p.name for p in path.iterdir()}
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".tmp")]
+    record = json.loads((path / push.PUBLISHED_FILE).read_text())
+    assert record["version"] == int(path.name) and record["validated"] is True
+    assert record["content_hash"] == result.artifacts["export"].properties["content_hash"] == \
+        result.artifacts["infra_validate"].properties["content_hash"]
     card = (result.artifacts["export"].uri / "model_card.md").read_text()
-    for text in (f"# Model card: {config.name} version {path.name}", "| accuracy |", "| train |",
+    for text in (f"# Model card: {config.name}", "| accuracy |", "| train |",
                  "## cuDNN", "topology: many_to_one", "POST /v1/models/"):
         assert text in card, text
     canary = json.loads((result.artifacts["export"].uri / "canary.json").read_text())
@@ -39,41 +44,64 @@ def test_export_layout_canary_and_model_card(blessed: tuple[Any, Any]) -> None:
     assert props["signatures"] == ["serving_default"] and props["blessed"] is True
 
 
-def test_publish_allocates_increasing_versions_atomically(tmp_path: Path) -> None:
+def saved_model(tmp_path: Path, content: str) -> Path:
+    folder = tmp_path / f"src-{content}"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_text(content)
+    return folder
+
+
+def test_publish_allocates_increasing_versions_atomically_and_never_twice(tmp_path: Path) -> None:
+    from pipeline.artifacts import dir_digest
+
     base = tmp_path / "model"
-    versions: list[int] = []
+    sources = [saved_model(tmp_path, str(i)) for i in range(6)]
+    published: dict[Path, int] = {}
 
-    def build(tmp: Path) -> None:
-        tmp.mkdir()
-        (tmp / "saved_model.pb").write_bytes(b"x")
+    def worker(source: Path) -> None:
+        published[source] = push.publish(source, base, dir_digest(source), {})[0]
 
-    def worker() -> None:
-        versions.append(export.publish(build, base)[0])
-
-    threads = [threading.Thread(target=worker) for _ in range(6)]
+    threads = [threading.Thread(target=worker, args=(s,)) for s in sources]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(versions) == [1, 2, 3, 4, 5, 6]
+    assert sorted(published.values()) == [1, 2, 3, 4, 5, 6]
     assert sorted(p.name for p in base.iterdir() if not p.name.startswith(".")) == [str(v) for v in range(1, 7)]
+    # the same content again: the version that holds it, nothing new
+    again = published[sources[2]]
+    assert push.publish(sources[2], base, dir_digest(sources[2]), {}) == (again, base / str(again), False)
+    # numbers are never reused, and only plain ASCII numbers count as versions
+    import shutil
 
-    def broken(tmp: Path) -> None:
-        tmp.mkdir()
-        raise RuntimeError("killed half way")
+    shutil.rmtree(base / "6")
+    (base / "²").mkdir()
+    (base / "12").write_text("an unrelated file")
+    (base / "7.bak").mkdir()
+    assert push.next_version(base) == 7
+    fresh = saved_model(tmp_path, "new")
+    assert push.publish(fresh, base, dir_digest(fresh), {})[0] == 7
+    # a stale temp folder of a dead process is cleaned up by the next publication
+    (base / ".tmp-999999999-abc").mkdir()
+    other = saved_model(tmp_path, "other")
+    assert push.publish(other, base, dir_digest(other), {})[0] == 8
+    assert not list(base.glob(".tmp-*"))
 
-    with pytest.raises(RuntimeError):
-        export.publish(broken, base)
-    assert export.next_version(base) == 7 and not list(base.glob(".tmp-*"))
+
+def test_publish_into_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "exports").write_text("not a folder")
+    with pytest.raises(push.PushError, match="cannot create the export base"):
+        push.publish(saved_model(tmp_path, "x"), tmp_path / "exports" / "m", "x", {})
 
 
 def test_infra_validation_fails_a_broken_export(blessed: tuple[Any, Any], tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """An export whose weights differ from the evaluated model: served answers differ -> FAILED."""
+    """An export whose weights differ from the evaluated model: served answers differ -> FAILED,
+    and nothing was ever published in the served base."""
     from mlflow import MlflowClient
 
     from components.infra_validation import InfraValidationError
-    from pipeline import tracking
+    from pipeline import registry
 
     config, result = blessed
     original = export.write_saved_model
@@ -85,16 +113,14 @@ def test_infra_validation_fails_a_broken_export(blessed: tuple[Any, Any], tmp_pa
     monkeypatch.setattr(export, "write_saved_model", zero_weights_then_write)
     broken = with_overrides(config, {"export.dir": str(tmp_path / "exports")})
     client = MlflowClient(tracking_uri=config.tracking.uri)
-    champion = client.get_model_version_by_alias(config.name, tracking.CHAMPION).version
+    champion = client.get_model_version_by_alias(config.name, registry.CHAMPION).version
     with pytest.raises(InfraValidationError, match="differ from the in-process model"):
-        runner.run(broken, log=lambda _: None)
-    base = tmp_path / "exports" / config.name
-    assert not [p for p in base.iterdir() if p.name.isdigit()]  # quarantined: no server loads it
-    assert [p.name for p in base.iterdir() if p.name.startswith(".invalid-1-")]
+        runner.run(broken, from_stage="export", log=lambda _: None)
+    assert not (tmp_path / "exports").exists()  # never visible to a server
     exp = client.get_experiment_by_name(config.experiment).experiment_id
     last = client.search_runs([exp], order_by=["attributes.start_time DESC"], max_results=1)[0]
     assert last.info.status == "FAILED" and "InfraValidationError" in last.data.tags["error"]
-    assert client.get_model_version_by_alias(config.name, tracking.CHAMPION).version == champion
+    assert client.get_model_version_by_alias(config.name, registry.CHAMPION).version == champion
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,7 +164,8 @@ def test_seq2seq_tokens_serving_default_and_generate(tmp_path: Path) -> None:
     assert strings(cut["tokens"]) == [" ".join(g.split()[:2]) for g in greedy]  # greedy, cut at 2 tokens
     beam = gen(inputs=words, max_length=tf.constant(10), beam_width=tf.constant(3))
     assert np.all(beam["scores"].numpy() <= 0) and beam["scores"].shape == (2,)
-    assert gen(inputs=words, max_length=tf.constant(3), beam_width=tf.constant(99))["tokens"].shape == (2,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="beam_width must be between"):
+        gen(inputs=words, max_length=tf.constant(3), beam_width=tf.constant(99))  # refused, never clamped
 
 
 @pytest.mark.slow

@@ -81,8 +81,10 @@ def model_cfg(topology: str, cell: str = "lstm", num_layers: int = 1, bidirectio
 VARIANTS: list[tuple[str, str, str, str, dict[str, Any]]] = [
     ("1v1-vector", "one_to_one", "vector", "label", {}),
     ("1v1-category", "one_to_one", "category", "label", {}),
+    ("1vN-init-tokens", "one_to_many", "category", "tokens", {"input_mode": "initial_state"}),
     ("1vN-first-tokens", "one_to_many", "category", "tokens", {"input_mode": "first_step"}),
     ("1vN-every-tokens", "one_to_many", "vector", "tokens", {"input_mode": "every_step"}),
+    ("1vN-init-series", "one_to_many", "vector", "series", {"input_mode": "initial_state"}),
     ("1vN-first-series", "one_to_many", "vector", "series", {"input_mode": "first_step"}),
     ("1vN-every-series", "one_to_many", "category", "series", {"input_mode": "every_step"}),
     ("Nv1-last", "many_to_one", "tokens", "label", {"reduce": "last"}),
@@ -99,13 +101,16 @@ VARIANTS: list[tuple[str, str, str, str, dict[str, Any]]] = [
        {"context": c, "context_feed": f, "attention": a})
       for c in ("last_state", "projected", "attention") for f in ("initial_state", "every_step")
       for a in (("luong", "bahdanau") if c == "attention" else ("luong",))],
+    *[(f"s2s-pooled-{p}-{f}", "seq2seq", "tokens", "tokens", {"context": "pooled", "pool": p, "context_feed": f})
+      for p in ("mean", "max", "attention") for f in ("initial_state", "every_step")],
+    ("s2s-series-pooled", "seq2seq", "series", "series", {"context": "pooled", "pool": "attention"}),
     ("s2s-series-forecast", "seq2seq", "series", "series", {"context": "last_state"}),
     ("s2s-series-attention", "seq2seq", "series", "series", {"context": "attention", "context_feed": "every_step"}),
     ("s2s-tokens-series", "seq2seq", "tokens", "series", {"context": "projected", "context_feed": "every_step"}),
     ("s2s-series-tokens", "seq2seq", "series", "tokens", {"context": "attention", "attention": "bahdanau"}),
 ]
 VARIANT = {v[0]: v for v in VARIANTS}
-BASE = {"one_to_one": "1v1-vector", "one_to_many": "1vN-first-tokens", "many_to_one": "Nv1-last",
+BASE = {"one_to_one": "1v1-vector", "one_to_many": "1vN-init-tokens", "many_to_one": "Nv1-last",
         "many_to_many": "NvN-tag-tokens", "seq2seq": "s2s-attention-initial_state-luong"}
 
 
@@ -171,6 +176,15 @@ OTHER_VARIANTS = [  # (variant, cell, num_layers, bidirectional): the non-base v
     ("s2s-attention-every_step-bahdanau", "gru", 1, True),
     ("s2s-projected-every_step", "simple_rnn", 2, False),
     ("s2s-series-forecast", "gru", 1, True),
+    ("1vN-first-tokens", "gru", 2, False),
+    ("1vN-first-series", "simple_rnn", 1, False),
+    ("s2s-pooled-mean-initial_state", "lstm", 2, True),
+    ("s2s-pooled-max-every_step", "gru", 1, True),
+    ("s2s-pooled-attention-initial_state", "simple_rnn", 2, False),
+    ("s2s-pooled-attention-every_step", "lstm", 1, False),
+    ("s2s-pooled-mean-every_step", "simple_rnn", 1, True),
+    ("s2s-pooled-max-initial_state", "lstm", 1, False),
+    ("s2s-series-pooled", "gru", 2, True),
 ]
 
 
@@ -297,8 +311,8 @@ def test_golden_one_to_one_gru() -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_golden_one_to_many_lstm_first_step_series() -> None:
-    model, x, got = golden_model("one_to_many", "lstm", "category", "series", input_mode="first_step")
+def test_golden_one_to_many_lstm_initial_state_series() -> None:
+    model, x, got = golden_model("one_to_many", "lstm", "category", "series", input_mode="initial_state")
     (emb,), w, (dk, db) = weights_of(model, "embedding"), weights_of(model, "decoder_lstm_1"), weights_of(
         model, "outputs")
     (hk, hb), (ck, cb) = weights_of(model, "initial_state_1_1"), weights_of(model, "initial_state_1_2")
@@ -308,6 +322,106 @@ def test_golden_one_to_many_lstm_first_step_series() -> None:
         outs, _ = np_run("lstm", np.eye(4), w, state=[np.tanh(e @ hk + hb), np.tanh(e @ ck + cb)])
         want.append(outs @ dk + db)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_golden_one_to_many_gru_first_step_tokens() -> None:
+    """input_mode=first_step: step 0 reads W x + b (not the start token), later steps the previous
+    target token; the decoder starts from zeros."""
+    model, inputs, got = golden_model("one_to_many", "gru", "category", "tokens", input_mode="first_step")
+    (emb,), (fk, fb) = weights_of(model, "embedding"), weights_of(model, "first_step_input")
+    (demb,), w, (dk, db) = (weights_of(model, "decoder_embedding"), weights_of(model, "decoder_gru_1"),
+                            weights_of(model, "outputs"))
+    assert not any(layer.name.startswith("initial_state") for layer in model.layers)
+    for cat, dec_ids, probs in zip(inputs["inputs"], inputs["decoder_inputs"], got):
+        steps = demb[dec_ids]
+        steps[0] = emb[cat] @ fk + fb
+        outs, _ = np_run("gru", steps, w)
+        np.testing.assert_allclose(probs, softmax(outs @ dk + db), rtol=1e-5, atol=1e-6)
+
+
+def test_golden_one_to_many_simple_rnn_first_step_series() -> None:
+    model, x, got = golden_model("one_to_many", "simple_rnn", "vector", "series", input_mode="first_step")
+    (fk, fb), w, (dk, db) = (weights_of(model, "first_step_input"), weights_of(model, "decoder_simple_rnn_1"),
+                             weights_of(model, "outputs"))
+    for row, out in zip(x, got):
+        steps = np.eye(4)
+        steps[0] = row @ fk + fb  # later steps: their one-hot position (series decoders are not autoregressive)
+        outs, _ = np_run("simple_rnn", steps, w)
+        np.testing.assert_allclose(out, outs @ dk + db, rtol=1e-5, atol=1e-6)
+
+
+def np_pool(pool: str, outs: np.ndarray, w: list | None = None) -> np.ndarray:
+    """Pool the real steps' outputs [n, D]: mean, max, or attention (w = [kernel, bias, score vector])."""
+    if pool == "mean":
+        return outs.mean(0)
+    if pool == "max":
+        return outs.max(0)
+    scores = np.tanh(outs @ w[0] + w[1]) @ w[2]
+    return softmax(scores) @ outs
+
+
+@pytest.mark.parametrize("cell,pool,feed,bidirectional", [
+    ("simple_rnn", "attention", "initial_state", False),
+    ("gru", "max", "every_step", False),
+    ("lstm", "mean", "initial_state", True),
+])
+def test_golden_seq2seq_pooled_context(cell: str, pool: str, feed: str, bidirectional: bool) -> None:
+    """context=pooled: c = tanh(W pool(h_1..h_n) + b) over the real encoder steps only, as the decoder's
+    initial state(s) (one transform per state) or concatenated to every decoder input."""
+    model, inputs, got = golden_model("seq2seq", cell, "tokens", "tokens", context="pooled", pool=pool,
+                                      context_feed=feed, bidirectional=bidirectional)
+    (emb,), (demb,) = weights_of(model, "embedding"), weights_of(model, "decoder_embedding")
+    dec, (dk, db) = weights_of(model, f"decoder_{cell}_1"), weights_of(model, "outputs")
+    pool_w = weights_of(model, "context_pool") if pool == "attention" else None
+    if bidirectional:
+        bi = model.get_layer(f"bi_encoder_{cell}_1")
+        fw, bw = ([np.asarray(v) for v in layer.weights] for layer in (bi.forward_layer, bi.backward_layer))
+    else:
+        enc = weights_of(model, f"encoder_{cell}_1")
+    for ids, dec_ids, probs in zip(inputs["inputs"], inputs["decoder_inputs"], got):
+        n = int((ids > 0).sum())
+        if bidirectional:
+            outs = np.concatenate([np_run(cell, emb[ids], fw, steps=n)[0],
+                                   np_run(cell, emb[ids], bw, steps=n, reverse=True)[0]], -1)
+        else:
+            outs, _ = np_run(cell, emb[ids], enc, steps=n)
+        pooled = np_pool(pool, outs, pool_w)
+        if feed == "initial_state":
+            state = [np.tanh(pooled @ k + b) for k, b in (weights_of(model, f"context_state_1_{j + 1}")
+                                                          for j in range(2 if cell == "lstm" else 1))]
+            steps = demb[dec_ids]
+        else:
+            tk, tb = weights_of(model, "context_transform")
+            state, c = None, np.tanh(pooled @ tk + tb)
+            steps = np.concatenate([demb[dec_ids], np.repeat(c[None], len(dec_ids), 0)], -1)
+        outs, _ = np_run(cell, steps, dec, state=state)
+        np.testing.assert_allclose(probs, softmax(outs @ dk + db), rtol=1e-5, atol=1e-6)
+
+
+def test_padded_series_steps_are_masked() -> None:
+    """A series row right-padded with all-NaN steps gives the same outputs as the row without them."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 6, 2)).astype("float32")
+    padded = np.concatenate([x, np.full((2, 3, 2), np.nan, "float32")], 1)
+    for variant, cell in (("Nv1-series-label", "lstm"), ("Nv1-series-forecast", "gru"),
+                          ("s2s-series-attention", "simple_rnn"), ("s2s-series-pooled", "gru")):
+        _, topology, x_kind, y_kind, extra = VARIANT[variant]
+        for reduce in (("last", "mean", "max", "attention") if topology == "many_to_one" else ("last",)):
+            cfg = model_cfg(topology, cell, **{**extra, **({"reduce": reduce} if topology == "many_to_one" else {})})
+            model = build.build_model(cfg, io_of(x_kind, y_kind))
+            want = np.asarray(model(x, training=False))
+            np.testing.assert_allclose(np.asarray(model(padded, training=False)), want, rtol=1e-5, atol=1e-6)
+
+
+def test_first_step_rename_notice(capsys: pytest.CaptureFixture) -> None:
+    build.check(model_cfg("one_to_many", input_mode="initial_state"), TrainConfig())
+    assert ModelConfig().input_mode == "initial_state"
+    assert build.notices(model_cfg("one_to_many", input_mode="first_step")) == [build.FIRST_STEP_RENAMED]
+    build._printed.discard(build.FIRST_STEP_RENAMED)
+    build.check(model_cfg("one_to_many", input_mode="first_step"), TrainConfig())
+    build.check(model_cfg("one_to_many", input_mode="first_step"), TrainConfig())
+    err = capsys.readouterr().err
+    assert err.count("now called 'initial_state'") == 1 and len(err.strip().splitlines()) == 1
 
 
 def test_golden_many_to_one_simple_rnn_masked_mean() -> None:

@@ -82,7 +82,7 @@ def test_rerun_reuses_every_stage_and_a_changed_key_reruns_from_its_stage(make_c
     assert again.export_path == first.export_path  # same model: no new version
     changed = runner.run(with_overrides(config, {"train.epochs": 2}), **QUIET)
     assert changed.cached == {"ingest": True, "validate": True, "preprocess": True, "train": False,
-                              "evaluate": False, "export": False, "infra_validate": False}
+                              "evaluate": False, "export": False, "infra_validate": False, "push": False}
     assert Path(changed.export_path).name == "2"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline import runner, tracking
+from pipeline import registry, runner, tracking
 from tests.serving_support import blessed_names_run
 
 NAMES = ["Mary", "john", "Zoë"]
@@ -31,12 +31,15 @@ def test_champion_is_the_validated_export(blessed: tuple[Any, Any]) -> None:
     config, result = blessed
     assert result.artifacts["infra_validate"].properties["tags"]["infra_validated"] == "true"
     client = MlflowClient(tracking_uri=config.tracking.uri)
-    version = client.get_model_version_by_alias(config.name, tracking.CHAMPION)
+    version = client.get_model_version_by_alias(config.name, registry.CHAMPION)
     assert version.run_id == result.run_id
-    assert version.tags[tracking.EXPORT_PATH_TAG] == result.export_path
+    assert version.tags[registry.EXPORT_PATH_TAG] == result.export_path
+    assert version.tags[registry.CONTENT_TAG] == result.artifacts["push"].properties["content_hash"]
+    assert version.tags[registry.DIGEST_TAG] == result.artifacts["evaluate"].properties["data_digest"]
+    assert {"cell", "topology", "test_accuracy", "rnnpipe.run_id"} <= set(version.tags)
     run = client.get_run(result.run_id)
     assert run.data.tags["registered_version"] == str(version.version)
-    assert tracking.last_blessed_metrics(config)["accuracy"] == run.data.metrics["test_accuracy"]
+    assert registry.last_blessed_metrics(config)["accuracy"] == run.data.metrics["test_accuracy"]
 
 
 def test_registered_pyfunc_has_signature_example_and_answers_raw(blessed: tuple[Any, Any]) -> None:
@@ -45,7 +48,7 @@ def test_registered_pyfunc_has_signature_example_and_answers_raw(blessed: tuple[
 
     config, result = blessed
     tracking.use_store(config.tracking.uri)  # not mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI
-    model = mlflow.pyfunc.load_model(f"models:/{config.name}@{tracking.CHAMPION}")
+    model = mlflow.pyfunc.load_model(f"models:/{config.name}@{registry.CHAMPION}")
     inputs = model.metadata.get_input_schema()
     assert inputs.input_names() == ["inputs"] and inputs.inputs[0].type.name == "string"
     assert set(model.metadata.get_output_schema().input_names()) == {"label", "probabilities"}
@@ -65,7 +68,7 @@ def test_rerun_of_a_cached_export_registers_nothing_new(blessed: tuple[Any, Any]
     again = runner.run(config, log=lambda _: None)
     assert all(again.cached.values()) and again.export_path == result.export_path
     assert {v.version for v in client.search_model_versions(f"name = '{config.name}'")} == before
-    assert client.get_model_version_by_alias(config.name, tracking.CHAMPION).tags[tracking.EXPORT_PATH_TAG] == \
+    assert client.get_model_version_by_alias(config.name, registry.CHAMPION).tags[registry.EXPORT_PATH_TAG] == \
         result.export_path
 
 
@@ -75,7 +78,7 @@ def test_mlflow_models_serve_answers_invocations(blessed: tuple[Any, Any]) -> No
 
     config, result = blessed
     local = in_process(result.export_path)
-    with tracking.serve_registered(config.tracking.uri, config.name) as url:
+    with registry.serve_registered(config.tracking.uri, config.name) as url:
         for body in ({"dataframe_split": {"columns": ["inputs"], "data": [[n] for n in NAMES]}},
                      {"instances": NAMES}, {"inputs": {"inputs": NAMES}}):
             status, answer = call(f"{url}/invocations", body)

@@ -85,18 +85,18 @@ def test_csv_malformed_rows_are_recorded_and_windows_skip_gaps(tmp_path: Path) -
     assert reasons == {
         "w.csv:5": "non-numeric value 'oops' in column 'temp'",
         "w.csv:12": "expected 4 fields, found 2",
-        "w.csv:19": "missing value in column 'temp'",
         "w.csv:27": "unreadable time 'not-a-date' in column 'day'",
         "w.csv:32": "duplicate time (same as line 4)",
         "w.csv:42": "not valid UTF-8 (byte 0xff at column 12)",
     }
-    assert props["total_rows"] == 41 and props["bad_rows"] == 6
+    assert props["total_rows"] == 41 and props["bad_rows"] == 5  # issue 14: a missing value is a gap, not malformed
+    assert props["spec"]["series"]["missing_values"] == 1 and props["metrics"]["data_missing_values"] == 1
     for split in splits.values():  # no window contains a hole: temps rise by exactly 1 within a window
         for x, y in split:
             temps = [s[0] for s in x] + [s[0] for s in y]
             assert temps == list(range(int(temps[0]), int(temps[0]) + len(temps)))
     with pytest.raises(validation.DataValidationError,
-                       match=r"6 of 41 rows are malformed .* e.g. w.csv:5: non-numeric"):
+                       match=r"5 of 41 rows are malformed .* e.g. w.csv:5: non-numeric"):
         validation.run({"ingest": art}, tmp_path, Ctx(), data=cfg)
 
 

@@ -47,6 +47,14 @@ def test_plan_is_the_full_grid_or_a_seeded_random_draw() -> None:
 def test_direction_and_ranking() -> None:
     assert compare.lower_is_better("val_loss") and compare.lower_is_better("test_mae")
     assert compare.lower_is_better("test_perplexity") and not compare.lower_is_better("test_accuracy")
+    # the registry, not a name pattern: error rates and MASE are lower-is-better (the regex said otherwise)
+    assert compare.lower_is_better("test_token_error_rate") and compare.lower_is_better("test_mase")
+    assert compare.lower_is_better("test_beam_token_error_rate") and compare.lower_is_better("test_smape")
+    assert not compare.lower_is_better("test_exact_match") and not compare.lower_is_better("baseline_macro_f1")
+    g2p = [compare.Trial(i, {"model.cell": c}, status="FINISHED", metrics={"test_token_error_rate": v})
+           for i, c, v in ((1, "simple_rnn", 0.22), (2, "lstm", 0.16), (3, "gru", 0.15))]
+    minimize = compare.lower_is_better("test_token_error_rate")
+    assert [t.index for t in compare.rank(g2p, "test_token_error_rate", minimize)] == [3, 2, 1]  # lowest first
     trials = [compare.Trial(1, {"model.cell": "lstm"}, status="FINISHED",
                             metrics={"test_accuracy": 0.7, "val_loss": 0.5}),
               compare.Trial(2, {"model.cell": "gru"}, status="FAILED", error="boom"),

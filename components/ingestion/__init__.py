@@ -1,7 +1,10 @@
 """Ingestion stage: a data source -> train/validation/test examples + their spec.
 
-inputs -> outputs: (none) -> `<split>.jsonl` (one {"x": ..., "y": ...} per line), `spec.json`
-(the kind of x and y, see below) and `bad_rows.json` (malformed rows with file:line).
+inputs -> outputs: (none) -> `<split>.jsonl` (one {"x": ..., "y": ...} per line; csv series
+windows add their series' "id" and the "time" of their last input step), `spec.json` (the kind
+of x and y, see below; csv: its columns and `series`, what was missing / filled) and
+`bad_rows.json` (malformed rows with file:line). The properties carry `frequency` (hourly,
+daily, ... for a time series, else None) and the csv fill counts as `metrics`.
 
 Kinds of x / y (raw values; all encoding happens in preprocessing, inside the exported model):
 - `tokens`: a string, split into chars or words (`tokenize`) by the model's own graph
@@ -33,7 +36,7 @@ from pipeline.config import ConfigError, DataConfig
 from . import bundled, sources
 from .sources import DataSourceError
 
-Example = tuple[Any, Any]
+Example = tuple[Any, ...]  # (x, y) or (x, y, meta): meta (e.g. a series' id, a time) rides along to raw rows
 Make = Callable[[list[dict[str, Any]], DataConfig], list[Example]]
 
 # Which (x kind, y kind) pairs each topology can learn.
@@ -78,6 +81,7 @@ class Source:
     tasks: dict[str, Task]
     bundled: bool = True
     needs: tuple[str, ...] = ()
+    frequency: str | None = None  # the time step of a bundled series (csv: inferred from the file)
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,7 +180,11 @@ def _digit_series(records: list[dict[str, Any]], cfg: DataConfig) -> list[Exampl
 
 
 def csv_windows(topology: str) -> Make:
-    """Windows of CSV rows for one topology (see `csv_kinds` for what x and y hold)."""
+    """Windows of CSV rows for one topology (see `csv_kinds` for what x and y hold).
+
+    A window stays inside one gap-free segment of one series; it carries that series' `id`
+    (with `data.id_column`) and the `time` of its last input step (with `data.time_column`).
+    """
 
     def make(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]:
         out: list[Example] = []
@@ -197,7 +205,8 @@ def csv_windows(topology: str) -> Make:
                     y = ys[s:s + w] if text else ys[s + h:s + w + h]
                 else:
                     y = ys[s + w:s + w + h]
-                out.append((xs[s:s + w], y))
+                meta = {k: seg[s + w - 1][k] for k in ("id", "time") if k in seg[0]}
+                out.append((xs[s:s + w], y, meta) if meta else (xs[s:s + w], y))
         return out
 
     return make
@@ -284,6 +293,7 @@ SOURCES: dict[str, Source] = {
         },
     ),
     "seattle_weather": Source(
+        frequency="daily",
         load=_load_bundled("seattle_weather"),
         tasks={
             "many_to_one": Task({**SERIES, "columns": [*WEATHER_COLUMNS, *(f"was_{w}" for w in bundled.WEATHER)]},
@@ -292,6 +302,7 @@ SOURCES: dict[str, Source] = {
         },
     ),
     "seattle_temps": Source(
+        frequency="hourly",
         load=_load_bundled("seattle_temps"),
         tasks={"seq2seq": Task({**SERIES, "columns": ["temp", "temp_change_24h"]}, {**SERIES, "columns": ["temp"]},
                                hourly_forecast)},
@@ -345,6 +356,13 @@ def check(data: DataConfig, topology: str) -> None:
         if not getattr(data, key):
             raise ConfigError(f"data.source={data.source!r} needs data.{key} "
                               f"({'the file to read' if key == 'path' else 'set it in the config'}).")
+    series_only = [k for k in ("time_format", "id_column") if getattr(data, k)]
+    series_only += ["fill_missing"] if data.fill_missing != "none" else []
+    if series_only and data.source != "csv":
+        raise ConfigError(f"data.{series_only[0]} applies to data.source='csv' (time series) only; "
+                          f"data.source={data.source!r} reads no time series from a file.")
+    if data.time_format and not data.time_column:
+        raise ConfigError("data.time_format is set but data.time_column is not: name the column it parses.")
     if source.bundled and data.path:
         users = ", ".join(name for name, s in SOURCES.items() if not s.bundled and "path" in s.needs)
         raise ConfigError(f"data.path is set, but data.source={data.source!r} is a bundled dataset that reads "
@@ -389,30 +407,56 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig, topology: st
     spec = {"x": x_kind, "y": y_kind, "topology": topology, "source": data.source}
     if "columns" in loaded.info:  # a user CSV: each column's type and missing count
         spec["columns"] = loaded.info["columns"]
+    series = loaded.info.get("series")
+    if series:  # a user CSV: series, frequency, what was missing / filled, steps per split
+        spec["series"] = series
+    frequency = loaded.info["frequency"] if "frequency" in loaded.info else source.frequency
     (workdir / "spec.json").write_text(json.dumps(spec, indent=2))
     (workdir / "bad_rows.json").write_text(
         json.dumps({"total_rows": loaded.total_rows, "bad_rows": loaded.bad_rows}, indent=2)
     )
     ctx.log(f"{data.source}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
             + (f"; {len(loaded.bad_rows)} of {loaded.total_rows} rows malformed" if loaded.bad_rows else ""))
+    metrics = {f"examples_{k}": v for k, v in counts.items()}
+    if series:
+        ctx.log(series_line(series))
+        metrics.update({f"data_{k}": series[k] for k in SERIES_METRICS if series.get(k) is not None})
     return {
         "counts": counts,
         "spec": spec,
+        "frequency": frequency,
         "bad_rows": len(loaded.bad_rows),
         "total_rows": loaded.total_rows,
         "summary": " ".join(f"{k}={v}" for k, v in counts.items()),
-        "metrics": {f"examples_{k}": v for k, v in counts.items()},
+        "metrics": metrics,
     }
+
+
+SERIES_METRICS = ("series", "missing_values", "missing_timestamps", "filled_values", "filled_timestamps", "gaps")
+
+
+def series_line(series: dict[str, Any]) -> str:
+    """One line on a CSV's series: how many, their frequency, what was missing, filled and left as gaps."""
+    timestamps = series["missing_timestamps"]
+    fill = (f"filled {series['filled_values']} values and {series['filled_timestamps']} timestamps "
+            f"({series['fill_missing']}, runs of <= {series['max_fill']} steps)" if series["fill_missing"] != "none"
+            else "nothing filled (data.fill_missing=none)")
+    return (f"{series['series']} series, frequency {series['frequency'] or 'unknown'}: "
+            f"{series['missing_values']} missing values, "
+            f"{'an irregular number of' if timestamps is None else timestamps} missing timestamps; {fill}; "
+            f"{series['gaps']} gaps left (no window spans one)"
+            + (f"; {series['irregular_series']} series off the time grid" if series.get("irregular_series") else ""))
 
 
 def _drop_empty(examples: list[Example], split: str, loaded: Loaded, x_kind: dict[str, Any]) -> list[Example]:
     """Leave out (and record) examples with an empty input: an empty sequence breaks cuDNN masking."""
     kept = []
-    for i, (x, y) in enumerate(examples):
+    for i, example in enumerate(examples):
+        x = example[0]
         if x is None or x == [] or (isinstance(x, str) and not sources.tokens(x, x_kind.get("tokenize", "char"))):
             loaded.bad_rows.append({"where": f"{split} example {i + 1}", "reason": "empty input sequence"})
         else:
-            kept.append((x, y))
+            kept.append(example)
     return kept
 
 
@@ -424,14 +468,18 @@ def _sample(examples: list[Example], n: int, seed: int) -> list[Example]:
 
 def write_examples(path: Path, examples: Iterable[Example]) -> None:
     with path.open("w", encoding="utf-8") as handle:
-        for x, y in examples:
-            handle.write(json.dumps({"x": x, "y": y}, ensure_ascii=False) + "\n")
+        for example in examples:
+            row = {"x": example[0], "y": example[1], **(example[2] if len(example) > 2 else {})}
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def read_examples(path: Path) -> list[Example]:
-    """The (x, y) examples of one split."""
+def read_examples(path: Path, meta: bool = False) -> list[Example]:
+    """The (x, y) examples of one split; with `meta`, (x, y, {other fields, e.g. id, time})."""
     with Path(path).open(encoding="utf-8") as handle:
-        return [(row["x"], row["y"]) for row in map(json.loads, handle)]
+        rows = [json.loads(line) for line in handle]
+    if meta:
+        return [(row["x"], row["y"], {k: v for k, v in row.items() if k not in ("x", "y")}) for row in rows]
+    return [(row["x"], row["y"]) for row in rows]
 
 
 def read_spec(artifact: Any) -> dict[str, Any]:

@@ -2,29 +2,34 @@
 
 Every reader yields records per split plus the rows it had to skip, each with `file:line` and
 a reason (bad CSV line, missing field, empty sequence, non-numeric value, undecodable bytes,
-sequence longer than `data.max_length`). Nothing is dropped silently: the validation stage
-fails the run when more than `data.max_bad_fraction` of the rows are bad. Problems with a
+sequence longer than `data.max_length`, an unreadable or repeated time). A missing value in a
+time series (empty, NA, NaN, null) is not malformed: it is a gap, or filled (`timeseries.py`).
+Nothing is dropped silently: the validation stage fails the run when more than
+`data.max_bad_fraction` of the rows are bad. Problems with a
 whole file (missing, empty, not UTF-8 text, a column that is not there or has the wrong type)
 raise `DataSourceError`, which the CLI prints as one paragraph.
 
 Splits are deterministic and leak-free: i.i.d. records (pairs, labelled) by a seeded hash of
-the input (so duplicates share a split); time series and text by position (contiguous,
-`data.val_fraction` / `data.test_fraction` at the end), never shuffled across a boundary.
+the input (so duplicates share a split); time series (each series of `data.id_column` on its
+own) by time and text by position (contiguous, `data.val_fraction` / `data.test_fraction` at the
+end), never shuffled across a boundary.
 """
 
 from __future__ import annotations
 
-import bisect
 import codecs
 import csv
 import json
-import math
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from pipeline.config import DataConfig
 
+from . import timeseries
 from .bundled import SPLITS, hash_split, time_split
 
 HEADER_NAMES = {"input", "output", "source", "target", "x", "y", "sequence", "text", "label"}
@@ -195,7 +200,7 @@ def load_text(data: DataConfig) -> tuple[dict[str, list[dict[str, Any]]], Rows]:
 
 @dataclass
 class Column:
-    """What one CSV column holds: numbers or strings."""
+    """What one CSV column holds: numbers or strings (missing values: empty, NA, NaN, null...)."""
 
     name: str
     numeric: bool
@@ -203,10 +208,13 @@ class Column:
 
 
 def load_csv(data: DataConfig) -> tuple[dict[str, list[dict[str, Any]]], Rows, dict[str, Any]]:
-    """A time-series CSV -> rows per split (contiguous in time) + the columns used.
+    """A time-series CSV -> rows per split (each series split by time) + the columns used.
 
-    Each record is {"t": time, "values": {column: value}, "segment": n}: a skipped row starts a
-    new segment, and windows never cross a segment, so no window hides a gap.
+    Each record is {"values": {column: value}, "segment": n, "id": series, "time": label}
+    ("id" with `data.id_column`, "time" with `data.time_column`). Rows are sorted by time within
+    each series and placed on the grid of the inferred frequency (`timeseries.py`); a missing
+    step or value that `data.fill_missing` does not fill starts a new segment, and windows
+    never cross a segment, so no window hides a gap or spans two series.
     """
     rows = Rows(Path(data.path))
     lines = rows.lines()
@@ -217,9 +225,10 @@ def load_csv(data: DataConfig) -> tuple[dict[str, list[dict[str, Any]]], Rows, d
     rows.total -= 1
     header = [h.strip() for h in next(csv.reader([header_text]))]
     targets, features = _csv_columns(header, data, rows.path)
-    used = [*targets, *features] + ([data.time_column] if data.time_column else [])
-    index = {name: header.index(name) for name in used}
-    parsed: list[tuple[int, dict[str, str]]] = []
+    used = list(dict.fromkeys([*targets, *features, *(c for c in (data.time_column, data.id_column) if c)]))
+    pick = operator.itemgetter(*(header.index(name) for name in used), 0)  # always a tuple
+    parsed: list[tuple[str, ...]] = []
+    numbers_list: list[int] = []
     for number, text in lines:
         try:
             fields = next(csv.reader([text]))
@@ -229,129 +238,225 @@ def load_csv(data: DataConfig) -> tuple[dict[str, list[dict[str, Any]]], Rows, d
         if len(fields) != len(header):
             rows.skip(number, f"expected {len(header)} fields, found {len(fields)}")
             continue
-        parsed.append((number, {name: fields[i].strip() for name, i in index.items()}))
+        parsed.append(pick(fields))
+        numbers_list.append(number)
     if not parsed:
         raise DataSourceError(f"data file '{rows.path}' has a header but no usable rows.")
-    columns = {name: _column_type(name, [v[name] for _, v in parsed]) for name in [*targets, *features]}
-    _check_columns(columns, targets, features, rows.path, parsed)
-    good = []
-    for number, values in parsed:
-        record, problem = _csv_record(values, columns, data.time_column)
-        if problem:
-            rows.skip(number, problem)
-        else:
-            good.append((number, record))
+    numbers = np.array(numbers_list, dtype="int64")
+    raw = {name: np.array([v.strip() for v in column], dtype=object) for name, column in zip(used, zip(*parsed))}
+    absent = {name: timeseries.missing(raw[name]) for name in used}
+    parsed_numbers = {name: _to_numbers(raw[name], absent[name]) for name in [*targets, *features]}
+    columns = {name: _column_type(name, absent[name], parsed_numbers[name]) for name in [*targets, *features]}
+    _check_columns(columns, targets, features, rows.path, numbers, raw, absent)
+    values, problems = _csv_values(columns, raw, absent, parsed_numbers, data)
+    times = None
     if data.time_column:
-        good.sort(key=lambda item: item[1]["t"])
-        good = _drop_duplicate_times(good, rows)
-    bad_lines = sorted(int(b["where"].rsplit(":", 1)[1]) for b in rows.bad)
-    segment, records = 0, []
-    for i, (number, record) in enumerate(good):
-        if i and _gap(good[i - 1][0], number, bad_lines):
-            segment += 1
-        records.append({**record, "segment": segment})
-    parts = time_split(len(records), data.val_fraction, data.test_fraction)
+        times = timeseries.parse_times(raw[data.time_column], data.time_format)
+        for i in np.flatnonzero(~times.ok):
+            problems.setdefault(int(i), f"unreadable time {raw[data.time_column][i]!r} in column "
+                                        f"{data.time_column!r}" + (f" (data.time_format={data.time_format!r})"
+                                                                   if data.time_format else ""))
+    for i in sorted(problems):
+        rows.skip(int(numbers[i]), problems[i])
+    good = np.ones(len(parsed), dtype=bool)
+    good[list(problems)] = False
+    if times is not None:
+        t = times.values
+    ids = raw[data.id_column] if data.id_column else np.full(len(parsed), "", dtype=object)
+    if times is None and data.id_column:  # each series in file order: a skipped row of it is a gap
+        import pandas as pd
+
+        t = pd.Series(ids).groupby(ids).cumcount().to_numpy(dtype="int64")
+    elif times is None:  # file order: a skipped line leaves a hole in the positions (a gap)
+        lines_seen = np.sort(np.concatenate([numbers, [int(b["where"].rsplit(":", 1)[1]) for b in rows.bad]]))
+        t = np.searchsorted(lines_seen, numbers).astype("int64")
+    keys, code = np.unique(ids[good].astype(str), return_inverse=True)
+    rows_good = np.flatnonzero(good)
+    ranked = rows_good[np.lexsort((rows_good, t[rows_good], code))]  # by series, then time, then line
+    bounds = np.searchsorted(np.sort(code), np.arange(len(keys) + 1))
+    series = [(str(key), _drop_duplicate_times(ranked[bounds[k]:bounds[k + 1]], t, numbers, rows))
+              for k, key in enumerate(keys)]
+    repeated = int(good.sum()) - sum(len(o) for _, o in series)  # rows dropped as duplicate times
+    if times is not None and not data.id_column and repeated > max(2, 0.1 * good.sum()):
+        raise DataSourceError(
+            f"{repeated} of {int(good.sum())} rows of '{rows.path}' repeat the time of another row "
+            f"(e.g. {next(b['where'] for b in rows.bad if b['reason'].startswith('duplicate time'))}): is it "
+            f"several series in one file? Set data.id_column to the column that names each series.")
+    grid = timeseries.infer_grid([t[o] for _, o in series], times)
+    counts = timeseries.Counts(series=len(series), rows={s: 0 for s in SPLITS})
+    splits: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    segment = 0
+    for key, order in series:
+        segment = _series_records(key if data.id_column else None, order, t, times, grid, columns, values,
+                                  data, counts, splits, segment)
+    if counts.irregular_series:
+        counts.missing_timestamps = None
     info = {"targets": targets, "features": features,
             "target_type": "numeric" if columns[targets[0]].numeric else "string",
             "columns": {c.name: {"type": "numeric" if c.numeric else "string", "missing": c.missing}
-                        for c in columns.values()}}
-    return {split: records[r.start:r.stop] for split, r in parts.items()}, rows, info
+                        for c in columns.values()},
+            "frequency": grid.frequency if data.time_column else None,
+            "series": {**counts.as_dict(), "fill_missing": data.fill_missing, "max_fill": data.max_fill,
+                       "frequency": grid.frequency if data.time_column else None,
+                       "id_column": data.id_column, "time_column": data.time_column}}
+    return splits, rows, info
 
 
 def _csv_columns(header: list[str], data: DataConfig, path: Path) -> tuple[list[str], list[str]]:
-    """The target and feature columns (default features: every other column but the time)."""
-    wanted = [*data.target_columns, *data.feature_columns] + ([data.time_column] if data.time_column else [])
+    """The target and feature columns (features: every other column but the time and id, unless listed)."""
+    listed = data.feature_columns or ()
+    wanted = [*data.target_columns, *listed] + [c for c in (data.time_column, data.id_column) if c]
     missing = [c for c in wanted if c not in header]
     if missing:
         raise DataSourceError(f"data file '{path}' has no column {missing[0]!r} (named in the config); "
                               f"its columns are: {', '.join(header)}.")
     targets = list(data.target_columns)
-    features = list(data.feature_columns) or [c for c in header if c not in targets and c != data.time_column]
-    return targets, [c for c in features if c not in targets]
+    for key in ("time_column", "id_column"):
+        if getattr(data, key) in targets:
+            raise DataSourceError(f"data.{key}={getattr(data, key)!r} is also a target column; it cannot be both.")
+    if data.feature_columns is None:
+        features = [c for c in header if c not in targets and c not in (data.time_column, data.id_column)]
+    else:
+        features = list(data.feature_columns)
+    return targets, [c for c in dict.fromkeys(features) if c not in targets]
 
 
-def _as_float(value: str) -> float | None:
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
+def _to_numbers(values: np.ndarray, absent: np.ndarray) -> np.ndarray:
+    """Each present value as a float (NaN where missing or not a finite number)."""
+    import pandas as pd
+
+    out = pd.to_numeric(pd.Series(np.where(absent, None, values), dtype=object), errors="coerce")
+    out = out.to_numpy(dtype="float64", na_value=np.nan)
+    return np.where(np.isfinite(out), out, np.nan)
 
 
-def _column_type(name: str, values: list[str]) -> Column:
-    present = [v for v in values if v != ""]
-    numbers = sum(_as_float(v) is not None for v in present)
-    return Column(name, numeric=bool(present) and numbers * 2 >= len(present), missing=len(values) - len(present))
+def _column_type(name: str, absent: np.ndarray, numbers: np.ndarray) -> Column:
+    present = int((~absent).sum())
+    numeric = int(np.isfinite(numbers).sum())
+    return Column(name, numeric=bool(present) and numeric * 2 >= present, missing=int(absent.sum()))
 
 
 def _check_columns(columns: dict[str, Column], targets: list[str], features: list[str], path: Path,
-                   parsed: list[tuple[int, dict[str, str]]]) -> None:
+                   numbers: np.ndarray, raw: dict[str, np.ndarray], absent: dict[str, np.ndarray]) -> None:
     """Fatal column problems: an all-empty target, a text feature, mixed target types."""
     for name in targets:
-        if columns[name].missing == len(parsed):
+        if columns[name].missing == len(numbers):
             raise DataSourceError(f"target column {name!r} of '{path}' is empty in every row: nothing to learn.")
     for name in features:
         if not columns[name].numeric:
-            number, values = next((n, v) for n, v in parsed if v[name] != "")
+            first = int(np.flatnonzero(~absent[name])[0])
+            number, value = int(numbers[first]), raw[name][first]
             raise DataSourceError(
-                f"wrong column type: feature column {name!r} of '{path}' holds text (e.g. {values[name]!r} at "
+                f"wrong column type: feature column {name!r} of '{path}' holds text (e.g. {value!r} at "
                 f"{path.name}:{number}), but features must be numbers; list the numeric ones in "
-                f"data.feature_columns.")
+                f"data.feature_columns (or set data.id_column if it names the series).")
     kinds = {columns[name].numeric for name in targets}
     if len(kinds) > 1 or (False in kinds and len(targets) > 1):
         raise DataSourceError(f"data.target_columns of '{path}' must be all numeric, or one text (class) column.")
 
 
-def _csv_record(values: dict[str, str], columns: dict[str, Column], time_column: str | None
-                ) -> tuple[dict[str, Any], str | None]:
-    record: dict[str, Any] = {"values": {}}
+def _csv_values(columns: dict[str, Column], raw: dict[str, np.ndarray], absent: dict[str, np.ndarray],
+                numbers: dict[str, np.ndarray], data: DataConfig) -> tuple[dict[str, np.ndarray], dict[int, str]]:
+    """Each column's values (NaN / None where missing) and the rows that are malformed, with why.
+
+    A missing value is not malformed (it is a gap, or filled); a non-number in a numeric column is.
+    """
+    problems: dict[int, str] = {}
+    values: dict[str, np.ndarray] = {}
     for name, column in columns.items():
-        value = values[name]
-        if value == "":
-            return record, f"missing value in column {name!r}"
         if column.numeric:
-            number = _as_float(value)
-            if number is None:
-                return record, f"non-numeric value {value!r} in column {name!r}"
-            record["values"][name] = number
+            for i in np.flatnonzero(~absent[name] & np.isnan(numbers[name])):
+                problems.setdefault(int(i), f"non-numeric value {raw[name][i]!r} in column {name!r}")
+            values[name] = numbers[name]
         else:
-            record["values"][name] = value
-    if time_column:
-        stamp = _parse_time(values[time_column])
-        if stamp is None:
-            return record, f"unreadable time {values[time_column]!r} in column {time_column!r}"
-        record["t"] = stamp
-    return record, None
+            values[name] = np.where(absent[name], None, raw[name])
+    if data.id_column:
+        for i in np.flatnonzero(absent[data.id_column]):
+            problems.setdefault(int(i), f"missing id in column {data.id_column!r}")
+    return values, problems
 
 
-def _parse_time(value: str) -> float | None:
-    """A time stamp as a sortable number (plain numbers, or dates pandas can read)."""
-    number = _as_float(value)
-    if number is not None:
-        return number
-    import pandas as pd
-
-    try:
-        return float(pd.Timestamp(value.replace("/", "-")).value)
-    except (ValueError, TypeError, OverflowError):
-        return None
+def _drop_duplicate_times(order: np.ndarray, t: np.ndarray, numbers: np.ndarray, rows: Rows) -> np.ndarray:
+    """Rows of one series sorted by time, without the later rows that repeat a time (recorded as bad)."""
+    same = np.concatenate([[False], t[order][1:] == t[order][:-1]])
+    if not same.any():
+        return order
+    kept = order[np.maximum.accumulate(np.where(~same, np.arange(len(order)), 0))]
+    for i in np.flatnonzero(same):
+        rows.skip(int(numbers[order[i]]), f"duplicate time (same as line {int(numbers[kept[i]])})")
+    return order[~same]
 
 
-def _drop_duplicate_times(good: list[tuple[int, dict]], rows: Rows) -> list[tuple[int, dict]]:
-    out = []
-    for number, record in good:
-        if out and out[-1][1]["t"] == record["t"]:
-            rows.skip(number, f"duplicate time (same as line {out[-1][0]})")
+def _series_records(key: str | None, order: np.ndarray, t: np.ndarray, times: Any, grid: Any,
+                    columns: dict[str, Column], values: dict[str, np.ndarray], data: DataConfig,
+                    counts: Any, splits: dict[str, list[dict[str, Any]]], segment: int) -> int:
+    """Place one series on its grid, fill, cut it into gap-free segments, split it by time.
+
+    Appends the records to `splits`, adds to `counts`; returns the next free segment number.
+    """
+    tt = t[order]
+    pos = grid.positions(tt)
+    if len(pos) > 1 and np.any(np.diff(pos) <= 0):  # off the grid: only jumps of > 1.5 steps are gaps
+        counts.irregular_series += 1
+        step = np.diff(tt)
+        pos = np.concatenate([[0], np.cumsum(np.where(step > 1.5 * np.median(step), data.max_fill + 2, 1))])
+    n = int(pos[-1]) + 1
+    present = np.zeros(n, dtype=bool)
+    present[pos] = True
+    grid_values, filled = {}, []
+    for name, column in columns.items():
+        if column.numeric:
+            arr = np.full(n, np.nan)
         else:
-            out.append((number, record))
-    return out
+            arr = np.full(n, None, dtype=object)
+        arr[pos] = values[name][order]
+        counts.missing_values += int(((np.isnan(arr) if column.numeric else arr == None) & present).sum())  # noqa: E711
+        grid_values[name], did = timeseries.fill_column(arr, column.numeric, data.fill_missing, data.max_fill)
+        filled.append(did)
+    complete = np.ones(n, dtype=bool)
+    for name, column in columns.items():
+        arr = grid_values[name]
+        complete &= ~np.isnan(arr) if column.numeric else arr != None  # noqa: E711
+    counts.missing_timestamps += int((~present).sum())
+    counts.filled_timestamps += int((~present & complete).sum())
+    counts.filled_values += int(sum((did & present & complete).sum() for did in filled))
+    keep = np.flatnonzero(complete)
+    if not len(keep):
+        return segment
+    breaks = np.concatenate([[0], (np.diff(keep) > 1).astype("int64")])
+    seg = segment + np.cumsum(breaks)
+    counts.gaps += int(breaks.sum())
+    labels = _time_labels(tt, pos, keep, present, times, grid) if times is not None else None
+    as_lists = {name: grid_values[name].tolist() for name in columns}
+    parts = time_split(n, data.val_fraction, data.test_fraction)
+    for split, r in parts.items():
+        lo, hi = np.searchsorted(keep, [r.start, r.stop])
+        counts.rows[split] += int(hi - lo)
+        for j in range(lo, hi):
+            slot = int(keep[j])
+            record: dict[str, Any] = {"values": {name: as_lists[name][slot] for name in columns},
+                                      "segment": int(seg[j])}
+            if key is not None:
+                record["id"] = key
+            if labels is not None:
+                record["time"] = labels[j]
+            splits[split].append(record)
+    return int(seg[-1]) + 1
 
 
-def _gap(a: int, b: int, bad_lines: list[int]) -> bool:
-    """Whether a skipped line lies between file lines a and b."""
-    lo, hi = min(a, b), max(a, b)
-    i = bisect.bisect_right(bad_lines, lo)
-    return i < len(bad_lines) and bad_lines[i] < hi
+def _time_labels(tt: np.ndarray, pos: np.ndarray, keep: np.ndarray, present: np.ndarray, times: Any,
+                 grid: Any) -> list[Any]:
+    """The time of each kept grid step (filled steps get their grid time), as a date / datetime string or number."""
+    stamps = np.zeros(len(present), dtype=tt.dtype)
+    stamps[pos] = tt
+    made = keep[~present[keep]]
+    if len(made):
+        stamps[made] = grid.time_at(tt[0], made)
+    stamps = stamps[keep]
+    if times.datetime:
+        unit = "D" if times.date_only else "s"
+        return np.datetime_as_string(stamps.astype("datetime64[ns]"), unit=unit).tolist()
+    return [int(v) if float(v).is_integer() else float(v) for v in stamps.tolist()]
 
 
 # --------------------------------------------------------------------------------------------

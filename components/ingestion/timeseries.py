@@ -1,0 +1,238 @@
+"""Time-aware series for the `csv` source: times, frequency, a grid of steps, gaps and fills.
+
+A series is the rows of one id (`data.id_column`; the whole file without one), sorted by
+time. Its times are placed on a grid of steps of the inferred frequency (hourly, daily,
+business days, weekly, monthly, quarterly, yearly, or any fixed step such as 15min or an
+integer step); a missing grid step is a missing timestamp. `data.fill_missing` (`ffill` or
+`interpolate`) fills runs of at most `data.max_fill` consecutive missing steps / values (text
+columns are always carried forward); whatever stays missing is a gap, and windows never span
+a gap. Without a time column the file order is the time order and a skipped line is a gap.
+
+Vectorised with NumPy / pandas; the per-row Python work is limited to the rows that are bad.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Values that mean "missing" (case-insensitive, surrounding blanks ignored): a gap, never malformed.
+MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "nat", "#n/a", "?"})
+
+DAY = 86_400 * 10**9  # ns
+NAMES = {3_600 * 10**9: "hourly", DAY: "daily", 7 * DAY: "weekly", 60 * 10**9: "minutely", 10**9: "secondly"}
+
+
+def missing(values: np.ndarray) -> np.ndarray:
+    """Which raw strings are missing values."""
+    import pandas as pd
+
+    return pd.Series(values, dtype=object).str.strip().str.lower().isin(MISSING).to_numpy(dtype=bool)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+@dataclass
+class Times:
+    """Parsed time stamps: int64 ns (datetimes) or float64 numbers; `ok` False where unreadable."""
+
+    values: np.ndarray
+    ok: np.ndarray
+    datetime: bool
+    date_only: bool = False  # every datetime is at midnight: labels are plain dates
+
+
+def parse_times(raw: np.ndarray, time_format: str | None) -> Times:
+    """The time column -> Times (numbers when most values are numbers, else datetimes)."""
+    import pandas as pd
+
+    absent = missing(raw)
+    series = pd.Series(np.where(absent, None, raw), dtype=object)
+    if time_format is None:
+        numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64")
+        finite = np.isfinite(numbers)
+        if finite.sum() * 2 >= max((~absent).sum(), 1):
+            return Times(numbers, finite, datetime=False)
+    if time_format is not None:
+        stamps = _to_datetime(series, format=time_format)
+    else:
+        stamps = _to_datetime(series)
+        retry = np.flatnonzero(np.isnat(stamps) & ~absent)
+        for i in retry:  # what the inferred format missed: parse one by one (e.g. mixed formats)
+            stamps[i] = _one_datetime(raw[i])
+    ok = ~np.isnat(stamps)
+    ns = stamps.astype("int64")
+    date_only = bool(ok.any()) and bool(np.all(ns[ok] % DAY == 0))
+    return Times(ns, ok, datetime=True, date_only=date_only)
+
+
+def _to_datetime(series: Any, **kwargs: Any) -> np.ndarray:
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "could not infer format": it then parses each value
+        try:
+            out = pd.to_datetime(series, errors="coerce", **kwargs)
+        except (ValueError, TypeError):  # mixed UTC offsets
+            out = pd.to_datetime(series, errors="coerce", utc=True, **kwargs)
+    if getattr(out.dt, "tz", None) is not None:
+        out = out.dt.tz_convert("UTC").dt.tz_localize(None)
+    return out.to_numpy(dtype="datetime64[ns]").copy()
+
+
+def _one_datetime(value: str) -> np.datetime64:
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(value.strip().replace("/", "-"))
+    except (ValueError, TypeError, OverflowError):
+        return np.datetime64("NaT", "ns")
+    if stamp is pd.NaT:
+        return np.datetime64("NaT", "ns")
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return np.datetime64(stamp.value, "ns")
+
+
+# --------------------------------------------------------------------------------------------
+# The grid of steps
+
+
+@dataclass
+class Grid:
+    """How time stamps map to integer steps (`positions`) and back (`time_at`)."""
+
+    kind: str  # fixed | months | business | order
+    frequency: str | None
+    step: int | float = 1  # fixed: the step in ns (datetimes) or in time units (numbers); months: months
+    datetime: bool = False
+
+    def positions(self, t: np.ndarray) -> np.ndarray:
+        """Grid steps of one series' sorted, distinct times, relative to its first."""
+        if self.kind == "months":
+            months = t.astype("datetime64[ns]").astype("datetime64[M]").astype("int64")
+            pos = months // int(self.step)
+        elif self.kind == "business":
+            days = t.astype("datetime64[ns]").astype("datetime64[D]")
+            pos = np.busday_count(days[0], days).astype("int64")
+        elif self.kind == "fixed":
+            pos = np.floor((t - t[0]) / self.step + 0.5).astype("int64")
+        else:  # order: the values are already positions (file order)
+            pos = t.astype("int64")
+        return pos - pos[0]
+
+    def time_at(self, first: Any, pos: np.ndarray) -> np.ndarray:
+        """The time stamps of grid steps `pos` of a series whose first time is `first`."""
+        if self.kind == "fixed":
+            return first + pos * self.step
+        if self.kind == "months":
+            import pandas as pd
+
+            start = pd.Timestamp(int(first))
+            return np.array([(start + pd.DateOffset(months=int(p) * int(self.step))).value for p in pos], "int64")
+        if self.kind == "business":
+            day = np.datetime64(int(first), "ns").astype("datetime64[D]")
+            days = np.busday_offset(day, pos.astype("int64"), roll="forward").astype("datetime64[ns]")
+            return days.astype("int64") + int(first) % DAY
+        return first + pos
+
+
+def infer_grid(series: list[np.ndarray], times: Times | None) -> Grid:
+    """The frequency of the series (the most common step between consecutive times)."""
+    if times is None:
+        return Grid("order", None)
+    diffs = np.concatenate([np.diff(t) for t in series] or [np.zeros(0)])
+    diffs = diffs[diffs > 0]
+    if not len(diffs):
+        return Grid("fixed", None, DAY if times.datetime else 1, times.datetime)
+    values, counts = np.unique(diffs, return_counts=True)
+    step = values[np.argmax(counts)]
+    if not times.datetime:
+        integral = all(np.all(t == np.round(t)) for t in series)
+        years = integral and all(np.all((t >= 1000) & (t <= 2999)) for t in series)
+        return Grid("fixed", "yearly" if years and step == 1 else None, int(step) if integral else float(step))
+    step = int(step)
+    for months, name, lo, hi in ((1, "monthly", 28, 31), (3, "quarterly", 89, 92), (12, "yearly", 365, 366)):
+        if lo * DAY <= step <= hi * DAY:
+            return Grid("months", name, months, True)
+    if step == DAY and _business_days(series, diffs):
+        return Grid("business", "business_daily", 1, True)
+    if step in NAMES:
+        name = NAMES[step]
+    elif step % DAY == 0:
+        name = f"{step // DAY}d"
+    else:
+        import pandas as pd
+
+        name = pd.tseries.frequencies.to_offset(pd.Timedelta(step, "ns")).freqstr
+    return Grid("fixed", name, step, True)
+
+
+def _business_days(series: list[np.ndarray], diffs: np.ndarray) -> bool:
+    """Daily stamps on Monday-Friday only, with the weekends skipped (markets, offices)."""
+    days = np.concatenate(series).astype("datetime64[ns]").astype("datetime64[D]").astype("int64")
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    return bool(np.all(weekday < 5)) and bool(np.any(diffs == 3 * DAY))
+
+
+# --------------------------------------------------------------------------------------------
+# One series on its grid: fill, gaps, segments
+
+
+@dataclass
+class Counts:
+    """What was missing and what was filled (for the report and MLflow)."""
+
+    series: int = 0
+    missing_values: int = 0  # empty / NA cells in the rows that are there
+    missing_timestamps: int | None = 0  # grid steps with no row (None: irregular times)
+    filled_values: int = 0
+    filled_timestamps: int = 0
+    gaps: int = 0  # breaks left inside series after filling: no window spans them
+    irregular_series: int = 0
+    rows: dict[str, int] = field(default_factory=dict)  # grid steps kept per split
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def runs_up_to(gap: np.ndarray, limit: int, inside: bool) -> np.ndarray:
+    """Cells of `gap` in runs of at most `limit` that have a value before them (and after, if inside)."""
+    if limit <= 0 or not gap.any():
+        return np.zeros_like(gap)
+    start = gap & ~np.concatenate([[False], gap[:-1]])
+    label = np.cumsum(start) * gap
+    sizes = np.bincount(label)
+    ok = gap & (sizes[label] <= limit)
+    first = np.flatnonzero(start)
+    bad_runs = set()
+    if len(first) and first[0] == 0:
+        bad_runs.add(1)  # no value before it
+    if inside and gap[-1]:
+        bad_runs.add(int(label[-1]))  # no value after it
+    if bad_runs:
+        ok &= ~np.isin(label, list(bad_runs))
+    return ok
+
+
+def fill_column(values: np.ndarray, numeric: bool, how: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """(filled values, which cells were filled) of one column along the grid."""
+    gap = np.isnan(values) if numeric else np.array([v is None for v in values], dtype=bool)
+    interpolate = how == "interpolate" and numeric
+    todo = runs_up_to(gap, limit, inside=interpolate) if how != "none" else np.zeros_like(gap)
+    if not todo.any():
+        return values, todo
+    out = values.copy()
+    known = np.flatnonzero(~gap)
+    where = np.flatnonzero(todo)
+    if interpolate:
+        out[where] = np.interp(where, known, values[known])
+    else:  # carry the last value forward
+        previous = known[np.searchsorted(known, where) - 1]
+        out[where] = values[previous]
+    return out, todo
