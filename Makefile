@@ -10,7 +10,7 @@ run: install
 	$(VENV)/bin/rnnpipe run $(CONFIG)
 
 test: install-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

@@ -45,9 +45,13 @@ def run_config(path: Path, cell: str | None, store: Path, quick: bool) -> dict[s
     main = evaluate["main_metric"]
     mine, base = evaluate["metrics"][f"test_{main}"], evaluate["metrics"][f"baseline_{main}"]
     gate = next((c for c in evaluate.get("comparisons", []) if c["metric"] == main), {})
+    scored = json.loads(result.artifacts["evaluate"].path("metrics.json").read_text())["baselines"]
     return {"config": path.stem, "topology": config.model.topology, "cell": config.model.cell,
             "epochs": config.train.epochs, "metric": main, "model": round(mine, 4), "baseline": round(base, 4),
             "baseline_name": gate.get("reference", ""), "ci": [gate.get("low"), gate.get("high")],
+            "baselines": {name: round(m[main], 4) for name, m in scored.items() if main in m},
+            "gates": [{k: c.get(k) for k in ("metric", "reference", "mine", "theirs", "low", "high")}
+                      for c in evaluate.get("comparisons", [])],
             "season": evaluate.get("season"), "examples": int(evaluate["metrics"].get("test_examples", 0)),
             "beats": metrics.get(main).improvement(mine, base) > 0, "blessed": evaluate["blessed"],
             "reasons": evaluate.get("failures") or [], "seconds": round(seconds, 1)}

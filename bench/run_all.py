@@ -18,7 +18,7 @@ from typing import Any
 
 from bench import common
 
-BENCHMARKS = ("pipeline_overhead", "input_pipeline", "serving", "cells")
+BENCHMARKS = ("pipeline_overhead", "input_pipeline", "serving", "cells", "fixed_costs", "infra_validation")
 
 
 def run_one(name: str, argv: list[str]) -> dict[str, Any]:

@@ -10,7 +10,9 @@ raw test inputs, over keep-alive HTTP/1.1 connections, one per client thread:
 - p50 / p99 latency of batch-1 requests, one client (blocks of requests alternate between
   the servers, ABBA, so load from other jobs hits both alike);
 - requests/s at concurrency 1, 8 and 32 (batch 1; a bounded number of requests each; three
-  rounds per server in ABBA order, the median reported);
+  rounds per server in ABBA order, the median reported), with the p99 latency of those same
+  requests and a Little's-law check (rate x mean latency = concurrency, `littles_law_c*` ~ 1.0:
+  the client kept that many requests in flight; a note names any round where it did not);
 - rows/s with batch-64 requests, one client.
 
 Ratios are rnnpipe over MLflow, higher is better (latency: MLflow's over rnnpipe's); issue 7
@@ -67,11 +69,18 @@ def latencies(url: str, path: str, bodies: list[bytes]) -> list[float]:
         client.close()
 
 
-def throughput(url: str, path: str, bodies: list[bytes], concurrency: int, total: int) -> float:
-    """Requests per second of `concurrency` clients sending `total` requests in all."""
+def throughput(url: str, path: str, bodies: list[bytes], concurrency: int, total: int,
+               seconds: list[float] | None = None) -> float:
+    """Requests per second of `concurrency` clients sending `total` requests in all.
+
+    Each request's latency is appended to `seconds` (if given): with the rate they must satisfy
+    Little's law, concurrency = rate x mean latency (`littles_law`), else the client itself, not the
+    server, was the bottleneck and neither number is the server's.
+    """
     counter = iter(range(total))
     lock = threading.Lock()
     errors: list[BaseException] = []
+    seconds = [] if seconds is None else seconds
 
     def worker() -> None:
         client = Client(url, path)
@@ -81,7 +90,7 @@ def throughput(url: str, path: str, bodies: list[bytes], concurrency: int, total
                     i = next(counter, None)
                 if i is None:
                     return
-                client.post(bodies[i % len(bodies)])
+                seconds.append(client.post(bodies[i % len(bodies)]))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         finally:
@@ -96,6 +105,11 @@ def throughput(url: str, path: str, bodies: list[bytes], concurrency: int, total
     if errors:
         raise errors[0]
     return total / (time.perf_counter() - start)
+
+
+def littles_law(concurrency: int, rate: float, seconds: list[float]) -> float:
+    """rate x mean latency / concurrency: 1.0 when the client kept `concurrency` requests in flight."""
+    return rate * statistics.fmean(seconds) / concurrency if seconds else float("nan")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -137,12 +151,19 @@ def measure(name: str, urls: dict[str, tuple[str, str]], inputs: list[Any], quic
     rounds = 1 if quick else 3
     for concurrency, total in totals.items():  # rounds in ABBA order, the median of each server's
         rates: dict[str, list[float]] = {server: [] for server in urls}
+        lats: dict[str, list[float]] = {server: [] for server in urls}
+        laws: dict[str, list[float]] = {server: [] for server in urls}
         for r in range(rounds):
             for server in list(urls) if r % 2 == 0 else reversed(list(urls)):
                 url, path = urls[server]
-                rates[server].append(throughput(url, path, singles, concurrency, total))
+                seconds: list[float] = []
+                rates[server].append(throughput(url, path, singles, concurrency, total, seconds))
+                laws[server].append(littles_law(concurrency, rates[server][-1], seconds))
+                lats[server] += seconds
         for server in urls:
             out[server][f"rps_c{concurrency}"] = statistics.median(rates[server])
+            out[server][f"p99_ms_c{concurrency}"] = 1000 * percentile(lats[server], 0.99)
+            out[server][f"littles_law_c{concurrency}"] = statistics.median(laws[server])
             common.log(f"   {name} {server} c={concurrency}: {' '.join(f'{x:.0f}' for x in rates[server])} req/s")
     for server, (url, path) in urls.items():
         seconds = latencies(url, path, [batches[i % len(batches)] for i in range(n_batch)])
@@ -186,6 +207,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             target = TARGET_C8 if key == "rps_c8" else None
             summary.append(common.summary_line(name, key.replace("_", " "), ours[key], theirs[key],
                                                "mlflow models serve", target))
+        summary.append(common.summary_line(name, "p99 latency speed-up at concurrency 8", theirs["p99_ms_c8"],
+                                           ours["p99_ms_c8"], "rnnpipe ms (value: mlflow ms)"))
+        for server, values in numbers.items():
+            off = {k: v for k, v in values.items() if k.startswith("littles_law") and abs(v - 1) > 0.1}
+            if off:
+                notes.append(f"{name} {server}: rate x mean latency / concurrency = {off}, not 1: the client, "
+                             "not the server, limited these rounds; their rate and latency are not the server's")
     notes.append("same machine, same run; rnnpipe: uvicorn+starlette, one process, requests merged into "
                  "batches while the model is busy; mlflow: its scoring server (uvicorn, 1 worker) + pyfunc")
     return common.finish({"benchmark": "serving", "rows": rows, "summary": summary, "notes": notes}, args.json)

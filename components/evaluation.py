@@ -22,7 +22,11 @@ champion comparison resamples), task plots and `predictions.csv`, by the kind of
   PNGs; baselines: last value, seasonal naive (season from `data.season`, else the data's
   frequency: hourly 24, daily 7, weekly 52, monthly 12, quarterly 4), drift, window mean (for
   synced many_to_many: persistence; without a numeric input series: the train mean). MASE
-  divides by the in-sample one-step seasonal-naive MAE (lag = season, or 1) on train.
+  divides by the in-sample one-step seasonal-naive MAE (lag = season, or 1) on train (per series
+  and per target when there are several). Also a table per target, `per_series.csv` with an id
+  column, every test forecast (`test_predictions.csv`), quantile loss and coverage with
+  `model.quantiles`, and with `evaluate.backtest` the metrics at K rolling origins (the gate then
+  reads those windows). Several forecast targets (input columns) gate on MASE, else MAE.
 
 The blessing (`bless`): enough test examples (`evaluate.min_test_examples`), every
 `evaluate.thresholds` bound holds, outputs not degenerate, and for every gate metric the
@@ -419,18 +423,39 @@ def season_length(season: int | None, frequency: str | None) -> tuple[int | None
     return None, f"none ({frequency + ' data has no season' if frequency else 'frequency unknown'}; set data.season)"
 
 
-def forecast_samples(actual: np.ndarray, pred: np.ndarray, scale: float) -> dict[str, Sample]:
-    """Per-window MAE, RMSE, sMAPE (%), MASE (MAE / the in-sample naive MAE `scale`), raw units."""
+def forecast_samples(actual: np.ndarray, pred: np.ndarray, scale: Any) -> dict[str, Sample]:
+    """Per-window MAE, RMSE, sMAPE (%), MASE (MAE / the in-sample naive MAE `scale`), raw units.
+
+    `scale` is one number, or one per window and target ([N, targets], e.g. each series' and
+    each target's own naive MAE): then MASE is the mean of the errors each divided by its scale.
+    """
     err = (pred - actual).reshape(len(actual), -1)
     count = np.full(len(actual), float(err.shape[1]))
     denom = (np.abs(actual) + np.abs(pred)).reshape(err.shape)
     smape = np.divide(2 * np.abs(err), denom, out=np.zeros_like(denom), where=denom > 0)
     abs_sum = np.abs(err).sum(1)
+    if np.ndim(scale) == 0:
+        mase = Sample(abs_sum, count, f"scale:{float(scale)!r}")
+    else:
+        per = np.broadcast_to(np.asarray(scale, dtype="float64"), (len(actual), actual.shape[-1]))
+        per = np.where(per > 0, per, np.nan)[:, None, :]
+        mase = Sample((np.abs(pred - actual) / per).reshape(len(actual), -1).sum(1), count)
     return {"mae": Sample(abs_sum, count), "rmse": Sample((err ** 2).sum(1), count, "sqrt"),
-            "smape": Sample(100 * smape.sum(1), count), "mase": Sample(abs_sum, count, f"scale:{scale!r}")}
+            "smape": Sample(100 * smape.sum(1), count), "mase": mase}
 
 
-def forecast_metrics(actual: np.ndarray, pred: np.ndarray, scale: float) -> dict[str, float]:
+def quantile_samples(actual: np.ndarray, quantiles: np.ndarray, levels: list[float]) -> dict[str, Sample]:
+    """Per-window pinball loss averaged over the levels (raw units) and the share of actual values
+    inside the outermost quantiles; quantiles [N, H, targets, levels]."""
+    err = actual[..., None] - quantiles
+    q = np.asarray(levels, dtype="float64")
+    pinball = np.maximum(q * err, (q - 1) * err).reshape(len(actual), -1)
+    inside = ((actual >= quantiles[..., 0]) & (actual <= quantiles[..., -1])).reshape(len(actual), -1)
+    return {"quantile_loss": Sample(pinball.sum(1), np.full(len(actual), float(pinball.shape[1]))),
+            "coverage": Sample(inside.sum(1).astype("float64"), np.full(len(actual), float(inside.shape[1])))}
+
+
+def forecast_metrics(actual: np.ndarray, pred: np.ndarray, scale: Any) -> dict[str, float]:
     return {k: float(s.value()) for k, s in forecast_samples(actual, pred, scale).items()}
 
 
@@ -450,89 +475,343 @@ def naive_forecasts(x: np.ndarray, horizon: int, columns: list[int], season: int
     return out
 
 
-def naive_scale(train_x: np.ndarray, columns: list[int], season: int | None) -> tuple[float, int]:
+def naive_scale(train_x: np.ndarray, columns: list[int], season: int | None,
+                per_column: bool = False) -> tuple[Any, int]:
     """MASE's scale (Hyndman): the in-sample one-step seasonal-naive MAE on the train series
-    (lag = season when the windows hold more than a season, else 1), and the lag used."""
-    series = np.asarray(train_x, dtype="float64")[:, :, columns]
+    (lag = season when the windows hold more than a season, else 1), and the lag used; one
+    number, or one per target column with `per_column`."""
+    series = np.asarray(train_x, dtype="float64").reshape(len(train_x), -1, np.shape(train_x)[-1])[:, :, columns]
     lag = season if season and series.shape[1] > season else 1
-    if series.shape[1] <= lag:
-        return 0.0, lag
-    return float(np.abs(series[:, lag:] - series[:, :-lag]).mean()), lag
+    if series.shape[1] <= lag or not len(series):
+        return (np.zeros(len(columns)) if per_column else 0.0), lag
+    diffs = np.abs(series[:, lag:] - series[:, :-lag])
+    return (diffs.mean(axis=(0, 1)) if per_column else float(diffs.mean())), lag
+
+
+def later_times(label: Any, frequency: str | None, steps: int) -> list[str]:
+    """The time labels of the `steps` grid steps after `label` (a window's last input time), or
+    blanks when the step is unknown (no time column, or numbers other than years)."""
+    if label is None or not frequency:
+        return [""] * steps
+    import pandas as pd
+
+    text = str(label)
+    try:
+        if frequency == "yearly" and text.lstrip("-").isdigit():
+            return [str(int(text) + k) for k in range(1, steps + 1)]
+        start = pd.Timestamp(text)
+        offsets = {"hourly": pd.Timedelta(hours=1), "daily": pd.Timedelta(days=1), "weekly": pd.Timedelta(days=7),
+                   "business_daily": pd.offsets.BDay(), "monthly": pd.DateOffset(months=1),
+                   "quarterly": pd.DateOffset(months=3), "yearly": pd.DateOffset(years=1)}
+        step = offsets.get(frequency) or pd.tseries.frequencies.to_offset(frequency)
+        stamps = [start + k * step for k in range(1, steps + 1)]
+    except (ValueError, TypeError):
+        return [""] * steps
+    dated = len(text) == 10
+    return [t.strftime("%Y-%m-%d") if dated else t.isoformat() for t in stamps]
+
+
+def backtest_origins(raw: list[dict], origins: int) -> tuple[list[np.ndarray], str]:
+    """`origins` rolling forecast origins over the test period: for each series its test windows
+    (in time order) at `origins` evenly spaced positions, first to last; origin k = the k-th of
+    every series. Fewer when a series has fewer test windows (said in the note)."""
+    groups: dict[Any, list[int]] = {}
+    for i, r in enumerate(raw):
+        groups.setdefault(r.get("id"), []).append(i)
+    shortest = min((len(g) for g in groups.values()), default=0)
+    k = min(origins, shortest)
+    note = "" if k == origins else (f" (asked for {origins}, but the shortest series has {shortest} test windows)")
+    if k == 0:
+        return [], note
+    picks = [np.asarray(g)[np.round(np.linspace(0, len(g) - 1, k)).astype(int)] for g in groups.values()]
+    return [np.asarray([p[j] for p in picks]) for j in range(k)], note
+
+
+def _slug(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_]+", "_", str(name)).strip("_") or "target"
+
+
+def _select(samples: dict[str, Sample], idx: np.ndarray) -> dict[str, Sample]:
+    return {k: Sample(s.num[idx], s.den[idx], s.transform) for k, s in samples.items()}
 
 
 def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateConfig,
                       model_cfg: ModelConfig, season: int | None = None, **_: Any) -> dict[str, Any]:
-    """Series targets in raw units: the model vs last value, seasonal naive, drift and window mean."""
+    """Series targets in raw units: the model vs last value, seasonal naive, drift and window mean.
+
+    Also: a table and plot per target column, per-series metrics (`per_series.csv`) with an id
+    column, every test forecast (`test_predictions.csv`), and, with `evaluate.backtest`, the
+    metrics at K rolling origins (`backtest.csv`, `backtest_error_by_origin.png`; the gate then
+    reads the backtest windows). With several targets the gate is MASE (scale-free).
+    """
     state = _state(preprocess)
     test = load_split(preprocess, "test")
     raw, raw_train = _raw(preprocess), _raw(preprocess, "train")
     y_state = state["y"]
     actual = np.asarray([r["y"] for r in raw], dtype="float64").reshape(len(raw), *test["y"].shape[1:])
-    encoded = _predict(model, test["x"]).reshape(actual.shape).astype("float32")
-    raw_x = np.asarray([r["x"] for r in raw], dtype="float32") if y_state.get("reference") else None
-    pred = np.asarray(Codec.load(preprocess).decode_series(encoded, raw_x), dtype="float64")  # as the export does
-    horizon = actual.shape[1]
+    levels = list(getattr(model_cfg, "quantiles", ()) or ())
+    encoded = _predict(model, test["x"]).reshape(*actual.shape[:-1], -1).astype("float32")
+    raw_x = None
+    if y_state.get("reference") or y_state.get("window_scale"):  # the decoding reads the raw input window
+        raw_x = np.asarray([r["x"] for r in raw], dtype="float32").reshape(len(raw), *test["x"].shape[1:])
+    codec = Codec.load(preprocess)
+    quantiles = None
+    if levels:  # [N, H, targets, levels] in raw units; the median is the point forecast (as the export does)
+        quantiles = np.asarray(codec.decode_quantiles(encoded, raw_x, len(levels)), dtype="float64")
+        pred = quantiles[..., levels.index(0.5)]
+    else:
+        pred = np.asarray(codec.decode_series(encoded, raw_x), dtype="float64")  # as the export does
+    horizon, targets = actual.shape[1], actual.shape[-1]
     x_cols, y_cols = state["x"].get("columns") or [], y_state.get("columns") or []
+    names = [str(c) for c in y_cols] if len(y_cols) == targets else [f"target_{j}" for j in range(targets)]
     columns = [x_cols.index(c) for c in y_cols] if y_cols and set(y_cols) <= set(x_cols) else None
-    season, how = season_length(season, preprocess.properties["io"].get("frequency"))
+    frequency = preprocess.properties["io"].get("frequency")
+    season, how = season_length(season, frequency)
     notes = [f"Raw units. Season: {season or 'none'} ({how})."]
+    ids = [r.get("id") for r in raw]
+    many = any(i is not None for i in ids)
+    lag = None
     if state["x"]["kind"] == "series" and columns is not None and len(raw):
         x_test = np.asarray([r["x"] for r in raw], dtype="float64")
         x_train = np.asarray([r["x"] for r in raw_train], dtype="float64")
         if model_cfg.topology == "many_to_many":  # synced: y_t is ahead of x_t by a fixed lag
             bases = {"persistence (aligned input value)": x_test[:, :horizon][:, :, columns]}
-            scale, lag = naive_scale(x_train, columns, None)
+            lag_season = None
         else:
             bases = naive_forecasts(x_test, horizon, columns, season)
-            scale, lag = naive_scale(x_train, columns, season)
+            lag_season = season
             if season and f"seasonal naive (season {season})" not in bases:
                 notes.append(f"No seasonal-naive baseline: the input window ({x_test.shape[1]} steps) is shorter "
                              f"than a season ({season}).")
-        notes.append(f"MASE scale: in-sample naive MAE on train with lag {lag} = {scale:.4g}.")
+        scale, lag = naive_scale(x_train, columns, lag_season)
+        per_column, _ = naive_scale(x_train, columns, lag_season, per_column=True)
+        notes.append(f"MASE scale: in-sample naive MAE on train with lag {lag} = {scale:.4g}"
+                     + (" (per series and target)." if many or targets > 1 else "."))
+
+        def scale_of(rows: list[dict]) -> np.ndarray:
+            train_x = np.asarray([r["x"] for r in rows], dtype="float64")
+            return naive_scale(train_x, columns, lag_season, per_column=True)[0] if rows else per_column
     else:
         y_train = np.asarray([r["y"] for r in raw_train], dtype="float64").reshape(len(raw_train), *actual.shape[1:])
         bases = {"train mean": np.broadcast_to(y_train.mean(0), actual.shape)}
         scale = float(np.abs(y_train - y_train.mean(0)).mean()) if len(y_train) else 0.0
+        per_column = (np.abs(y_train - y_train.mean(0)).mean(axis=(0, 1)) if len(y_train)
+                      else np.zeros(targets))
         notes.append(f"MASE scale: mean absolute deviation of the train targets = {scale:.4g}.")
-    samples = {"model": forecast_samples(actual, pred, scale),
-               **{name: forecast_samples(actual, b, scale) for name, b in bases.items()}}
+
+        def scale_of(rows: list[dict]) -> np.ndarray:
+            ys = np.asarray([r["y"] for r in rows], dtype="float64").reshape(len(rows), *actual.shape[1:])
+            return np.abs(ys - ys.mean(0)).mean(axis=(0, 1)) if rows else per_column
+    series_scale: dict[Any, np.ndarray] = {}
+    if many:
+        by_id: dict[Any, list[dict]] = {}
+        for r in raw_train:
+            by_id.setdefault(r.get("id"), []).append(r)
+        series_scale = {i: scale_of(by_id.get(i, [])) for i in dict.fromkeys(ids)}
+        series_scale = {i: np.where(s > 0, s, per_column) for i, s in series_scale.items()}
+        per_example: Any = np.asarray([series_scale[i] for i in ids]).reshape(len(raw), targets)
+    elif targets > 1:
+        per_example = np.asarray(per_column)
+    else:
+        per_example = scale  # one target, one series: one number (as before)
+    samples = {"model": forecast_samples(actual, pred, per_example),
+               **{name: forecast_samples(actual, b, per_example) for name, b in bases.items()}}
+    if quantiles is not None:
+        samples["model"].update(quantile_samples(actual, quantiles, levels))
+        for name, b in bases.items():  # a point forecast is every quantile
+            samples[name]["quantile_loss"] = quantile_samples(
+                actual, np.repeat(b[..., None], len(levels), axis=-1), levels)["quantile_loss"]
+        notes.append(f"Quantiles {levels}: quantile_loss is the pinball loss averaged over the levels (a baseline's "
+                     f"point forecast stands for every level); coverage is the share of actual values inside "
+                     f"[q{levels[0]:g}, q{levels[-1]:g}] (nominal {levels[-1] - levels[0]:.0%}).")
+    # several forecast targets on their own scales: gate on the scale-free MASE (when every target
+    # has a naive scale; e.g. digits rows from a class keep MAE: same units, some constant columns)
+    main = "mase" if targets > 1 and columns is not None and bool(np.all(np.asarray(per_column) > 0)) else "mae"
+    if main == "mase":
+        notes.append(f"{targets} targets on their own scales: the gate reads MASE (each target's errors divided by "
+                     f"its own naive scale); MAE and RMSE pool raw units of every target.")
+    full = {name: {k: float(s.value()) for k, s in by.items()} for name, by in samples.items()}
+    backtest = None
+    if cfg.backtest.get("origins"):
+        origin_idx, short = backtest_origins(raw, int(cfg.backtest["origins"]))
+        if origin_idx:
+            backtest = {"origins": origin_idx, "note": short}
+            chosen = np.concatenate(origin_idx)
+            samples = {side: _select(by, chosen) for side, by in samples.items()}
     sides = {name: {k: float(s.value()) for k, s in by.items()} for name, by in samples.items()}
     mine = sides.pop("model")
-    strongest = registry.get("mae").best({n: m["mae"] for n, m in sides.items()}) or next(iter(bases))
-    _forecast_plots(workdir, actual, pred, bases[strongest], raw, columns, y_cols, strongest)
+    strongest = registry.get(main).best({n: m[main] for n, m in sides.items()}) or next(iter(bases))
+    report = ["", *notes]
+    report += _per_target(workdir, actual, pred, bases, strongest, names, per_example)
+    _forecast_plots(workdir, actual, pred, bases[strongest], raw, columns, names, strongest,
+                    per_column if targets > 1 else None,
+                    None if quantiles is None else (quantiles[..., 0], quantiles[..., -1], levels))
+    if many:
+        report += _per_series(workdir, actual, pred, bases[strongest], strongest, ids, series_scale)
+    if backtest:
+        report += _backtest(workdir, backtest, raw, actual, pred, bases[strongest], strongest, per_example, main)
+        examples = int(sum(len(i) for i in backtest["origins"]))
+        report += ["", f"Whole test split ({len(actual)} windows): model " + ", ".join(
+            f"{k} {v:.4g}" for k, v in full["model"].items()) + f"; {strongest}: " + ", ".join(
+            f"{k} {v:.4g}" for k, v in full[strongest].items()) + "."]
+    else:
+        examples = len(actual)
+    _write_test_predictions(workdir / "test_predictions.csv", raw, actual, pred, names, frequency,
+                            model_cfg.topology == "many_to_many", quantiles, levels)
     rows = [{"input": _short(r["x"]), "actual": _short(np.round(a[:, 0], 2).tolist()),
              "forecast": _short(np.round(p[:, 0], 2).tolist()), "baseline": _short(np.round(b[:, 0], 2).tolist())}
             for r, a, p, b in zip(raw[: cfg.num_examples], actual, pred, bases[strongest])]
-    return {"main": "mae", "gate": ["mae"], "examples": len(actual), "model": mine, "baselines": sides,
-            "samples": samples, "season": season, "rows": rows, "report": ["", *notes]}
+    return {"main": main, "gate": [main], "examples": examples, "model": mine, "baselines": sides,
+            "samples": samples, "season": season, "rows": rows, "report": report}
+
+
+def _per_target(workdir: Path, actual: np.ndarray, pred: np.ndarray, bases: dict[str, np.ndarray],
+                strongest: str, names: list[str], scales: Any) -> list[str]:
+    """Metrics per target column (`per_target.csv` and a report table)."""
+    lines = ["", "## Per target (whole test split)", "",
+             f"| target | model MAE | {strongest} MAE | model RMSE | model sMAPE | model MASE | {strongest} MASE |",
+             "|---|---|---|---|---|---|---|"]
+    table = []
+    for j, name in enumerate(names):
+        scale = scales if np.ndim(scales) == 0 else np.broadcast_to(scales, (len(actual), len(names)))[:, j:j + 1]
+        mine = forecast_metrics(actual[..., j:j + 1], pred[..., j:j + 1], scale)
+        theirs = forecast_metrics(actual[..., j:j + 1], bases[strongest][..., j:j + 1], scale)
+        table.append({"target": name, **{f"model_{k}": v for k, v in mine.items()},
+                      **{f"baseline_{k}": v for k, v in theirs.items()}, "baseline": strongest})
+        lines.append(f"| {name} | {mine['mae']:.4g} | {theirs['mae']:.4g} | {mine['rmse']:.4g} | "
+                     f"{mine['smape']:.4g} | {mine['mase']:.4g} | {theirs['mase']:.4g} |")
+    _write_rows(workdir / "per_target.csv", table)
+    return lines
+
+
+def _per_series(workdir: Path, actual: np.ndarray, pred: np.ndarray, base: np.ndarray, base_name: str,
+                ids: list[Any], scales: dict[Any, np.ndarray]) -> list[str]:
+    """Metrics per series (`per_series.csv`), and the worst and best series by MASE in the report."""
+    table = []
+    ids_arr = np.asarray([str(i) for i in ids])
+    for series, scale in scales.items():
+        idx = np.flatnonzero(ids_arr == str(series))
+        mine = forecast_metrics(actual[idx], pred[idx], scale[None, :])
+        theirs = forecast_metrics(actual[idx], base[idx], scale[None, :])
+        table.append({"id": series, "windows": len(idx), **{f"model_{k}": v for k, v in mine.items()},
+                      **{f"baseline_{k}": v for k, v in theirs.items()},
+                      "model_better": bool(mine["mase"] < theirs["mase"])})
+    table.sort(key=lambda r: (-r["model_mase"] if np.isfinite(r["model_mase"]) else float("-inf")))
+    _write_rows(workdir / "per_series.csv", table)
+    better = sum(r["model_better"] for r in table)
+    head = f"| series | windows | model MAE | model MASE | {base_name} MASE |"
+    fmt = lambda r: (f"| {r['id']} | {r['windows']} | {r['model_mae']:.4g} | {r['model_mase']:.4g} | "  # noqa: E731
+                     f"{r['baseline_mase']:.4g} |")
+    count = min(3, len(table))
+    return ["", "## Per series (whole test split)", "",
+            f"{len(table)} series (`per_series.csv`); the model's MASE beats `{base_name}` on {better} of them.",
+            "", f"Worst {count} by MASE:", "", head, "|---|---|---|---|---|",
+            *map(fmt, table[:count]), "", f"Best {count} by MASE:", "", head, "|---|---|---|---|---|",
+            *map(fmt, table[::-1][:count])]
+
+
+def _backtest(workdir: Path, backtest: dict[str, Any], raw: list[dict], actual: np.ndarray, pred: np.ndarray,
+              base: np.ndarray, base_name: str, scale: Any, main: str) -> list[str]:
+    """Metrics at each rolling origin (`backtest.csv`, `backtest_error_by_origin.png`) and their mean."""
+    from components.plots import figure
+
+    table = []
+    for k, idx in enumerate(backtest["origins"]):
+        per = scale if np.ndim(scale) == 0 else np.broadcast_to(scale, (len(actual), actual.shape[-1]))[idx]
+        mine = forecast_metrics(actual[idx], pred[idx], per)
+        theirs = forecast_metrics(actual[idx], base[idx], per)
+        table.append({"origin": k + 1, "time": raw[idx[0]].get("time", ""), "windows": len(idx),
+                      **{f"model_{m}": v for m, v in mine.items()}, **{f"baseline_{m}": v for m, v in theirs.items()}})
+    _write_rows(workdir / "backtest.csv", table)
+    mean = {m: float(np.mean([r[f"model_{m}"] for r in table])) for m in ("mae", "rmse", "smape", "mase")}
+    base_mean = {m: float(np.mean([r[f"baseline_{m}"] for r in table])) for m in ("mae", "rmse", "smape", "mase")}
+    with figure(workdir / "backtest_error_by_origin.png", f"Backtest: {main.upper()} by forecast origin") as ax:
+        origins = [r["origin"] for r in table]
+        ax.plot(origins, [r[f"model_{main}"] for r in table], marker="o", label="model")
+        ax.plot(origins, [r[f"baseline_{main}"] for r in table], marker=".", linestyle=":", label=base_name)
+        ax.axhline(mean[main], color="C0", alpha=0.4)
+        ax.set_xlabel("forecast origin (test period, in time order)")
+        ax.set_ylabel(main.upper())
+        ax.legend()
+    lines = ["", "## Backtest", "", f"{len(table)} rolling forecast origins over the test period{backtest['note']}; "
+             f"the gate reads these {sum(r['windows'] for r in table)} windows (`backtest.csv`).", "",
+             f"| origin | time | windows | model MAE | model MASE | {base_name} MAE |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['origin']} | {r['time']} | {r['windows']} | {r['model_mae']:.4g} | {r['model_mase']:.4g} | "
+              f"{r['baseline_mae']:.4g} |" for r in table]
+    lines.append(f"| mean | | | {mean['mae']:.4g} | {mean['mase']:.4g} | {base_mean['mae']:.4g} |")
+    return lines
+
+
+def _write_test_predictions(path: Path, raw: list[dict], actual: np.ndarray, pred: np.ndarray, names: list[str],
+                            frequency: str | None, synced: bool, quantiles: np.ndarray | None = None,
+                            levels: list[float] = ()) -> None:
+    """Every test forecast, untruncated: one row per window and step (id, origin time, step, time,
+    then actual and forecast per target, and each quantile `<target>_q<level>`)."""
+    has_id, has_time = any("id" in r for r in raw), any("time" in r for r in raw)
+    fields = (["id"] if has_id else []) + (["origin_time"] if has_time else []) + ["window", "step"]
+    fields += (["time"] if has_time and not synced else [])
+    for name in names:
+        fields += [name, f"{name}_forecast"] + [f"{name}_q{q:g}" for q in (levels if quantiles is not None else ())]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(fields)
+        for i, r in enumerate(raw):
+            times = later_times(r.get("time"), frequency, actual.shape[1]) if has_time and not synced else []
+            for step in range(actual.shape[1]):
+                row: list[Any] = ([r.get("id", "")] if has_id else []) + ([r.get("time", "")] if has_time else [])
+                row += [i, step + 1] + ([times[step]] if times else [])
+                for j in range(len(names)):
+                    row += [f"{actual[i, step, j]:.6g}", f"{pred[i, step, j]:.6g}"]
+                    if quantiles is not None:
+                        row += [f"{v:.6g}" for v in quantiles[i, step, j]]
+                writer.writerow(row)
 
 
 def _forecast_plots(workdir: Path, actual: np.ndarray, pred: np.ndarray, base: np.ndarray, raw: list[dict],
-                    columns: list[int] | None, names: list[str], base_name: str) -> None:
+                    columns: list[int] | None, names: list[str], base_name: str, scales: Any = None,
+                    band: tuple[np.ndarray, np.ndarray, list[float]] | None = None) -> None:
+    """Error by horizon (per target, in MASE units, with several targets) and forecast vs actual per
+    target (`forecast_vs_actual.png` for the first, `forecast_vs_actual_<target>.png` for the others)."""
     from components.plots import figure
 
     steps = np.arange(1, actual.shape[1] + 1)
     with figure(workdir / "error_by_horizon.png", "Mean absolute error by horizon step (test)") as ax:
-        for label, values in (("model", pred), (base_name, base)):
-            ax.plot(steps, np.abs(values - actual).mean(axis=(0, 2)) if len(actual) else steps * 0, marker=".",
-                    label=label)
+        if scales is None:
+            for label, values in (("model", pred), (base_name, base)):
+                ax.plot(steps, np.abs(values - actual).mean(axis=(0, 2)) if len(actual) else steps * 0, marker=".",
+                        label=label)
+            ax.set_ylabel("MAE (raw units)")
+        else:
+            for j, name in enumerate(names):
+                s = float(scales[j]) if scales[j] > 0 else 1.0
+                for label, values, style in (("model", pred, "-"), (base_name, base, ":")):
+                    ax.plot(steps, np.abs(values - actual)[..., j].mean(0) / s if len(actual) else steps * 0,
+                            marker=".", linestyle=style, color=f"C{j}", label=f"{name}: {label}")
+            ax.set_ylabel("MAE / naive scale (per target)")
         ax.set_xlabel("step ahead")
-        ax.set_ylabel("MAE (raw units)")
-        ax.legend()
-    with figure(workdir / "forecast_vs_actual.png", f"Forecast vs actual: {names[0] if names else 'target'}",
-                size=(8.0, 4.2)) as ax:
-        for i in range(min(3, len(actual))):
-            offset = 0
-            if columns is not None and isinstance(raw[i]["x"], list) and isinstance(raw[i]["x"][0], list):
-                history = np.asarray(raw[i]["x"], dtype="float64")[:, columns[0]]
-                offset = len(history)
-                ax.plot(np.arange(offset), history, color=f"C{i}", alpha=0.5)
-            future = np.arange(offset, offset + actual.shape[1])
-            ax.plot(future, actual[i, :, 0], color=f"C{i}", label=f"actual {i + 1}")
-            ax.plot(future, pred[i, :, 0], color=f"C{i}", linestyle="--", label=f"forecast {i + 1}")
-            ax.plot(future, base[i, :, 0], color=f"C{i}", linestyle=":", alpha=0.7)
-        ax.set_xlabel(f"step (input window, then forecast; dotted: {base_name})")
         ax.legend(fontsize=7)
+    for j, name in enumerate(names):
+        path = workdir / ("forecast_vs_actual.png" if j == 0 else f"forecast_vs_actual_{_slug(name)}.png")
+        with figure(path, f"Forecast vs actual: {name}", size=(8.0, 4.2)) as ax:
+            for i in range(min(3, len(actual))):
+                offset = 0
+                if columns is not None and isinstance(raw[i]["x"], list) and isinstance(raw[i]["x"][0], list):
+                    history = np.asarray(raw[i]["x"], dtype="float64")[:, columns[j]]
+                    offset = len(history)
+                    ax.plot(np.arange(offset), history, color=f"C{i}", alpha=0.5)
+                future = np.arange(offset, offset + actual.shape[1])
+                label = f" {raw[i]['id']}" if raw[i].get("id") is not None else f" {i + 1}"
+                ax.plot(future, actual[i, :, j], color=f"C{i}", label=f"actual{label}")
+                ax.plot(future, pred[i, :, j], color=f"C{i}", linestyle="--", label=f"forecast{label}")
+                if band is not None:
+                    ax.fill_between(future, band[0][i, :, j], band[1][i, :, j], color=f"C{i}", alpha=0.2,
+                                    label=f"q{band[2][0]:g}-q{band[2][-1]:g}{label}")
+                ax.plot(future, base[i, :, j], color=f"C{i}", linestyle=":", alpha=0.7)
+            ax.set_xlabel(f"step (input window, then forecast; dotted: {base_name})")
+            ax.set_ylabel(name)
+            ax.legend(fontsize=7)
 
 
 # --------------------------------------------------------------------------------------------

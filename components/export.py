@@ -95,6 +95,10 @@ def input_contract(codec: Codec, cfg: ModelConfig) -> dict[str, Any]:
     elif codec.y["kind"] == "tokens" and cfg.topology in GENERATIVE:
         contract["generate"] = {"max_beam_width": MAX_BEAM_WIDTH, "max_length": max_generate_length(codec, cfg),
                                 "default_length": default_length(codec, cfg)}
+    if x["kind"] == "series" and x.get("columns"):  # the input's last axis, in order (model card, /metadata)
+        targets = set(codec.y.get("columns") or [])
+        contract["inputs"]["columns"] = [{"name": str(c), "role": "target" if c in targets else "feature",
+                                          "unit": (x.get("units") or {}).get(c, "")} for c in x["columns"]]
     if codec.y["kind"] == "label":  # the order of the `probabilities` output (the server's /metadata)
         contract["classes"] = [str(c) for c in codec.y["classes"]]
     return contract
@@ -108,6 +112,10 @@ def contract_markdown(contract: dict[str, Any]) -> list[str]:
         most = "no upper limit" if x["max_steps"] is None else f"at most {x['max_steps']}"
         lines.append(f"- Input windows: [batch, steps, {x['features']}] with at least {x['min_steps']} steps, {most} "
                      f"(trained on {x['trained_steps']}); {x['padding']}. Out of range: HTTP 400.")
+        if x.get("columns"):
+            lines.append("- Input columns (the last axis, in this order): " + ", ".join(
+                f"{i}: `{c['name']}` ({c['role']}" + (f", {c['unit']})" if c["unit"] else ")")
+                for i, c in enumerate(x["columns"])) + ".")
     gen = contract.get("generate")
     if gen and "max_beam_width" in gen:
         lines.append(f"- `generate`: max_length 1..{gen['max_length']} (default {gen['default_length']}), "
@@ -222,7 +230,9 @@ def forecast(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any], dict
     Outputs: `series` [batch, steps, targets]; a forecaster (many_to_one, many_to_many, seq2seq)
     also names one output per target column (the column name, made [A-Za-z0-9_]): [batch,
     steps], or one number per row when it forecasts a single step (many_to_one or seq2seq
-    with horizon 1), so a scalar forecast comes back as a scalar, not [[[x]]].
+    with horizon 1), so a scalar forecast comes back as a scalar, not [[[x]]]. With
+    `model.quantiles` those are the median, and `quantiles` [batch, steps, targets, levels] holds
+    every level (in the order of `model.quantiles`).
     """
     import re
 
@@ -233,20 +243,30 @@ def forecast(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any], dict
     if cfg.topology in ("many_to_one", "many_to_many", "seq2seq"):
         for j, column in enumerate(codec.y.get("columns") or []):
             key = re.sub(r"[^A-Za-z0-9_]+", "_", str(column)).strip("_")
-            if not key or key[0].isdigit() or key == "series" or key in named:
-                key = f"target_{j}" + (f"_{key}" if key and key != "series" else "")
+            if not key or key[0].isdigit() or key in ("series", "quantiles") or key in named:
+                key = f"target_{j}" + (f"_{key}" if key and key not in ("series", "quantiles") else "")
             named[key] = j
     scalar = cfg.topology != "many_to_many" and codec.y.get("length") == 1
+    levels = list(cfg.quantiles)
 
     def fn(inputs: Any) -> dict[str, Any]:
         inputs, lengths = check(inputs)
         values = model(codec.encode(inputs, "x"), training=False)  # series decoders are not autoregressive
         reference = inputs if lengths is None else align_right(inputs, lengths)
-        out = tf.cast(codec.decode_series(tf.cast(values, "float32"), reference), "float32")
+        quantiles = None
+        if levels:  # [B, H, F, Q] in raw units; the median is the point forecast
+            quantiles = codec.decode_quantiles(values, reference, len(levels))
+            out = quantiles[..., levels.index(0.5)]
+        else:
+            out = tf.cast(codec.decode_series(tf.cast(values, "float32"), reference), "float32")
         if lengths is not None and cfg.topology == "many_to_many":
             real = tf.sequence_mask(lengths, tf.shape(out)[1])[..., None]
             out = tf.where(real, out, tf.constant(float("nan")))
+            if quantiles is not None:
+                quantiles = tf.where(real[..., None], quantiles, tf.constant(float("nan")))
         outputs = {"series": out}
+        if quantiles is not None:
+            outputs["quantiles"] = quantiles
         for key, j in named.items():
             outputs[key] = out[:, 0, j] if scalar else out[:, :, j]
         return outputs
@@ -538,6 +558,11 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
 
     path = workdir / SAVED_MODEL_DIR
     write_saved_model(net, codec, io, path, cfg)
+    from components.predict import DATA_FILE, data_description
+
+    (path / DATA_FILE).write_text(json.dumps(data_description(data, cfg.topology, io, cfg.quantiles, codec.state),
+                                             indent=1,
+                                             ensure_ascii=False))  # how `rnnpipe predict` reads files
     card = model_card(name, None, io, card_config, preprocess, trained, evaluated, signatures,
                       contract_markdown(input_contract(codec, cfg)))
     (path / "model_card.md").write_text(card)

@@ -12,15 +12,26 @@ in-memory model gave at export time (strings exactly, numbers within 1e-4 + 1e-3
 not load, an error status, a different answer) raises InfraValidationError and the run FAILS;
 nothing was ever visible in the served base. The fingerprint follows the export's content, so
 a new export is always validated again.
+
+Off the critical path (issue 16): `prestart()` (the runner calls it when the export stage starts
+building) launches that fresh server process on an empty private base while the export is still
+being written, so its interpreter start, TensorFlow import and HTTP server overlap the export;
+`run()` then links the export in as version 1 (renamed into place, so the poller never sees a
+half-linked folder) and waits for it to be AVAILABLE. The server is still a process that never saw
+another model, started for this validation only; one that is not claimed (export cached or failed,
+a gate closed) is stopped by `discard_prestarted()` or dies with this process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -67,14 +78,104 @@ def wait_available(url: str, version: int, timeout: float = 120) -> None:
         time.sleep(0.1)
 
 
-def validate(base: str, name: str, version: int, canary: dict[str, Any], signatures: list[str],
-             log_path: Path) -> dict[str, Any]:
-    """Serve `base` in a fresh process, check version `version` against the canary answers."""
-    from components.serving import ServerProcess, call
+CANDIDATE = "candidate"
+POLL_SECONDS = "0.1"  # the validation server looks for the linked version this often
 
-    server = ServerProcess(base, "--model-name", name, log_path=log_path)
+
+class Prestarted:
+    """A fresh `rnnpipe serve` on an empty private base, started by a thread that lives as long as it.
+
+    The thread that spawns the server must outlive it: the parent-death signal (die_with_parent) fires
+    when the spawning *thread* ends. So the thread starts it, waits for it to be ready, then holds it
+    until `close()`.
+    """
+
+    def __init__(self) -> None:
+        from components.serving import ServerProcess
+
+        self.home = Path(tempfile.mkdtemp(prefix="rnnpipe-infra-"))
+        self.base = self.home / CANDIDATE
+        self.base.mkdir()
+        self.server = ServerProcess(self.base, "--model-name", CANDIDATE, "--poll-seconds", POLL_SECONDS,
+                                    log_path=self.home / "server.log")
+        self.url: str | None = None
+        self.error: BaseException | None = None
+        self.ready, self.done = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._hold, name="infra-validation-server", daemon=True)
+        self.thread.start()
+
+    def _hold(self) -> None:
+        try:
+            self.url = self.server.__enter__()
+        except BaseException as exc:  # noqa: BLE001 - reported by wait()
+            self.error = exc
+            return
+        finally:
+            self.ready.set()
+        self.done.wait()
+        self.server.__exit__(None, None, None)
+
+    def wait(self) -> str:
+        """The server's root URL once it listens; raises what stopped it from starting."""
+        self.ready.wait()
+        if self.error is not None:
+            raise self.error
+        return str(self.url)
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+_prestarted: list[Prestarted] = []  # at most one, claimed by the next infra_validate in this process
+
+
+def prestart(export: ExportConfig) -> None:
+    """Start the validation server now (the export is being built), if infra validation will run."""
+    discard_prestarted()
+    if export.infra_validate:
+        _prestarted.append(Prestarted())
+
+
+def discard_prestarted() -> None:
+    """Stop a prestarted server nobody claimed (export cached or failed, gate closed, run over)."""
+    while _prestarted:
+        _prestarted.pop().close()
+
+
+@contextlib.contextmanager
+def _serving(base: str, name: str, version: int, log_path: Path, server: Prestarted | None,
+             saved_model: Path | None) -> Iterator[str]:
+    """The root URL of a fresh server for `base`: started now, or the prestarted one with the export linked in."""
+    from components.serving import ServerProcess
+
+    if server is None:
+        with ServerProcess(base, "--model-name", name, log_path=log_path) as root:
+            yield root
+        return
     try:
-        with server as root:
+        root = server.wait()
+        staging = server.base / f".tmp-{version}"  # not a number: the server ignores it until the rename
+        link_tree(Path(saved_model), staging)
+        staging.rename(server.base / str(version))
+        yield root
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.copyfile(server.home / "server.log", log_path)
+
+
+def validate(base: str, name: str, version: int, canary: dict[str, Any], signatures: list[str],
+             log_path: Path, server: Prestarted | None = None, saved_model: Path | None = None) -> dict[str, Any]:
+    """Serve `base` in a fresh process, check version `version` against the canary answers.
+
+    With `server` (prestarted on an empty base, `server.base`), `saved_model` is linked into that base as
+    `version` and the prestarted process serves it.
+    """
+    from components.serving import call
+
+    try:
+        with _serving(base, name, version, log_path, server, saved_model) as root:
             url = f"{root}/v1/models/{name}"
             wait_available(url, version)
             faults.point("infra_validate:serving")
@@ -115,23 +216,33 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig) -> dict[
         (workdir / "canary.json").write_text(json.dumps(canary, ensure_ascii=False))
         return {"summary": "skipped (export.infra_validate=false)", "validated": False,
                 "content_hash": props["content_hash"]}
-    name, version = "candidate", 1
-    base = ctx.scratch / "base" / name
-    shutil.rmtree(base, ignore_errors=True)
-    link_tree(art.path(SAVED_MODEL_DIR), base / str(version))
+    name, version = CANDIDATE, 1
+    server = _prestarted.pop() if _prestarted else None
     started = time.monotonic()
+    if server is not None:
+        base = server.base
+        saved = art.path(SAVED_MODEL_DIR)
+    else:
+        base = ctx.scratch / "base" / name
+        shutil.rmtree(base, ignore_errors=True)
+        link_tree(art.path(SAVED_MODEL_DIR), base / str(version))
+        saved = None
     try:
         answers = validate(str(base), name, version, canary, props.get("signatures", ["serving_default"]),
-                           workdir / "server.log")
+                           workdir / "server.log", server=server, saved_model=saved)
     except InfraValidationError as exc:
         raise InfraValidationError(f"{exc}\nThe export {props['content_hash']} was not published; fix the cause "
                                    f"and rerun (the export stage builds it again).") from None
     finally:
-        shutil.rmtree(base.parent, ignore_errors=True)
+        if server is not None:
+            server.close()
+        else:
+            shutil.rmtree(base.parent, ignore_errors=True)
     (workdir / "canary.json").write_text(json.dumps({**canary, "answers": answers}, ensure_ascii=False))
     seconds = time.monotonic() - started
+    how = "fresh process started during export" if server is not None else "fresh process"
     return {"summary": f"{len(canary['inputs'])} canaries answered identically by `rnnpipe serve` "
-                       f"(fresh process, {seconds:.1f}s)",
+                       f"({how}, {seconds:.1f}s)",
             "validated": True, "content_hash": props["content_hash"], "tags": {"infra_validated": "true"}}
 
 

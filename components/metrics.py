@@ -75,6 +75,8 @@ _ALL = (
     _m("rmse", False, "target units", "RMSE"),
     _m("smape", False, "%", "sMAPE"),
     _m("mase", False, "", "MASE"),
+    _m("quantile_loss", False, "target units", "quantile (pinball) loss"),
+    _m("coverage", True, "fraction", "interval coverage (outermost quantiles)", gates=False),
     # training
     _m("loss", False, "", "loss", gates=False),
     _m("token_accuracy", True, "fraction", "token accuracy", gates=False),
@@ -84,13 +86,18 @@ _ALL = (
 METRICS: dict[str, Metric] = {m.name: m for m in _ALL}
 PREFIXES = re.compile(r"^(test_|val_|baseline_|final_|best_|champion_)+")
 TIME_METRIC = re.compile(r"^time_.*_s$")
+INTERVAL = re.compile(r"^(?P<metric>.+)_improvement_ci_(low|high)$")  # the gate's bootstrap interval ends
 
 
 def lookup(name: str) -> Metric | None:
     """The registered metric behind a logged name (`test_mae`, `val_loss`, `baseline_accuracy`...)."""
     if TIME_METRIC.match(name):
         return Metric(name, False, "s", name, gates=False)
-    return METRICS.get(PREFIXES.sub("", name))
+    bare = PREFIXES.sub("", name)
+    interval = INTERVAL.match(bare)
+    if interval and interval["metric"] in METRICS:  # an improvement over the reference: higher is better
+        return Metric(bare, True, METRICS[interval["metric"]].unit, f"{bare.replace('_', ' ')}", gates=False)
+    return METRICS.get(bare)
 
 
 def get(name: str) -> Metric:

@@ -14,6 +14,12 @@ token ids + end token, right-padded (one_to_many / seq2seq), or, for a language 
 (`language_model` in the spec), the next-token ids in the input's own vocabulary, aligned with
 the input steps; `series` -> values normalised with the train mean/variance (the exported model
 de-normalises). A numeric feature constant in train is centred but not scaled.
+
+`data.scale: window` (RevIN-style, for trending series): the target columns of each input
+window are normalised by that window's own mean and standard deviation (NaN padding ignored;
+a floor of 1e-3 x the train variance keeps a flat window finite) and the targets are encoded in
+the same window units, so the model sees levels relative to the window; `decode_series` inverts
+it with the stats of the raw input. Other feature columns keep the train (global) scaling.
 """
 
 from __future__ import annotations
@@ -95,6 +101,31 @@ def reference(y_state: dict[str, Any], x: Any) -> Any:
     if ref["mode"] == "season":
         return cols[:, -horizon:, :]
     return tf.repeat(cols[:, -1:, :], horizon, axis=1)
+
+
+def window_spec(x_state: dict[str, Any], y_state: dict[str, Any], data: DataConfig) -> dict[str, Any] | None:
+    """Which input columns are normalised per window (`data.scale: window`): the targets'."""
+    if data.scale != "window":
+        return None
+    x_cols, y_cols = x_state.get("columns") or [], y_state.get("columns") or []
+    if x_state["kind"] != "series" or y_state["kind"] != "series" or not y_cols or not set(y_cols) <= set(x_cols):
+        raise ConfigError(
+            f"data.scale='window' needs numeric series targets whose columns are also input columns (this data "
+            f"maps {x_state['kind']} {x_cols or ''} -> {y_state['kind']} {y_cols or ''}); set data.scale=global.")
+    columns = [x_cols.index(c) for c in y_cols]
+    return {"columns": columns, "floor": [1e-3 * float(x_state["variance"][c]) for c in columns]}
+
+
+def window_stats(spec: dict[str, Any], x: Any) -> tuple[Any, Any]:
+    """Per-window location and scale [B, 1, C] of the raw input's target columns (TF op; NaN steps ignored)."""
+    import tensorflow as tf
+
+    cols = tf.gather(tf.cast(x, "float32"), spec["columns"], axis=2)
+    valid = tf.logical_not(tf.math.is_nan(cols))
+    count = tf.maximum(tf.reduce_sum(tf.cast(valid, "float32"), axis=1, keepdims=True), 1.0)
+    mean = tf.reduce_sum(tf.where(valid, cols, 0.0), axis=1, keepdims=True) / count
+    var = tf.reduce_sum(tf.where(valid, tf.square(cols - mean), 0.0), axis=1, keepdims=True) / count
+    return mean, tf.sqrt(var + tf.constant(spec["floor"], "float32"))
 
 
 def io_spec(state: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +212,17 @@ class Codec:
         if kind == "category":
             return tf.cast(self.layers[side](raw), "int32")
         if kind in ("vector", "series"):
-            return tf.cast(self.layers[side](tf.cast(raw, "float32")), "float32")
+            raw = tf.cast(raw, "float32")
+            out = tf.cast(self.layers[side](raw), "float32")
+            spec = self.state[side].get("window_scale") if side == "x" else None
+            if spec:  # the target columns in window units, the other features globally scaled
+                loc, scale = window_stats(spec, raw)
+                scaled = (tf.gather(raw, spec["columns"], axis=2) - loc) / scale
+                where = {c: i for i, c in enumerate(spec["columns"])}
+                features = self.state[side]["features"]
+                spread = tf.gather(scaled, [where.get(f, 0) for f in range(features)], axis=2)
+                out = tf.where(tf.constant([f in where for f in range(features)]), spread, out)
+            return out
         raise ValueError(f"cannot encode a {kind!r} side")
 
     def class_names(self, side: str = "y") -> Any:
@@ -209,8 +250,24 @@ class Codec:
 
     def decode_series(self, values: Any, inputs: Any) -> Any:
         """Model outputs -> numeric targets in raw units (plus the reference forecast, if any)."""
+        spec = self.y.get("window_scale")
+        if spec:  # window units -> raw: times the window's scale, plus its mean (or the reference forecast)
+            import tensorflow as tf
+
+            loc, scale = window_stats(spec, inputs)
+            base = reference(self.y, inputs) if self.y.get("reference") else loc
+            return tf.cast(values, "float32") * scale + base
         out = self.denormalize(values, "y")
         return out + reference(self.y, inputs) if self.y.get("reference") else out
+
+    def decode_quantiles(self, values: Any, inputs: Any, levels: int) -> Any:
+        """Quantile outputs [B, H, F * Q] -> raw units [B, H, F, Q], sorted along Q (no crossing)."""
+        import tensorflow as tf
+
+        values = tf.cast(values, "float32")
+        shape = tf.shape(values)
+        per = tf.reshape(values, tf.concat([shape[:-1], [-1, levels]], 0))
+        return tf.sort(tf.stack([self.decode_series(per[..., q], inputs) for q in range(levels)], axis=-1), axis=-1)
 
     # -- NumPy encoding of targets (training data only) -----------------------------------
     def encode_targets(self, ys: list[Any], xs: list[Any] | None = None) -> np.ndarray:
@@ -242,6 +299,11 @@ class Codec:
         if not ys:
             return np.zeros((0, *self.shape("y")), dtype="float32")
         values = np.asarray(ys, dtype="float32")
+        if s.get("window_scale"):
+            raw_x = np.asarray(xs, dtype="float32")
+            loc, scale = window_stats(s["window_scale"], raw_x)
+            base = reference(s, raw_x) if s.get("reference") else loc
+            return ((values - np.asarray(base)) / np.asarray(scale)).astype("float32")
         if s.get("reference"):
             values = values - np.asarray(reference(s, np.asarray(xs, dtype="float32")))
         return np.asarray(self.encode(values, "y"))
@@ -326,6 +388,18 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
         y_state = fit_residuals(train, spec["y"], data, ref)
     else:
         y_state = fit_side([e[1] for e in train], spec["y"], data, generated=generated)
+    named = {str(c) for side in (x_state, y_state) for c in side.get("columns") or []}
+    unknown = sorted(set(data.units) - named)
+    if unknown:
+        raise ConfigError(f"data.units names {', '.join(map(repr, unknown))}, not a column of this data "
+                          f"(its columns: {', '.join(sorted(named)) or 'none'}).")
+    if data.units:
+        x_state["units"] = {c: data.units[c] for c in x_state.get("columns") or [] if c in data.units}
+    window = window_spec(x_state, y_state, data)
+    if window:
+        x_state["window_scale"] = window
+        y_state = {**y_state, "window_scale": window, "mean": [0.0] * y_state["features"],
+                   "variance": [1.0] * y_state["features"]}
     state = {"x": x_state, "y": y_state, "topology": spec["topology"]}
     codec = Codec(state)
     dropped = {}

@@ -283,6 +283,7 @@ class ExportInfo:
     default_length: int | None = None
     max_beam_width: int | None = None
     token_input: bool = False
+    columns: tuple[tuple[str, str, str], ...] = ()  # a series input's columns in order: (name, role, unit)
 
     @classmethod
     def read(cls, path: Path) -> ExportInfo:
@@ -302,7 +303,9 @@ class ExportInfo:
         classes = data.get("classes") if isinstance(data.get("classes"), list) else []
         return cls(rnnpipe=True, classes=tuple(str(c) for c in classes),
                    max_length=whole(generate.get("max_length")), default_length=whole(generate.get("default_length")),
-                   max_beam_width=whole(generate.get("max_beam_width")), token_input=inputs.get("kind") == "tokens")
+                   max_beam_width=whole(generate.get("max_beam_width")), token_input=inputs.get("kind") == "tokens",
+                   columns=tuple(tuple(str(c.get(k, "")) for k in ("name", "role", "unit"))
+                                 for c in inputs.get("columns") or [] if isinstance(c, dict)))
 
     def generate_length(self, flag: int | None) -> int:
         """The largest max_length served: --max-generate-length, else 4x the export's default
@@ -316,6 +319,8 @@ class ExportInfo:
         out: dict[str, Any] = {}
         if self.classes:
             out["classes"] = list(self.classes)
+        if self.columns:  # the input's last axis, in order, with units
+            out["input_columns"] = [dict(zip(("name", "role", "unit"), c)) for c in self.columns]
         out["limits"] = {"max_rows": limits.max_rows, "max_elements": limits.max_elements,
                          "max_string_bytes": limits.max_string_bytes,
                          "max_generate_length": self.generate_length(limits.max_generate_length),
@@ -1234,9 +1239,19 @@ def http_protocol(options: Options) -> Any:
     request's complete headers within `options.header_timeout` s (idle, or trickling them) is
     closed. (uvicorn's own keep-alive timeout only runs between requests.)"""
     try:
+        from uvicorn.protocols.http.flow_control import service_unavailable
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:  # no httptools: uvicorn's default protocol, without the header timeout
         return "auto"
+
+    busy_body = dumps({"error": f"the server is at its limit of {options.max_connections} concurrent "
+                                f"connections (--max-connections); retry shortly"})
+
+    async def busy(scope: Any, receive: Any, send: Any) -> None:  # uvicorn's 503, as JSON
+        await send({"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(busy_body)).encode()),
+            (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": busy_body, "more_body": False})
 
     class Protocol(HttpToolsProtocol):
         _header_timer: Any = None
@@ -1287,6 +1302,9 @@ def http_protocol(options: Options) -> Any:
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             super().connection_lost(exc)
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            super()._start_asgi_task(cycle, busy if app is service_unavailable else app)
 
         def send_400_response(self, msg: str) -> None:  # unparsable HTTP: JSON too, like every error
             if self._too_large:

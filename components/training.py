@@ -1,7 +1,7 @@
 """Training stage: build the model from models/, fit it on the encoded splits, save it.
 
 inputs -> outputs: preprocess -> `model.keras`, `history.json`, `learning_curves.png`,
-`cudnn.md` (per-layer cuDNN eligibility), `input_example.npz` (for the MLflow signature).
+`cudnn.md` (per-layer cuDNN eligibility), `input_example.npz` and `signature.json` (for the MLflow signature).
 
 A killed run resumes: Keras' BackupAndRestore keeps an epoch checkpoint in the stage's
 scratch folder (stable per fingerprint), so the same command continues where it stopped
@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from components.preprocessing import load_split
+from pipeline import faults
 from pipeline.config import ModelConfig, TrainConfig
 
 
@@ -88,7 +89,7 @@ def compiled_model(model_cfg: ModelConfig, train: TrainConfig, io: dict[str, Any
     from models.build import build_model, loss_and_metrics
 
     model = build_model(model_cfg, io)
-    loss, metrics = loss_and_metrics(io)
+    loss, metrics = loss_and_metrics(io, model_cfg)
     model.compile(optimizer=optimizer(train), loss=loss, metrics=metrics,
                   steps_per_execution=train.steps_per_execution, jit_compile=False)
     return model
@@ -116,6 +117,11 @@ def _atomic_backup(backup_dir: Path, save_every: float = 100.0) -> Any:
     class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         _saved_at: float | None = None  # perf_counter() when the last save ended
         _save_seconds = 0.0
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            if self._saved_at is not None:  # tests: kill -9 once an epoch is checkpointed and logged
+                faults.point(faults.TRAIN_CHECKPOINTED)
+            super().on_epoch_begin(epoch, logs)
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             self._current_epoch = epoch + 1
@@ -191,6 +197,17 @@ def read_epoch_log(path: Path) -> dict[str, list[float]]:
     return {k: v for k, v in columns.items() if not all(np.isnan(v))}
 
 
+def _write_signature(net: Any, example: Any, path: Path) -> None:
+    """The MLflow signature of `model.keras` (example in, the model's answer out), written while the model is
+    in memory: one eager call on a few rows, so tracking logs the saved file without reloading, running
+    and re-saving the model (issue 16)."""
+    import keras
+    from mlflow.models import infer_signature
+
+    outputs = keras.tree.map_structure(np.asarray, net(example, training=False))
+    path.write_text(json.dumps(infer_signature(example, outputs).to_dict()))
+
+
 def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: TrainConfig) -> dict[str, Any]:
     """Fit the model; resumable after a kill; returns the final metrics."""
     import keras
@@ -245,6 +262,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
     head = {k: v[:5] for k, v in load_split(preprocess, "train").items()}
     example, _ = training_data(model, io, head["x"], head["y"])  # teacher-forced models take two inputs
     np.savez(workdir / "input_example.npz", **(example if isinstance(example, dict) else {"inputs": example}))
+    _write_signature(net, example, workdir / "signature.json")
     final = {f"final_{k}": v[-1] for k, v in hist.items() if v}
     eligible = cudnn.summary(report)
     return {

@@ -77,6 +77,10 @@ def check(model: ModelConfig, train: TrainConfig) -> None:
             f"model.recurrent_dropout={model.recurrent_dropout} is not supported by the attentive decoder "
             f"(model.context='attention' with model.context_feed='every_step'); set it to 0 or use "
             f"model.context_feed='initial_state'.")
+    levels = list(model.quantiles)
+    if levels and (any(not 0 < q < 1 for q in levels) or levels != sorted(set(levels)) or 0.5 not in levels):
+        raise ConfigError(f"model.quantiles={levels} must be increasing levels between 0 and 1 that include 0.5 "
+                          f"(the median is the point forecast), e.g. [0.1, 0.5, 0.9].")
     if model.use_cudnn == "true":
         blockers = cudnn_blockers(model)
         if blockers:
@@ -108,6 +112,9 @@ def check_io(model: ModelConfig, io: dict[str, Any]) -> None:
             f"model.bidirectional=true cannot learn a {what} target with many_to_many: the backward RNN "
             f"would read the very steps it must predict. Use model.bidirectional=false (bidirectional "
             f"many_to_many is for tagging, y kind 'labels').")
+    if model.quantiles and y != "series":
+        raise ConfigError(f"model.quantiles is for numeric forecasts (y kind 'series'); this data's target is {y}. "
+                          f"Remove model.quantiles.")
     if model.unroll and x == "tokens":
         raise ConfigError("model.unroll=true needs a fixed number of steps, but token inputs are variable-length "
                           "(padded per batch); set model.unroll=false.")
@@ -118,6 +125,8 @@ def build_model(model: ModelConfig, io: dict[str, Any]) -> Any:
     from models.topologies import BUILDERS
 
     check_io(model, io)
+    if model.quantiles:  # one output per target and quantile level (target f, level q at f * Q + q)
+        io = {**io, "y": {**io["y"], "features": io["y"]["features"] * len(model.quantiles)}}
     return BUILDERS[model.topology](model, io)
 
 
@@ -126,17 +135,20 @@ def generates(model: ModelConfig, io: dict[str, Any]) -> bool:
     return model.topology in ("one_to_many", "seq2seq") and io["y"]["kind"] == "tokens"
 
 
-def loss_and_metrics(io: dict[str, Any]) -> tuple[Any, list[Any]]:
-    """The training loss and metrics for the kind of target (token targets ignore padding id 0)."""
+def loss_and_metrics(io: dict[str, Any], model: ModelConfig | None = None) -> tuple[Any, list[Any]]:
+    """The training loss and metrics for the kind of target (token targets ignore padding id 0;
+    `model.quantiles`: the pinball loss over those levels)."""
     import keras
 
-    from models.layers import TokenAccuracy
+    from models.layers import PinballLoss, TokenAccuracy
 
     kind = io["y"]["kind"]
     if kind == "tokens":
         return keras.losses.SparseCategoricalCrossentropy(ignore_class=0), [TokenAccuracy()]
     if kind in ("label", "labels"):
         return "sparse_categorical_crossentropy", ["accuracy"]
+    if model is not None and model.quantiles:
+        return PinballLoss(model.quantiles), []
     return "mse", ["mae"]
 
 

@@ -132,6 +132,27 @@ class MaskedMaxPooling(Layer):
 
 
 @register
+class PinballLoss(keras.losses.Loss):
+    """Quantile (pinball) loss of predictions [B, ..., F * Q] (target f, level q at f * Q + q) against
+    targets [B, ..., F], averaged over levels: each level's outputs learn that quantile."""
+
+    def __init__(self, quantiles: Any = (0.1, 0.5, 0.9), name: str = "pinball", **kwargs: Any):
+        super().__init__(name=name, **kwargs)
+        self.quantiles = [float(q) for q in quantiles]
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        levels = ops.convert_to_tensor(self.quantiles, dtype="float32")
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        pred = ops.reshape(y_pred, (*ops.shape(y_true), len(self.quantiles)))
+        err = y_true[..., None] - pred
+        return ops.mean(ops.maximum(levels * err, (levels - 1.0) * err), axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "quantiles": self.quantiles}
+
+
+@register
 class TokenAccuracy(keras.metrics.Metric):
     """Accuracy over the non-padding target tokens (id 0 is padding and is not counted)."""
 

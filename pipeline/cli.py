@@ -35,7 +35,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     for module, name in (("components.validation", "DataValidationError"),
                          ("components.training", "TrainingDiverged"),
                          ("components.infra_validation", "InfraValidationError"),
-                         ("components.ingestion.sources", "DataSourceError")):
+                         ("components.push", "PushError"),
+                         ("components.ingestion.sources", "DataSourceError"),
+                         ("components.predict", "PredictError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
@@ -64,6 +66,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     print(f"\n{stage_summary(result)}")
     print(f"done in {time.time() - started:.1f}s")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from components.predict import run
+
+    _quiet_libraries()
+    run(args.target, args.input, args.output, args.batch_size)
     return 0
 
 
@@ -176,6 +186,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="from_stage", metavar="STAGE", help="rerun from this stage on")
     run.add_argument("--to", dest="to_stage", metavar="STAGE", help="stop after this stage")
     run.set_defaults(fn=cmd_run)
+
+    predict = sub.add_parser("predict", help="batch inference of an export over a CSV / TSV / JSONL / text file")
+    predict.add_argument("target", metavar="EXPORT_OR_CONFIG",
+                         help="an export (exports/<name>[/<version>]) or the pipeline's YAML config (latest version)")
+    predict.add_argument("--input", required=True, help="file to predict, read as training read its data")
+    predict.add_argument("--output", default=None, help="CSV, TSV or JSONL (default: <input>.predictions.csv)")
+    predict.add_argument("--batch-size", type=int, default=256, help="rows per model call (default 256)")
+    predict.set_defaults(fn=cmd_predict)
 
     stage = sub.add_parser("stage", help="run one stage alone on the artifacts in --run-dir (orchestrators)")
     stage.add_argument("stage", help="ingest | validate | preprocess | train | evaluate | export | infra_validate")

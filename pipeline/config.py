@@ -78,6 +78,8 @@ class DataConfig:
     tokenize: str = choice("char", "char", "word")
     target_tokenize: str | None = choice(None, None, "char", "word")  # y of pairs/tfds text; None: = tokenize
     target_reference: str = choice("none", "none", "last", "season")  # numeric y learnt relative to the input's
+    scale: str = choice("global", "global", "window")  # numeric series: train stats, or each window's own (RevIN)
+    units: dict[str, str] = field(default_factory=dict)  # column -> unit, shown in the model card and /metadata
     lowercase: bool = True
     max_length: int | None = bounded(None, 1)
     window: int = bounded(30, 1, 100_000)
@@ -126,6 +128,7 @@ class ModelConfig:
     context_feed: str = choice("initial_state", "initial_state", "every_step")
     beam_width: int = bounded(1, 1, 64)
     max_output_length: int | None = bounded(None, 1, 10_000)
+    quantiles: tuple[float, ...] = ()  # numeric forecasts: quantile levels (pinball loss), must include 0.5
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,7 @@ class EvaluateConfig:
     gate_metrics: tuple[str, ...] = ()  # metrics compared with the reference; () = the task's own
     beam_width: int | None = bounded(None, 1, 64)
     num_examples: int = bounded(8, 0, 1000)
+    backtest: dict[str, int] = field(default_factory=dict)  # forecasts: {origins: K} rolling origins over test
 
     def __post_init__(self) -> None:
         from components.metrics import METRICS
@@ -176,6 +180,10 @@ class EvaluateConfig:
                 known(f"evaluate.thresholds.{name}.{key}", key, ("min", "max"), "bound")
         for name in self.gate_metrics:
             known("evaluate.gate_metrics", name, gating, "gate metric")
+        for key, value in self.backtest.items():
+            known(f"evaluate.backtest.{key}", key, ("origins",), "key")
+            if not 1 <= value <= 10_000:
+                raise ConfigError(f"evaluate.backtest.origins={value} must be between 1 and 10000.")
 
 
 @dataclass(frozen=True)

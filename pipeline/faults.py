@@ -11,6 +11,7 @@ import signal
 
 ENV = "RNNPIPE_KILL_AT"
 POINTS = ("export:written", "infra_validate:serving", "push:copied", "push:renamed", "register:logged")
+TRAIN_CHECKPOINTED = "train:checkpointed"  # at the epoch after a checkpoint (tests/test_reliability.py)
 
 
 def point(name: str) -> None:

@@ -165,10 +165,7 @@ def _create_version(config: Config, client: Any, info: dict[str, Any], run_id: s
     quiet.setLevel(logging.ERROR)  # the by-value pickling warning: the class is ours (see saved_model_pyfunc)
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     try:
-        logged = mlflow.pyfunc.log_model(
-            name=PYFUNC_NAME, python_model=saved_model_pyfunc(), artifacts={"saved_model": info["path"]},
-            signature=signature, input_example=example, pip_requirements=_requirements(),
-        )
+        logged = log_pyfunc(info["path"], signature, example)
     finally:
         quiet.setLevel(level)
         if bar is None:
@@ -186,6 +183,33 @@ def _create_version(config: Config, client: Any, info: dict[str, Any], run_id: s
     created = client.create_model_version(config.name, logged.model_uri, run_id=run_id,
                                           tags={k: str(v) for k, v in tags.items() if v is not None})
     return str(created.version)
+
+
+def log_pyfunc(saved_model: str, signature: Any, example: Any, validate: bool = False) -> Any:
+    """`mlflow.pyfunc.log_model` of the SavedModel wrapper, without MLflow's serving-input check by default.
+
+    That check loads the SavedModel a second time and runs the input example through it (~1 s CPU,
+    `bench/fixed_costs.py`); infra validation has just served this very SavedModel and compared its answers
+    with the in-process model, and `tests/test_registry.py` loads the registered pyfunc and checks its
+    answers. The SavedModel is copied once into MLflow's staging folder and once into the artifact store:
+    `artifacts=` takes a copy by design (the run's artifact must not change when `exports/` does).
+    """
+    import types
+
+    import mlflow
+    from mlflow.models import Model
+
+    def save_model(validate_serving_input: bool = True, **kwargs: Any) -> Any:  # Model.log reads the flag
+        return mlflow.pyfunc.save_model(**kwargs)
+
+    from mlflow.pyfunc import _get_pyfunc_model_flavor_name
+
+    model = saved_model_pyfunc()
+    flavor = types.SimpleNamespace(__name__=mlflow.pyfunc.__name__, save_model=save_model)
+    return Model.log(artifact_path=None, name=PYFUNC_NAME, flavor=flavor, python_model=model,
+                     artifacts={"saved_model": saved_model}, signature=signature, input_example=example,
+                     pip_requirements=_requirements(), validate_serving_input=validate,
+                     flavor_name=_get_pyfunc_model_flavor_name(model))
 
 
 def _pyfunc_signature(info: dict[str, Any]) -> tuple[Any, Any]:

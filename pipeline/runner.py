@@ -137,12 +137,17 @@ def run(
         run_dir.mkdir(parents=True, exist_ok=True)
         result = RunResult(tracker.run_id, run_dir, {}, {}, {})
         total = last + 1
-        for index, stage in enumerate(STAGES[: last + 1]):
-            produced = _run_stage(stage, config, root, result, force=index >= first and from_stage is not None,
-                                  may_build=index >= first, tracker=tracker, log=log,
-                                  label=f"[{index + 1}/{total}] {stage.name}")
-            if produced is None:  # gate closed (e.g. not blessed): later stages do not run
-                break
+        from components.infra_validation import discard_prestarted
+
+        try:
+            for index, stage in enumerate(STAGES[: last + 1]):
+                produced = _run_stage(stage, config, root, result, force=index >= first and from_stage is not None,
+                                      may_build=index >= first, tracker=tracker, log=log,
+                                      label=f"[{index + 1}/{total}] {stage.name}", more=index < last)
+                if produced is None:  # gate closed (e.g. not blessed): later stages do not run
+                    break
+        finally:
+            discard_prestarted()  # a validation server started during export that nobody used
         artifacts.write_json(run_dir / "run.json", {
             "run_id": result.run_id,
             "stages": {k: str(v.uri) for k, v in result.artifacts.items()},
@@ -211,7 +216,8 @@ def _as_worker(config: Config, last: int) -> tuple[Config, int]:
 
 
 def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, force: bool,
-               may_build: bool, tracker: Any, log: Callable[[str], None], label: str) -> Artifact | None:
+               may_build: bool, tracker: Any, log: Callable[[str], None], label: str,
+               more: bool = False) -> Artifact | None:
     import importlib
 
     missing = [i for i in stage.inputs if i not in result.artifacts]
@@ -239,6 +245,10 @@ def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, f
             ctx = StageContext(stage.name, log=lambda msg: log(f"    {msg}"), scratch=scratch,
                                callbacks=tracker.callbacks(stage.name), forced=force)
             log(f"{label:<24} running...")
+            if stage.name == "export" and more:  # issue 16: the validation server starts while export builds
+                from components.infra_validation import prestart
+
+                prestart(config.export)
             with artifacts.building(stage_dir, fp) as tmp:
                 properties = module.run(inputs, tmp, ctx, **kwargs)
                 art = artifacts.commit(tmp, stage.name, fp, properties or {})

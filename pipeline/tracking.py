@@ -13,6 +13,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -238,18 +239,29 @@ class Tracker:
                 mlflow.log_metrics({k: float(v[epoch]) for k, v in history.items()}, step=epoch)
 
     def _log_keras_model(self, artifact: Any) -> None:
-        """Log the trained Keras model (keras flavour, tensor signature)."""
-        import keras
+        """Log the trained Keras model (keras flavour, tensor signature) from the `model.keras` train wrote.
+
+        MLflow's keras flavour saves whatever `.save(path)` writes; `_SavedKeras` hands it a copy of the
+        file train already saved, with the signature train wrote beside it (`signature.json`), so the model
+        is not reloaded, run and saved again just to be logged (~1.5 s CPU, issue 16, `bench/fixed_costs.py`).
+        An output without `signature.json` (written before it existed) takes the slow path.
+        """
         import mlflow
         import mlflow.keras
-        from mlflow.models import infer_signature
+        from mlflow.models import ModelSignature, infer_signature
 
         path = artifact.path("model.keras")
         if not path.is_file():
             return
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-        example = _example_inputs(artifact)
-        signature = infer_signature(example, model.predict(example, verbose=0)) if example is not None else None
+        if artifact.path("signature.json").is_file():
+            model: Any = _SavedKeras(path)
+            signature = ModelSignature.from_dict(json.loads(artifact.path("signature.json").read_text()))
+        else:
+            import keras
+
+            model = keras.saving.load_model(path, compile=False, safe_mode=True)
+            example = _example_inputs(artifact)
+            signature = infer_signature(example, model.predict(example, verbose=0)) if example is not None else None
         m = self.config.model
         mlflow.keras.log_model(
             model,
@@ -258,6 +270,16 @@ class Tracker:
             pip_requirements=_requirements(),
             tags={"pipeline": self.config.name, "topology": m.topology, "cell": m.cell, "units": str(m.units)},
         )
+
+
+class _SavedKeras:
+    """Stands in for a Keras model that is already saved: MLflow's keras flavour calls `save(path)`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def save(self, target: str, **_: Any) -> None:
+        shutil.copyfile(self.path, target)
 
 
 def _log_datasets(preprocess: Any) -> None:

@@ -168,7 +168,7 @@ def test_every_emitted_metric_is_registered(names_run: Any, tmp_path: Path) -> N
     _, result = names_run
     emitted = set(forecast["model"]) | set(result.artifacts["evaluate"].properties["metrics"]) | \
         set(json.loads(result.artifacts["train"].path("history.json").read_text()))
-    unknown = [m for m in emitted if metrics.lookup(m) is None and "_improvement_ci_" not in m]
+    unknown = [m for m in emitted if metrics.lookup(m) is None]
     assert not unknown
     for name, lower in (("test_mae", True), ("test_mase", True), ("test_token_error_rate", True),
                         ("test_teacher_forced_perplexity", True), ("val_loss", True), ("test_accuracy", False),

@@ -442,6 +442,25 @@ def test_slow_clients_are_closed(server: Any, kind: str) -> None:
     assert_serves(server.url)
 
 
+def test_connections_over_the_limit_get_a_json_503(base: Path) -> None:
+    with ServerThread(base / "toy", Options(max_connections=3, header_timeout=60)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            deadline, seen = time.monotonic() + 60, None
+            while seen is None:
+                assert time.monotonic() < deadline, "never refused"
+                status, payload, kind = raw(url, "GET", "/v1/models/toy")
+                assert status in (200, 503) and kind.startswith("application/json"), (status, payload)
+                if status == 503:
+                    seen = json.loads(payload)
+            assert "--max-connections" in seen["error"], seen
+        finally:
+            for sock in held:
+                sock.close()
+        wait_for(lambda: raw(url, "GET", "/v1/models/toy")[0] == 200)
+
+
 def test_huge_headers_get_a_json_400_and_a_closed_connection(server: Any) -> None:
     port = int(server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port)) as sock:
@@ -543,6 +562,9 @@ def test_names_export_declares_its_classes_and_refuses_empty_names(names_run: An
     shutil.copytree(names_run[1].export_path, base / "1")
     contract = json.loads((base / "1" / EXPORT_INFO).read_text())
     assert contract["classes"] == sorted(contract["classes"]) and len(contract["classes"]) == 2
+    card = (base / "1" / "model_card.md").read_text()
+    assert "Classes, in the order of the `probabilities` output: " + ", ".join(
+        f"`{c}`" for c in contract["classes"]) in card
     with ServerThread(base, Options(timeout=30)) as url:
         status, meta = call(f"{url}/v1/models/names/metadata")
         assert status == 200 and meta["metadata"]["classes"] == contract["classes"], meta

@@ -107,6 +107,37 @@ def test_the_serve_child_of_infra_validation_dies_when_its_parent_is_killed_9(tm
             os.kill(child, signal.SIGKILL)
 
 
+def test_the_prestarted_validation_server_serves_what_is_linked_in_and_dies_with_its_parent(tmp_path: Path) -> None:
+    """Issue 16: the infra-validation server started during export (a thread that outlives the spawn,
+    so the parent-death signal is not fired early) picks up the export linked in later, and dies on kill -9."""
+    from tests.serving_support import toy_saved_model
+
+    toy_saved_model(tmp_path / "toy")
+    proc, child = parent(f"""
+        import json, time
+        from pathlib import Path
+        from components import infra_validation as iv
+        from components.serving import call
+        server = iv.Prestarted()
+        root = server.wait()
+        with iv._serving(str(server.base), iv.CANDIDATE, 1, Path({str(tmp_path / "server.log")!r}), server,
+                         Path({str(tmp_path / "toy")!r})) as url:
+            iv.wait_available(f"{{url}}/v1/models/{{iv.CANDIDATE}}", 1)
+        print(server.server.proc.pid, flush=True)
+        time.sleep(300)
+    """)
+    try:
+        assert alive(child)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        wait_until(lambda: not alive(child), "the orphaned prestarted server to die")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
 def test_stop_group_ends_a_helper_and_its_workers() -> None:
     from pipeline.servers import spawn, stop_group
 

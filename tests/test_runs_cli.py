@@ -129,8 +129,9 @@ def test_compare_shows_what_differs_side_by_side(store, capsys) -> None:
     metrics = out[out.index("metrics ("):out.index("tags that differ")]
     rows = {line.split()[0]: line.split()[1:] for line in metrics.splitlines()[3:] if line.strip()}
     assert list(rows)[:3] == ["test_accuracy", "test_macro_f1", "val_loss"]  # test_*, then val_*, then others
-    assert rows["val_loss"] == ["0.5", "0.4", "-0.1"] and rows["test_macro_f1"] == ["0.6", "0.6", "0"]
-    assert rows["time_train_s"] == ["3", "2", "-1"]
+    # the last column says which run is better, from the metric registry's direction
+    assert rows["val_loss"] == ["0.5", "0.4", "-0.1", "B"] and rows["test_macro_f1"] == ["0.6", "0.6", "0", "="]
+    assert rows["time_train_s"] == ["3", "2", "-1", "B"]
     tags = out[out.index("tags that differ"):]
     assert [t.split() for t in tags.splitlines()[3:]] == [["cell", "lstm", "gru"], ["blessed", "true", "false"],
                                                           ["export_version", "3", "-"]]

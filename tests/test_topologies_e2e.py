@@ -47,6 +47,10 @@ def test_config_runs_end_to_end_on_real_data(make_config, name: str) -> None:
     assert set(result.artifacts) >= {"ingest", "validate", "preprocess", "train", "evaluate", "export"}
     assert result.metrics and all(np.isfinite(v) for v in result.metrics.values())
     assert any(k.startswith("baseline_") for k in result.metrics)
+    from components.metrics import lookup
+
+    unregistered = [k for k in result.metrics if lookup(k) is None]
+    assert not unregistered, f"metrics without a registered direction: {unregistered}"
     if result.artifacts["evaluate"].properties["main_metric"] == "token_error_rate":  # generation
         assert {"test_teacher_forced_perplexity", "baseline_teacher_forced_perplexity"} <= set(result.metrics)
     export = Path(result.export_path)

@@ -1,0 +1,99 @@
+"""Fixed costs inside the MLflow run (issue 16 item 4), each next to the path it replaced.
+
+One tiny names -> gender pipeline is run once (tracking on, infra validation on); then, inside one
+MLflow run of its store, interleaved (ABBA, medians, wall and process CPU seconds):
+- keras_model: `Tracker._log_keras_model` (logs the `model.keras` train wrote, with the signature train
+  wrote) vs the old path (load the file, `predict` the input example for the signature, then
+  `mlflow.keras.log_model`, which saves the model again);
+- pyfunc registration: `registry.log_pyfunc` (the SavedModel copied into the run; no serving-input
+  check, which loads the SavedModel again) vs plain `mlflow.pyfunc.log_model` with the same arguments;
+- plots: what rendering each PNG of that run costs (learning curves, a confusion matrix), to size what
+  rendering them lazily could save.
+
+Run: `python -m bench.fixed_costs [--quick] [--rounds N]`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+from bench import common
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = common.parser(__doc__.splitlines()[0]).parse_args(argv)
+    rounds = args.rounds or (2 if args.quick else 6)
+    workdir = common.scratch_dir("fixed")
+    try:
+        return _measure(workdir, rounds, args)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _measure(workdir: Any, rounds: int, args: Any) -> dict[str, Any]:
+    import keras
+    import mlflow
+    import mlflow.keras
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    from components.plots import heatmap, learning_curves
+    from pipeline import registry, runner, tracking
+
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    config = common.load_config("names_gender_lstm.yaml", workdir, {
+        "tracking.enabled": True, "data.max_examples": 300, "train.epochs": 1, "model.units": 16,
+        "tracking.artifact_location": str(workdir / "mlruns" / "artifacts"), "export.require_blessing": False})
+    result = runner.run(config, log=lambda _: None)
+    train, push = result.artifacts["train"], result.artifacts["push"]
+    info = push.properties["register"]
+    tracker = tracking.Tracker(config, "bench")
+    signature, example = registry._pyfunc_signature(info)
+    m = config.model
+
+    def keras_old() -> None:  # what _log_keras_model did before issue 16
+        model = keras.saving.load_model(train.path("model.keras"), compile=False, safe_mode=True)
+        ex = tracking._example_inputs(train)
+        mlflow.keras.log_model(model, name="keras_model", signature=infer_signature(ex, model.predict(ex, verbose=0)),
+                               pip_requirements=tracking._requirements(),
+                               tags={"pipeline": config.name, "topology": m.topology, "cell": m.cell})
+
+    def pyfunc_old() -> None:
+        mlflow.pyfunc.log_model(name=registry.PYFUNC_NAME, python_model=registry.saved_model_pyfunc(),
+                                artifacts={"saved_model": info["path"]}, signature=signature,
+                                input_example=example, pip_requirements=registry._requirements())
+
+    history = json.loads(train.path("history.json").read_text())
+    variants = {
+        "keras_model: log the saved file": lambda: tracker._log_keras_model(train),
+        "keras_model: reload, predict, re-save": keras_old,
+        "pyfunc: log_pyfunc": lambda: registry.log_pyfunc(info["path"], signature, example),
+        "pyfunc: mlflow.pyfunc.log_model": pyfunc_old,
+        "plot: learning curves": lambda: learning_curves(history, workdir / "lc.png"),
+        "plot: confusion matrix": lambda: heatmap(np.eye(2, dtype=int) * 40, workdir / "cm.png", "Confusion",
+                                                  ["female", "male"], ["female", "male"]),
+    }
+    mlflow.set_tracking_uri(config.tracking.uri)
+    with mlflow.start_run(experiment_id=tracking.experiment_id(config)):
+        for fn in variants.values():  # warm-up: imports, first traces
+            fn()
+        times = common.interleaved(variants, rounds)
+    rows = [{"variant": name, "wall_s": common.median(times.wall(name)), "cpu_s": common.median(times.cpu(name)),
+             "wall_spread": common.spread(times.wall(name))} for name in variants]
+    by = {r["variant"]: r for r in rows}
+    summary, notes = [], ["steady state after one warm-up call of each variant (imports and first traces excluded)"]
+    for case, new, old in (("keras_model logging", "keras_model: log the saved file",
+                            "keras_model: reload, predict, re-save"),
+                           ("pyfunc registration", "pyfunc: log_pyfunc", "pyfunc: mlflow.pyfunc.log_model")):
+        summary.append(common.summary_line(
+            case, "speed-up (old s / new s)", by[old]["wall_s"] / by[new]["wall_s"], 1.0, old,
+            cpu_ratio=by[old]["cpu_s"] / by[new]["cpu_s"]))
+        notes.append(f"{case}: saves {by[old]['wall_s'] - by[new]['wall_s']:.2f} s wall, "
+                     f"{by[old]['cpu_s'] - by[new]['cpu_s']:.2f} s CPU per run")
+    return common.finish({"benchmark": "fixed_costs", "rows": rows, "summary": summary, "notes": notes}, args.json)
+
+if __name__ == "__main__":
+    main()

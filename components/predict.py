@@ -1,0 +1,308 @@
+"""Batch inference (TFX BulkInferrer, `ludwig predict`): `rnnpipe predict EXPORT_OR_CONFIG --input FILE`.
+
+Runs a published (or stage-output) SavedModel's `serving_default` over a whole file and writes
+the predictions as CSV (or JSONL when `--output` ends in .jsonl):
+
+- a time-series export (`data.source: csv`): the file is read exactly as ingestion reads it
+  (`components/ingestion/sources.load_csv`: time parsing, sorting, frequency, ids, fills, gaps,
+  malformed rows) with the export's own data settings; for each series the last
+  `data.window` gap-free steps are the input and the output is the forecast past the end of the
+  series, one row per step with its time stamp (`id`, `time`, `step`, then one column per target;
+  with quantiles also `<target>_q<level>`; a classifier: `label`, `confidence`).
+- any other export: one prediction per input line; the input is a JSONL object's input field
+  (`input`, `source`, `x`, `sequence`, `text`), the first field of a TSV line, or the whole line
+  of a plain text file (a JSON list for numeric inputs). Every output of the signature is a
+  column (lists as JSON).
+
+The export says how its data was read in `assets.extra/rnnpipe_data.json` (written by the export
+stage); given a config instead, its latest published version under `export.dir/<name>` is used
+with the config's data settings. Work runs in batches of `batch_size` with a progress line on
+stderr; malformed rows are skipped and listed (`file:line: reason`), as ingestion does.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+DATA_FILE = "assets.extra/rnnpipe_data.json"  # in the SavedModel: the data settings, topology, io
+INPUT_FIELDS = ("input", "source", "x", "sequence", "text")
+
+
+class PredictError(RuntimeError):
+    """The export or the input file cannot be used (one clear message)."""
+
+
+def data_description(data: Any, topology: str, io: dict[str, Any], quantiles: tuple[float, ...],
+                     state: dict[str, Any]) -> dict[str, Any]:
+    """What `rnnpipe predict` needs to read files as training did (stored in the SavedModel): the
+    data settings, topology, io kinds, quantile levels and the input / target columns in order."""
+    from pipeline.config import to_plain
+
+    return {"data": to_plain(data), "topology": topology, "io": io, "quantiles": list(quantiles),
+            "columns": {side: list(state[side].get("columns") or []) for side in ("x", "y")}}
+
+
+def resolve(target: str) -> tuple[Path, dict[str, Any]]:
+    """EXPORT_OR_CONFIG -> (SavedModel folder, its data description)."""
+    from components.push import version_number
+    from pipeline import config as cfgmod
+
+    path = Path(target)
+    if not path.exists():
+        raise PredictError(f"{target!r} does not exist: give an export folder (exports/<name>[/<version>]) "
+                           f"or the pipeline's YAML config.")
+    override = None
+    if path.is_file():
+        config = cfgmod.load(path)
+        path = Path(config.export.dir) / config.name
+        override = config.data
+        if not path.is_dir():
+            raise PredictError(f"config {target!r} has no published export under {path} yet: run it first "
+                               f"(rnnpipe run {target}).")
+    if not (path / "saved_model.pb").is_file():
+        if (path / "saved_model" / "saved_model.pb").is_file():  # an export stage output
+            path = path / "saved_model"
+        else:
+            versions = sorted((n, p) for p in path.iterdir() if p.is_dir()
+                              for n in [version_number(p.name)] if n is not None and (p / "saved_model.pb").is_file())
+            if not versions:
+                raise PredictError(f"no SavedModel in {path} (no saved_model.pb, no numeric version folders).")
+            path = versions[-1][1]
+    described = path / DATA_FILE
+    if not described.is_file():
+        raise PredictError(f"the export {path} does not describe its data ({DATA_FILE} is missing: it was "
+                           f"exported before `rnnpipe predict` existed); export it again.")
+    info = json.loads(described.read_text())
+    if override is not None:
+        from pipeline.config import to_plain
+
+        info["data"] = to_plain(override)
+    return path, info
+
+
+def _data_config(info: dict[str, Any], input_path: Path) -> Any:
+    from pipeline.config import DataConfig, from_dict
+
+    data = from_dict({"name": "predict", "data": info["data"]}).data
+    assert isinstance(data, DataConfig)
+    return replace(data, path=str(input_path), val_fraction=0.0, test_fraction=0.0, max_examples=None)
+
+
+def _batches(items: list[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
+    for start in range(0, len(items), size):
+        yield start, items[start:start + size]
+
+
+def _progress(done: int, total: int, out: Any) -> None:
+    print(f"\rpredict: {done}/{total} ({100 * done / max(total, 1):.0f}%)", end="" if done < total else "\n",
+          file=out, flush=True)
+
+
+def _report_bad(rows: Any, log: Any) -> list[dict[str, Any]]:
+    bad = list(rows.bad)
+    if bad:
+        print(f"predict: {len(bad)} of {rows.total} rows malformed, skipped:", file=log)
+        for b in bad[:10]:
+            print(f"  {b['where']}: {b['reason']}", file=log)
+        if len(bad) > 10:
+            print(f"  ... and {len(bad) - 10} more", file=log)
+    return bad
+
+
+def run(target: str, input_path: str, output: str | None = None, batch_size: int = 256,
+        log: Any = sys.stderr) -> dict[str, Any]:
+    """Predict every row / series of `input_path`; returns {output, rows, bad}."""
+    import tensorflow as tf
+
+    source = Path(input_path)
+    if not source.is_file():
+        raise PredictError(f"--input {input_path!r} is not a file.")
+    path, info = resolve(target)
+    out_path = Path(output) if output else source.with_name(source.stem + ".predictions.csv")
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    call: Callable[[Any], dict[str, np.ndarray]] = lambda x: {k: v.numpy() for k, v in fn(inputs=x).items()}  # noqa: E731
+    if info["data"].get("source") == "csv":
+        header, rows, bad = _predict_series(call, info, source, batch_size, log)
+    else:
+        header, rows, bad = _predict_lines(call, info, source, batch_size, log)
+    _write(out_path, header, rows)
+    print(f"predict: {len(rows)} rows -> {out_path} (model {path})", file=log)
+    return {"output": str(out_path), "rows": len(rows), "bad": bad}
+
+
+def _write(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        path.write_text("".join(json.dumps(dict(zip(header, r)), ensure_ascii=False) + "\n" for r in rows))
+        return
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        writer.writerow(header)
+        writer.writerows([[json.dumps(v) if isinstance(v, (list, dict)) else v for v in r] for r in rows])
+
+
+# --------------------------------------------------------------------------------------------
+# Time series: the forecast past the end of each series
+
+
+def _predict_series(call: Callable[[Any], dict[str, np.ndarray]], info: dict[str, Any], source: Path,
+                    batch_size: int, log: Any) -> tuple[list[str], list[list[Any]], list[dict]]:
+    import tensorflow as tf
+
+    from components.ingestion.sources import load_csv
+
+    data = _data_config(info, source)
+    splits, file_rows, loaded = load_csv(data)
+    bad = _report_bad(file_rows, log)
+    records = splits["train"]
+    x_cols = info["columns"]["x"] or loaded["targets"] + loaded["features"]
+    y = info["io"]["y"]
+    frequency = loaded.get("frequency")
+    by_series: dict[Any, list[dict[str, Any]]] = {}
+    for r in records:
+        by_series.setdefault(r.get("id"), []).append(r)
+    inputs, keys = [], []
+    for key, rs in by_series.items():
+        last = [r for r in rs if r["segment"] == rs[-1]["segment"]][-data.window:]
+        if len(last) < data.window:
+            print(f"predict: series {key if key is not None else '(file)'} skipped: its last gap-free run has "
+                  f"{len(last)} steps, the model reads {data.window}", file=log)
+            continue
+        inputs.append([[r["values"][c] for c in x_cols] for r in last])
+        keys.append((key, last[-1].get("time")))
+    has_id = data.id_column is not None
+    header = (["id"] if has_id else []) + ["time", "step"]
+    targets = [str(c) for c in (info["columns"]["y"] or loaded["targets"])]
+    levels = info.get("quantiles") or []
+    if y["kind"] == "series":
+        for name in targets:
+            header += [name] + [f"{name}_q{q:g}" for q in levels]
+    else:
+        header += ["label", "confidence"]
+    rows: list[list[Any]] = []
+    for start, batch in _batches(inputs, batch_size):
+        out = call(tf.constant(np.asarray(batch, dtype="float32")))
+        for i, (key, time) in enumerate(keys[start:start + len(batch)]):
+            rows += _series_rows(out, i, key, time, info, data, frequency, has_id, levels)
+        _progress(start + len(batch), len(inputs), log)
+    return header, rows, bad
+
+
+def _series_rows(out: dict[str, np.ndarray], i: int, key: Any, time: Any, info: dict[str, Any], data: Any,
+                 frequency: str | None, has_id: bool, levels: list[float]) -> list[list[Any]]:
+    from components.evaluation import later_times
+
+    lead = [key] if has_id else []
+    topology, kind = info["topology"], info["io"]["y"]["kind"]
+    if kind == "label":  # the class data.horizon steps after the window
+        when = later_times(time, frequency, data.horizon)[-1]
+        return [lead + [when, data.horizon, _text(out["label"][i]), float(np.max(out["probabilities"][i]))]]
+    if kind == "labels":  # a label per input step: the last one is the latest
+        return [lead + [time or "", 0, _text(out["labels"][i][-1]), float(out["confidence"][i][-1])]]
+    series = out["series"][i]  # [steps, targets]
+    quantiles = out.get("quantiles")
+    if topology == "many_to_many":  # each step's value `horizon` steps ahead: the last step's is past the end
+        steps = [(data.horizon, series[-1], None if quantiles is None else quantiles[i][-1])]
+    else:
+        steps = [(k + 1, series[k], None if quantiles is None else quantiles[i][k]) for k in range(len(series))]
+    times = later_times(time, frequency, max(s for s, _, _ in steps))
+    rows = []
+    for step, values, qs in steps:
+        row = lead + [times[step - 1], step]
+        for j, value in enumerate(values):
+            row += [_num(value)] + ([_num(v) for v in qs[j]] if qs is not None and levels else [])
+        rows.append(row)
+    return rows
+
+
+def _num(value: Any) -> float:
+    return float(f"{float(value):.7g}")  # float32 precision, without the float64 digits
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Every other export: one prediction per line
+
+
+def read_inputs(source: Path, numeric: bool) -> tuple[list[tuple[int, Any]], Any]:
+    """(line number, input) of every usable line, and the Rows record of the skipped ones."""
+    from components.ingestion.sources import HEADER_NAMES, Rows
+
+    rows = Rows(source)
+    suffix = source.suffix.lower()
+    out: list[tuple[int, Any]] = []
+    for number, text in rows.lines():
+        if suffix in (".jsonl", ".json", ".ndjson"):
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                rows.skip(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            key = next((k for k in INPUT_FIELDS if isinstance(obj, dict) and k in obj), None)
+            if key is None:
+                rows.skip(number, f"missing field '{INPUT_FIELDS[0]}' (also accepted: {', '.join(INPUT_FIELDS[1:])})")
+                continue
+            value = obj[key]
+        else:
+            value = text.split("\t")[0] if suffix in (".tsv", ".csv") or "\t" in text else text
+            if number == 1 and value.strip().lower() in HEADER_NAMES:
+                rows.total -= 1
+                continue
+        if numeric:
+            try:
+                value = json.loads(value) if isinstance(value, str) else value
+                arr = np.asarray(value, dtype="float32")
+            except (ValueError, TypeError):
+                rows.skip(number, "not a list of numbers")
+                continue
+            if not arr.size or not np.all(np.isfinite(arr)):
+                rows.skip(number, "empty or non-finite numbers")
+                continue
+            value = arr.tolist()
+        elif not str(value).strip():
+            rows.skip(number, "empty input")
+            continue
+        out.append((number, value))
+    return out, rows
+
+
+def _predict_lines(call: Callable[[Any], dict[str, np.ndarray]], info: dict[str, Any], source: Path,
+                   batch_size: int, log: Any) -> tuple[list[str], list[list[Any]], list[dict]]:
+    import tensorflow as tf
+
+    kind = info["io"]["x"]["kind"]
+    numeric = kind in ("vector", "series")
+    items, file_rows = read_inputs(source, numeric)
+    bad = _report_bad(file_rows, log)
+    if not items:
+        raise PredictError(f"--input {str(source)!r} has no usable rows.")
+    header: list[str] = []
+    rows: list[list[Any]] = []
+    for start, batch in _batches(items, batch_size if not numeric or kind == "vector" else 1):
+        values = [v for _, v in batch]
+        x = tf.constant(np.asarray(values, dtype="float32")) if numeric else tf.constant([str(v) for v in values])
+        out = call(x)
+        if not header:
+            header = ["line", "input", *sorted(out)]
+        for i, (number, value) in enumerate(batch):
+            rows.append([number, value if not numeric else json.dumps(value)]
+                        + [_plain(out[k][i]) for k in header[2:]])
+        _progress(start + len(batch), len(items), log)
+    return header, rows, bad
+
+
+def _plain(value: Any) -> Any:
+    arr = np.asarray(value)
+    if arr.dtype == object or arr.dtype.kind == "S":
+        return _text(arr.item()) if arr.ndim == 0 else [_text(v) for v in arr.reshape(-1).tolist()]
+    return arr.item() if arr.ndim == 0 else arr.tolist()

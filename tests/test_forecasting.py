@@ -1,0 +1,419 @@
+"""Forecasting beyond one time split (issue 14, items 3-5, 7): window scaling for trending series,
+per-target and per-series metrics, rolling-origin backtests and the full test predictions, on
+small data made here."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from components import evaluation as ev
+from components import preprocessing
+from components.preprocessing import Codec
+from pipeline.config import ConfigError, EvaluateConfig, ModelConfig
+from tests.test_preprocessing import preprocess
+
+
+def trend_windows(n: int, start: float, rng: np.random.Generator, window: int = 6, horizon: int = 2) -> list:
+    """Windows of a rising line (slope 1) with a little noise, 2 columns: the target and a feature."""
+    out = []
+    for i in range(n):
+        level = start + 3 * i + np.arange(window + horizon) + rng.normal(0, 0.1, window + horizon)
+        x = [[round(float(v), 3), float(k % 2)] for k, v in enumerate(level[:window])]
+        out.append((x, [[round(float(v), 3)] for v in level[window:]]))
+    return out
+
+
+X_SPEC = {"kind": "series", "columns": ["sales", "promo"]}
+Y_SPEC = {"kind": "series", "columns": ["sales"]}
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Scaling that survives trends
+
+
+def test_window_scaling_round_trips_and_is_relative_to_each_window(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    splits = {"train": trend_windows(20, 0.0, rng), "test": trend_windows(5, 500.0, rng)}  # test far above train
+    art, codec = preprocess(tmp_path, X_SPEC, Y_SPEC, splits, "seq2seq", scale="window")
+    assert codec.state["x"]["window_scale"]["columns"] == [0] and codec.state["y"]["window_scale"]
+    test = preprocessing.load_split(art, "test")
+    train = preprocessing.load_split(art, "train")
+    # the target column is in window units: the same shape of window gives the same encoding at any level
+    np.testing.assert_allclose(test["x"][:, :, 0], train["x"][:5, :, 0], atol=0.25)
+    assert np.abs(test["x"][:, :, 0]).max() < 3 and np.abs(test["y"]).max() < 4
+    # the other feature keeps the global (train) scaling
+    np.testing.assert_allclose(test["x"][:, :, 1], train["x"][:5, :, 1], atol=1e-6)
+    raw_x = np.asarray([e[0] for e in splits["test"]], dtype="float32")
+    back = np.asarray(codec.decode_series(test["y"], raw_x))
+    np.testing.assert_allclose(back, np.asarray([e[1] for e in splits["test"]]), atol=1e-3)
+    # a zero output is the window mean, wherever the window lies
+    zero = np.asarray(codec.decode_series(np.zeros_like(test["y"]), raw_x))
+    np.testing.assert_allclose(zero[:, 0, 0], raw_x[:, :, 0].mean(1), rtol=1e-5)
+
+
+def test_window_scaling_with_a_reference_adds_the_reference_back(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    splits = {"train": trend_windows(10, 0.0, rng), "test": trend_windows(3, 90.0, rng)}
+    art, codec = preprocess(tmp_path, X_SPEC, Y_SPEC, splits, "seq2seq", scale="window", target_reference="last")
+    raw_x = np.asarray([e[0] for e in splits["test"]], dtype="float32")
+    test = preprocessing.load_split(art, "test")
+    zero = np.asarray(codec.decode_series(np.zeros_like(test["y"]), raw_x))
+    np.testing.assert_allclose(zero, np.repeat(raw_x[:, -1:, :1], 2, axis=1))  # zero = last value
+    np.testing.assert_allclose(np.asarray(codec.decode_series(test["y"], raw_x)),
+                               np.asarray([e[1] for e in splits["test"]]), atol=1e-3)
+
+
+def test_window_scaling_needs_series_targets_among_the_inputs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    splits = {"train": trend_windows(4, 0.0, rng)}
+    with pytest.raises(ConfigError, match="data.scale='window' needs numeric series targets"):
+        preprocess(tmp_path, {"kind": "series", "columns": ["promo", "other"]}, Y_SPEC, splits, "seq2seq",
+                   scale="window")
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation: per target, per series, backtest, every test forecast
+
+
+def series_preprocess(tmp_path: Path, splits: dict[str, list[dict]], frequency: str | None = "daily",
+                      targets: int = 1) -> Any:
+    """A preprocess artifact (global scaling) from raw rows {x, y, id?, time?}, as the stage writes them."""
+    from components.preprocessing import io_spec
+    from pipeline.artifacts import Artifact
+
+    tmp_path.mkdir(exist_ok=True)
+    names = ["small", "big"][:targets]
+    train = np.asarray([r["x"] for r in splits["train"]], dtype="float64")
+    flat = train.reshape(-1, targets)
+    state = {"topology": "seq2seq",
+             "x": {"kind": "series", "columns": names, "mean": flat.mean(0).tolist(),
+                   "variance": flat.var(0).tolist(), "features": targets, "length": train.shape[1]},
+             "y": {"kind": "series", "columns": names, "mean": flat.mean(0).tolist(),
+                   "variance": flat.var(0).tolist(), "features": targets,
+                   "length": len(splits["train"][0]["y"])}}
+    codec = Codec(state)
+    for split, rows in splits.items():
+        np.savez(tmp_path / f"{split}.npz", x=codec.encode_inputs([r["x"] for r in rows]),
+                 y=codec.encode_targets([r["y"] for r in rows]))
+        (tmp_path / f"{split}_raw.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "preprocessor.json").write_text(json.dumps(state))
+    io = io_spec(state) | {"frequency": frequency}
+    return Artifact("preprocess", tmp_path, "fp", {"io": io})
+
+
+def last_value_model(window: int, horizon: int, pre: Any) -> Any:
+    """A Keras model that repeats the last (normalised) input value: the last-value forecast."""
+    import keras
+
+    inputs = keras.Input((window, None))
+    last = keras.layers.Cropping1D((window - 1, 0))(inputs)
+    return keras.Model(inputs, keras.layers.Concatenate(axis=1)([last] * horizon))
+
+
+def windows(values: np.ndarray, window: int, horizon: int, start: int = 0, **meta: Any) -> list[dict]:
+    """Consecutive windows of one series [T, C] with their meta and the day of their last input step."""
+    import datetime
+
+    out = []
+    for i in range(len(values) - window - horizon + 1):
+        day = datetime.date(2021, 1, 1) + datetime.timedelta(days=start + i + window - 1)
+        out.append({"x": values[i:i + window].tolist(), "y": values[i + window:i + window + horizon].tolist(),
+                    "time": day.isoformat(), **meta})
+    return out
+
+
+def test_several_targets_are_reported_per_target_and_gated_scale_free(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    steps = np.arange(80)
+    values = np.stack([10 + np.sin(steps) + rng.normal(0, 0.1, 80), 135_000 + 50 * np.cos(steps)], axis=1)
+    pre = series_preprocess(tmp_path, {"train": windows(values[:50], 6, 2), "test": windows(values[50:], 6, 2, 50)},
+                            targets=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = ev.evaluate_forecast(last_value_model(6, 2, pre), pre, out, EvaluateConfig(),
+                                  ModelConfig(topology="seq2seq"))
+    assert result["main"] == "mase" and result["gate"] == ["mase"]
+    # the model is the last-value forecast: identical per target and pooled
+    assert result["model"]["mase"] == pytest.approx(result["baselines"]["last value"]["mase"], rel=1e-4)
+    with (out / "per_target.csv").open() as handle:
+        rows = {r["target"]: r for r in csv.DictReader(handle)}
+    assert set(rows) == {"small", "big"}
+    actual = np.asarray([r["y"] for r in windows(values[50:], 6, 2, 50)])
+    last = np.asarray([r["x"][-1] for r in windows(values[50:], 6, 2, 50)])
+    assert float(rows["big"]["model_mae"]) == pytest.approx(np.abs(actual[..., 1] - last[:, None, 1]).mean(), rel=1e-4)
+    report = "\n".join(result["report"])
+    assert "## Per target" in report and "| small |" in report and "| big |" in report
+    assert {"forecast_vs_actual.png", "forecast_vs_actual_big.png", "error_by_horizon.png"} <= \
+        {p.name for p in out.iterdir()}
+    # a target without a naive scale (constant in train) cannot gate on MASE: MAE as before
+    values[:, 1] = 7.0
+    flat = series_preprocess(tmp_path / "flat", {"train": windows(values[:50], 6, 2),
+                                                 "test": windows(values[50:], 6, 2, 50)}, targets=2)
+    (tmp_path / "flat_out").mkdir()
+    again = ev.evaluate_forecast(last_value_model(6, 2, flat), flat, tmp_path / "flat_out", EvaluateConfig(),
+                                 ModelConfig(topology="seq2seq"))
+    assert again["gate"] == ["mae"]
+
+
+def test_per_series_table_backtest_and_every_test_forecast(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    train, test = [], []
+    for k, name in enumerate(["AAA", "BBB", "CCC"]):
+        level = 10.0 ** (k + 1)  # three scales: 10, 100, 1000
+        values = (level + np.cumsum(rng.normal(0, level / 10, 60))).reshape(-1, 1)
+        train += windows(values[:40], 5, 3, id=name)
+        test += windows(values[40:], 5, 3, 40, id=name)  # 13 windows per series
+    pre = series_preprocess(tmp_path, {"train": train, "test": test})
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = EvaluateConfig(backtest={"origins": 4})
+    result = ev.evaluate_forecast(last_value_model(5, 3, pre), pre, out, cfg, ModelConfig(topology="seq2seq"))
+    # the gate reads 4 origins x 3 series
+    assert result["examples"] == 12 and len(result["samples"]["model"]["mae"].num) == 12
+    with (out / "backtest.csv").open() as handle:
+        origins = list(csv.DictReader(handle))
+    assert [int(r["origin"]) for r in origins] == [1, 2, 3, 4] and all(r["windows"] == "3" for r in origins)
+    assert origins[0]["time"] == "2021-02-14" and origins[-1]["time"] == "2021-02-26"  # first and last test window
+    mean = np.mean([float(r["model_mae"]) for r in origins])
+    assert result["model"]["mae"] == pytest.approx(mean, rel=1e-6)  # equal windows per origin: pooled = mean
+    assert (out / "backtest_error_by_origin.png").is_file()
+    with (out / "per_series.csv").open() as handle:
+        series = {r["id"]: r for r in csv.DictReader(handle)}
+    assert set(series) == {"AAA", "BBB", "CCC"} and all(r["windows"] == "13" for r in series.values())
+    # per-series MASE is scale-free: the three series are comparable
+    assert float(series["CCC"]["model_mae"]) > 10 * float(series["AAA"]["model_mae"])
+    assert all(0.2 < float(r["model_mase"]) < 5 for r in series.values())
+    report = "\n".join(result["report"])
+    assert "## Per series" in report and "Worst 3 by MASE" in report and "## Backtest" in report
+    with (out / "test_predictions.csv").open() as handle:
+        preds = list(csv.DictReader(handle))
+    assert len(preds) == len(test) * 3  # every window, every step: untruncated
+    first = preds[0]
+    assert list(first) == ["id", "origin_time", "window", "step", "time", "small", "small_forecast"]
+    assert (first["id"], first["origin_time"], first["step"], first["time"]) == ("AAA", "2021-02-14", "1", "2021-02-15")
+    assert preds[2]["time"] == "2021-02-17" and float(first["small_forecast"]) == pytest.approx(test[0]["x"][-1][0],
+                                                                                               rel=1e-4)
+
+
+def test_backtest_config_is_checked() -> None:
+    with pytest.raises(ConfigError, match="evaluate.backtest.origns: unknown key"):
+        EvaluateConfig(backtest={"origns": 3})
+    with pytest.raises(ConfigError, match="between 1 and 10000"):
+        EvaluateConfig(backtest={"origins": 0})
+
+
+def test_later_times_follow_the_frequency() -> None:
+    assert ev.later_times("2021-01-29", "business_daily", 2) == ["2021-02-01", "2021-02-02"]
+    assert ev.later_times("2021-01-31", "monthly", 2) == ["2021-02-28", "2021-03-31"]
+    assert ev.later_times("1999", "yearly", 2) == ["2000", "2001"]
+    assert ev.later_times("2021-01-01T23:00:00", "hourly", 1) == ["2021-01-02T00:00:00"]
+    assert ev.later_times(None, "daily", 2) == ["", ""] and ev.later_times("7", None, 1) == [""]
+
+
+def trending_long_csv(path: Path, days: int = 70) -> Path:
+    """`store,date,units`: three stores on rising lines at three levels (long format, shuffled rows)."""
+    import datetime
+    import random
+
+    rng = random.Random(0)
+    rows = [f"{store},{datetime.date(2021, 1, 1) + datetime.timedelta(days=d)},"
+            f"{level + slope * d + rng.gauss(0, slope):.3f}"
+            for store, level, slope in (("north", 100, 2), ("south", 1000, 10), ("east", 50, 1)) for d in range(days)]
+    rng.shuffle(rows)
+    path.write_text("store,date,units\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_window_scaled_pipeline_exports_raw_in_raw_out_like_its_evaluation(make_config, tmp_path: Path) -> None:
+    """data.scale=window on a trending multi-series CSV, ingest -> export: the SavedModel's forecast of
+    a test window is the evaluation's (test_predictions.csv), in raw units, also right-padded."""
+    import tensorflow as tf
+
+    from pipeline import runner
+    from tests.conftest import tiny
+
+    path = trending_long_csv(tmp_path / "stores.csv")
+    raw = {"name": "ts_window", "data": {"source": "csv", "path": str(path), "time_column": "date",
+                                        "id_column": "store", "target_columns": ["units"], "feature_columns": [],
+                                        "window": 7, "horizon": 2, "scale": "window", "test_fraction": 0.2},
+           "model": {"topology": "seq2seq", "cell": "gru"}, "evaluate": {"backtest": {"origins": 3}}}
+    config = make_config(raw, **tiny(data__max_examples="null", tracking__enabled="false",
+                                     export__infra_validate="false"))
+    result = runner.run(config, to_stage="export", log=lambda _: None)
+    state = json.loads(result.artifacts["preprocess"].path("preprocessor.json").read_text())
+    assert state["x"]["window_scale"]["columns"] == [0]
+    evaluation = result.artifacts["evaluate"]
+    assert evaluation.properties["metrics"]["test_examples"] == 9.0  # 3 origins x 3 stores
+    assert {"backtest.csv", "per_series.csv", "test_predictions.csv"} <= {p.name for p in evaluation.uri.iterdir()}
+    first = json.loads(result.artifacts["preprocess"].path("test_raw.jsonl").read_text().splitlines()[0])
+    with evaluation.path("test_predictions.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r["window"] == "0"]
+    fn = tf.saved_model.load(str(result.artifacts["export"].path("saved_model"))).signatures["serving_default"]
+    x = np.asarray([first["x"]], dtype="float32")
+    out = fn(inputs=tf.constant(x))["units"].numpy()
+    np.testing.assert_allclose(out[0], [float(r["units_forecast"]) for r in rows], rtol=1e-4)
+    padded = np.concatenate([x, np.full((1, 2, 1), np.nan, "float32")], axis=1)  # right-padded: same answer
+    np.testing.assert_allclose(fn(inputs=tf.constant(padded))["units"].numpy(), out, rtol=1e-5)
+    assert np.abs(out[0] - first["x"][-1][0]).max() < 0.5 * abs(first["x"][-1][0])  # raw units, at the series' level
+
+    # rnnpipe predict on the same file plus a malformed row: the forecast past the end of each series
+    from components import predict
+
+    with path.open("a") as handle:
+        handle.write("north,not a date,5\n")
+    out_csv = tmp_path / "forecast.csv"
+    done = predict.run(str(result.artifacts["export"].uri), str(path), str(out_csv), batch_size=2, log=io.StringIO())
+    assert done["rows"] == 6 and [b["reason"] for b in done["bad"]] == ["unreadable time 'not a date' in column 'date'"]
+    with out_csv.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["id", "time", "step", "units"]
+    assert [(r["id"], r["time"], r["step"]) for r in rows[:2]] == [("east", "2021-03-12", "1"),
+                                                                    ("east", "2021-03-13", "2")]
+    assert {r["id"] for r in rows} == {"east", "north", "south"}
+    lines = path.read_text().splitlines()[1:-1]
+    north = sorted((ln.split(",")[1], float(ln.split(",")[2])) for ln in lines if ln.startswith("north,"))[-7:]
+    want = fn(inputs=tf.constant([[[v] for _, v in north]], dtype=tf.float32))["units"].numpy()[0]
+    np.testing.assert_allclose([float(r["units"]) for r in rows if r["id"] == "north"], want, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Probabilistic forecasts
+
+
+def test_pinball_loss_golden_and_quantile_metrics() -> None:
+    from models.layers import PinballLoss
+
+    y = np.asarray([[[1.0]], [[3.0]]])  # [B=2, H=1, F=1]
+    pred = np.asarray([[[0.0, 1.0, 2.0]], [[0.0, 1.0, 2.0]]])  # levels 0.1, 0.5, 0.9
+    # errors y - q: row 1: 1, 0, -1 -> 0.1, 0, 0.1; row 2: 3, 2, 1 -> 0.3, 1.0, 0.9
+    loss = float(PinballLoss([0.1, 0.5, 0.9])(y, pred))
+    assert loss == pytest.approx(((0.1 + 0 + 0.1) / 3 + (0.3 + 1.0 + 0.9) / 3) / 2, rel=1e-6)
+    samples = ev.quantile_samples(y, pred[..., None, :], [0.1, 0.5, 0.9])
+    assert samples["quantile_loss"].value() == pytest.approx(loss, rel=1e-6)
+    assert samples["coverage"].value() == pytest.approx(0.5)  # 1 in [0, 2], 3 is not
+    from components import metrics
+
+    assert metrics.get("quantile_loss").higher_is_better is False and metrics.get("quantile_loss").gates
+    assert metrics.get("coverage").gates is False
+
+
+@pytest.mark.parametrize(("quantiles", "message"), [
+    ([0.1, 0.9], "include 0.5"), ([0.9, 0.5, 0.1], "increasing"), ([0.5, 1.0], "between 0 and 1")])
+def test_quantile_levels_are_checked_before_any_work(quantiles: list[float], message: str) -> None:
+    from models.build import check
+    from pipeline.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=message):
+        check(ModelConfig(topology="seq2seq", quantiles=tuple(quantiles)), TrainConfig())
+
+
+@pytest.mark.slow
+def test_quantile_forecaster_trains_evaluates_and_exports_every_level(make_config, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    from pipeline import runner
+    from tests.conftest import tiny
+
+    path = trending_long_csv(tmp_path / "stores.csv", days=50)
+    raw = {"name": "ts_quantiles", "data": {"source": "csv", "path": str(path), "time_column": "date",
+                                           "id_column": "store", "target_columns": ["units"], "feature_columns": [],
+                                           "window": 6, "horizon": 2, "scale": "window", "test_fraction": 0.2},
+           "model": {"topology": "many_to_one", "cell": "lstm", "quantiles": [0.1, 0.5, 0.9]}}
+    config = make_config(raw, **tiny(data__max_examples="null", tracking__enabled="false",
+                                     export__infra_validate="false", train__epochs=2))
+    result = runner.run(config, to_stage="export", log=lambda _: None)
+    metrics = result.artifacts["evaluate"].properties["metrics"]
+    assert {"test_quantile_loss", "test_coverage", "baseline_quantile_loss", "test_mae"} <= set(metrics)
+    assert "baseline_coverage" not in metrics and 0 <= metrics["test_coverage"] <= 1
+    with result.artifacts["evaluate"].path("test_predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"units_q0.1", "units_q0.5", "units_q0.9"} <= set(rows[0])
+    assert all(float(r["units_q0.1"]) <= float(r["units_q0.5"]) <= float(r["units_q0.9"]) for r in rows)
+    assert all(r["units_q0.5"] == r["units_forecast"] for r in rows)
+    fn = tf.saved_model.load(str(result.artifacts["export"].path("saved_model"))).signatures["serving_default"]
+    first = json.loads(result.artifacts["preprocess"].path("test_raw.jsonl").read_text().splitlines()[0])
+    out = {k: v.numpy() for k, v in fn(inputs=tf.constant([first["x"]], dtype=tf.float32)).items()}
+    assert out["quantiles"].shape == (1, 2, 1, 3) and out["units"].shape == (1, 2)
+    np.testing.assert_allclose(out["units"][0], out["quantiles"][0, :, 0, 1], rtol=1e-6)  # the median
+    assert np.all(np.diff(out["quantiles"], axis=-1) >= 0)
+    np.testing.assert_allclose(out["quantiles"][0, 0, 0], [float(rows[0][f"units_q{q}"]) for q in (0.1, 0.5, 0.9)],
+                               rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# 7. Batch inference on every topology
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("base", ["digits_onetoone_gru", "digits_rows_lstm", "names_gender_lstm",
+                                  "weather_tagging_lstm", "pydoc_charlm_lstm"])
+def test_predict_runs_every_topology_over_a_file(make_config, tmp_path: Path, base: str) -> None:
+    """`rnnpipe predict CONFIG --input FILE`: the latest published version over a JSONL file of test
+    inputs; each row's outputs equal the SavedModel's on that input; a bad line is reported."""
+    import tensorflow as tf
+
+    from components import predict
+    from pipeline import cli, runner
+    from tests.conftest import tiny
+
+    config = make_config(base, **tiny(data__max_examples=40, tracking__enabled="false",
+                                      export__infra_validate="false", data__window=20, data__stride=20))
+    result = runner.run(config, log=lambda _: None)
+    inputs = [json.loads(line)["x"] for line in
+              result.artifacts["preprocess"].path("test_raw.jsonl").read_text().splitlines()[:5]]
+    source = tmp_path / "inputs.jsonl"
+    source.write_text("".join(json.dumps({"x": x}) + "\n" for x in inputs) + "{not json\n")
+    yaml_path = tmp_path / "config.yaml"
+    from pipeline.config import dump_yaml
+
+    yaml_path.write_text(dump_yaml(config))
+    out = tmp_path / "out.jsonl"
+    assert cli.main(["predict", str(yaml_path), "--input", str(source), "--output", str(out),
+                     "--batch-size", "2"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in rows] == [1, 2, 3, 4, 5]
+    path, info = predict.resolve(str(yaml_path))
+    assert path.name == "1" and info["topology"] == config.model.topology
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    numeric = info["io"]["x"]["kind"] in ("vector", "series")
+    x = tf.constant(np.asarray(inputs[:1], dtype="float32")) if numeric else tf.constant([str(inputs[0])])
+    want = {k: predict._plain(v.numpy()[0]) for k, v in fn(inputs=x).items()}
+    assert set(want) <= set(rows[0])
+    for key, value in want.items():
+        if isinstance(value, (float, list)) and not (isinstance(value, list) and value and isinstance(value[0], str)):
+            np.testing.assert_allclose(np.asarray(rows[0][key], dtype="float64"), np.asarray(value, dtype="float64"),
+                                       rtol=1e-4, atol=1e-6)
+        else:
+            assert rows[0][key] == value
+
+
+# --------------------------------------------------------------------------------------------
+# 8. The input columns in order, with units (model card and /metadata)
+
+
+def test_input_columns_and_units_in_the_contract_model_card_and_metadata(tmp_path: Path) -> None:
+    from components import export
+    from components.serving import ExportInfo, Limits
+
+    rng = np.random.default_rng(5)
+    splits = {"train": trend_windows(6, 0.0, rng)}
+    art, codec = preprocess(tmp_path, X_SPEC, Y_SPEC, splits, "seq2seq", units={"sales": "EUR"})
+    contract = export.input_contract(codec, ModelConfig(topology="seq2seq"))
+    assert contract["inputs"]["columns"] == [{"name": "sales", "role": "target", "unit": "EUR"},
+                                             {"name": "promo", "role": "feature", "unit": ""}]
+    card = "\n".join(export.contract_markdown(contract))
+    assert "Input columns (the last axis, in this order): 0: `sales` (target, EUR), 1: `promo` (feature)." in card
+    (tmp_path / "m" / "assets.extra").mkdir(parents=True)
+    (tmp_path / "m" / export.CONTRACT_FILE).write_text(json.dumps(contract))
+    meta = ExportInfo.read(tmp_path / "m").describe(Limits())
+    assert meta["input_columns"][0] == {"name": "sales", "role": "target", "unit": "EUR"}
+    with pytest.raises(ConfigError, match="data.units names 'price', not a column of this data"):
+        preprocess(tmp_path / "bad", X_SPEC, Y_SPEC, splits, "seq2seq", units={"price": "EUR"})
