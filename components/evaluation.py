@@ -991,7 +991,7 @@ def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 def _report(result: dict[str, Any], judged: dict[str, Any], cfg: EvaluateConfig) -> str:
     names = list(result["baselines"])
     lines = ["# Evaluation (test split)", "", f"{result['examples']} test examples. Baselines: "
-             + ", ".join(f"`{n}`" for n in names) + ". Bold: the better of the model and the strongest baseline.",
+             + ", ".join(f"`{n}`" for n in names) + ". `better`: which direction is better (components/metrics.py).",
              "", "| metric | better | model | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
     for k, v in result["model"].items():
         metric = registry.lookup(k)
