@@ -427,7 +427,8 @@ def forecast_samples(actual: np.ndarray, pred: np.ndarray, scale: Any) -> dict[s
     """Per-window MAE, RMSE, sMAPE (%), MASE (MAE / the in-sample naive MAE `scale`), raw units.
 
     `scale` is one number, or one per window and target ([N, targets], e.g. each series' and
-    each target's own naive MAE): then MASE is the mean of the errors each divided by its scale.
+    each target's own naive MAE): then MASE is the mean of the errors each divided by its scale,
+    over the targets that have one.
     """
     err = (pred - actual).reshape(len(actual), -1)
     count = np.full(len(actual), float(err.shape[1]))
@@ -437,9 +438,12 @@ def forecast_samples(actual: np.ndarray, pred: np.ndarray, scale: Any) -> dict[s
     if np.ndim(scale) == 0:
         mase = Sample(abs_sum, count, f"scale:{float(scale)!r}")
     else:
-        per = np.broadcast_to(np.asarray(scale, dtype="float64"), (len(actual), actual.shape[-1]))
-        per = np.where(per > 0, per, np.nan)[:, None, :]
-        mase = Sample((np.abs(pred - actual) / per).reshape(len(actual), -1).sum(1), count)
+        per = np.broadcast_to(np.asarray(scale, dtype="float64"), (len(actual), actual.shape[-1]))[:, None, :]
+        scaled = per > 0  # a target with no naive scale (constant in train) has no MASE: left out
+        ratio = np.divide(np.abs(pred - actual), per, out=np.zeros(np.broadcast_shapes(actual.shape, per.shape)),
+                          where=scaled)
+        kept = np.broadcast_to(scaled, ratio.shape).reshape(len(actual), -1).sum(1).astype("float64")
+        mase = Sample(ratio.reshape(len(actual), -1).sum(1), kept)
     return {"mae": Sample(abs_sum, count), "rmse": Sample((err ** 2).sum(1), count, "sqrt"),
             "smape": Sample(100 * smape.sum(1), count), "mase": mase}
 
