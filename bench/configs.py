@@ -44,7 +44,9 @@ def run_config(path: Path, cell: str | None, store: Path, quick: bool) -> dict[s
     evaluate = result.artifacts["evaluate"].properties
     main = evaluate["main_metric"]
     mine, base = evaluate["metrics"][f"test_{main}"], evaluate["metrics"][f"baseline_{main}"]
-    gate = next((c for c in evaluate.get("comparisons", []) if c["metric"] == main), {})
+    comparisons = evaluate.get("comparisons", [])
+    gate = next((c for c in comparisons if c["metric"] == main), comparisons[0] if comparisons else {})
+    main = gate.get("metric", main)  # the metric the gate read (e.g. names_generate gates on perplexity)
     scored = json.loads(result.artifacts["evaluate"].path("metrics.json").read_text())["baselines"]
     return {"config": path.stem, "topology": config.model.topology, "cell": config.model.cell,
             "epochs": config.train.epochs, "metric": main, "model": round(mine, 4), "baseline": round(base, 4),

@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -293,9 +294,11 @@ def _log_datasets(preprocess: Any) -> None:
         if not preprocess.path(f"{split}.npz").is_file():
             continue
         arrays = load_split(preprocess, split)
-        dataset = mlflow.data.from_numpy(arrays["x"], targets=arrays.get("y"), source=str(preprocess.uri),
-                                         name=f"{preprocess.properties.get('dataset', 'data')}-{split}",
-                                         digest=data_digest(preprocess, split))
+        with warnings.catch_warnings():  # MLflow registers its local source twice and says so
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_numpy(arrays["x"], targets=arrays.get("y"), source=str(preprocess.uri),
+                                             name=f"{preprocess.properties.get('dataset', 'data')}-{split}",
+                                             digest=data_digest(preprocess, split))
         mlflow.log_input(dataset, context=split)
 
 
