@@ -85,3 +85,36 @@ def test_mlflow_models_serve_answers_invocations(blessed: tuple[Any, Any]) -> No
             assert status == 200, answer
             assert answer["predictions"]["label"] == local["label"]
             np.testing.assert_allclose(answer["predictions"]["probabilities"], local["probabilities"], atol=1e-5)
+
+
+def test_champion_follows_quality_not_recency(tmp_path) -> None:
+    """A later, worse model does not take `champion`; a clearly better one does; other test data
+    cannot be compared; the same model is already champion."""
+    from components.metrics import mean_sample, save_samples
+
+    rng = np.random.default_rng(0)
+    truth = rng.random(2000)
+
+    def model(accuracy: float, name: str) -> tuple[str, float]:
+        hits = truth < accuracy  # nested: a better model is right wherever a worse one is
+        path = tmp_path / f"{name}.npz"
+        save_samples(path, {"model": {"accuracy": mean_sample(hits)}})
+        return str(path), float(hits.mean())
+
+    gru_samples, gru = model(0.856, "gru")
+    lstm_samples, lstm = model(0.846, "lstm")
+    best_samples, best = model(0.90, "best")
+    champion = {"version": "1", "content_hash": "gru", "data_digest": "d", "metrics": {"accuracy": gru},
+                "samples": gru_samples}
+
+    def candidate(content: str, value: float, samples: str, digest: str = "d") -> dict[str, Any]:
+        return {"content_hash": content, "data_digest": digest, "gate_metrics": ["accuracy"],
+                "main_metric": "accuracy", "metrics": {"test_accuracy": value}, "samples": samples}
+
+    take, reason = registry.decide(candidate("lstm", lstm, lstm_samples), champion, 0.95)
+    assert not take and reason.startswith("does not beat the champion: accuracy 0.84") and "95% CI" in reason
+    take, reason = registry.decide(candidate("best", best, best_samples), champion, 0.95)
+    assert take and reason.startswith("beats the champion")
+    assert registry.decide(candidate("lstm", lstm, lstm_samples, digest="other"), champion, 0.95)[0]
+    assert registry.decide(candidate("gru", gru, gru_samples), champion, 0.95) == (True, "already champion (version 1)")
+    assert registry.decide(candidate("lstm", lstm, lstm_samples), None, 0.95) == (True, "first registered version")
