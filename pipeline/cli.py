@@ -59,7 +59,13 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"experiment: {config.experiment}")
     if result.metrics:
         print("test metrics: " + "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()
-                                           if k.startswith("test_")))
+                                           if k.startswith("test_") and "_improvement_ci_" not in k))
+        evaluated = result.artifacts["evaluate"].properties
+        for c in evaluated.get("comparisons", []):  # the gate: each metric beside its reference
+            interval = f", {c['confidence']:.0%} CI of improvement {c['low']:+.4g}..{c['high']:+.4g}" \
+                if c.get("low") is not None else ""
+            print(f"gate: {c['metric']} {c['mine']:.4g} vs {c['reference']} {c['theirs']:.4g}"
+                  f"{interval} ({c.get('examples', '?')} test examples)")
     if result.export_path:
         print(f"export: {result.export_path}")
     from pipeline.compare import stage_summary
