@@ -162,6 +162,20 @@ def scratch_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"rnnpipe-bench-{prefix}-"))
 
 
+def scratch_main(argv: list[str] | None, doc: str, prefix: str, measure: Any) -> dict[str, Any]:
+    """The main of a bench that measures in a scratch folder: parse the common flags, run
+    `measure(workdir, rounds, args)` (rounds: --rounds, else 2 with --quick, else 6), clean up."""
+    import shutil
+
+    args = parser(doc.splitlines()[0]).parse_args(argv)
+    rounds = args.rounds or (2 if args.quick else 6)
+    workdir = scratch_dir(prefix)
+    try:
+        return measure(workdir, rounds, args)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def load_config(path: str | Path, workdir: Path, overrides: dict[str, Any] | None = None) -> Any:
     """A validated Config from `path` living under `workdir`, with MLflow tracking off."""
     from pipeline import config as cfgmod

@@ -17,20 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any
 
 from bench import common
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = common.parser(__doc__.splitlines()[0]).parse_args(argv)
-    rounds = args.rounds or (2 if args.quick else 6)
-    workdir = common.scratch_dir("fixed")
-    try:
-        return _measure(workdir, rounds, args)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return common.scratch_main(argv, __doc__, "fixed", _measure)
 
 
 def _measure(workdir: Any, rounds: int, args: Any) -> dict[str, Any]:

@@ -15,7 +15,6 @@ Run: `python -m bench.infra_validation [--quick] [--rounds N]`.
 from __future__ import annotations
 
 import resource
-import shutil
 import time
 from typing import Any
 
@@ -28,13 +27,7 @@ def _cpu() -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = common.parser(__doc__.splitlines()[0]).parse_args(argv)
-    rounds = args.rounds or (2 if args.quick else 6)
-    workdir = common.scratch_dir("infra")
-    try:
-        return _measure(workdir, rounds, args)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return common.scratch_main(argv, __doc__, "infra", _measure)
 
 
 def _measure(workdir: Any, rounds: int, args: Any) -> dict[str, Any]:

@@ -59,6 +59,20 @@ def parent(code: str) -> tuple[subprocess.Popen, int]:
     return proc, int(line)
 
 
+def killed_parent_takes_child(proc: subprocess.Popen, child: int, what: str) -> None:
+    """kill -9 the parent `proc`; its server process `child` must die too (cleaned up either way)."""
+    try:
+        assert alive(child)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        wait_until(lambda: not alive(child), f"{what} to die")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
 def test_a_spawned_helper_group_dies_when_its_parent_is_killed_9() -> None:
     """The guard, the helper and the helper's own child (a worker) all go."""
     proc, pgid = parent("""
@@ -95,16 +109,7 @@ def test_the_serve_child_of_infra_validation_dies_when_its_parent_is_killed_9(tm
         print(server.proc.pid, flush=True)
         time.sleep(300)
     """)
-    try:
-        assert alive(child)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        wait_until(lambda: not alive(child), "the orphaned server to die")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if alive(child):
-            os.kill(child, signal.SIGKILL)
+    killed_parent_takes_child(proc, child, "the orphaned server")
 
 
 def test_the_prestarted_validation_server_serves_what_is_linked_in_and_dies_with_its_parent(tmp_path: Path) -> None:
@@ -126,16 +131,7 @@ def test_the_prestarted_validation_server_serves_what_is_linked_in_and_dies_with
         print(server.server.proc.pid, flush=True)
         time.sleep(300)
     """)
-    try:
-        assert alive(child)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        wait_until(lambda: not alive(child), "the orphaned prestarted server to die")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if alive(child):
-            os.kill(child, signal.SIGKILL)
+    killed_parent_takes_child(proc, child, "the orphaned prestarted server")
 
 
 def test_stop_group_ends_a_helper_and_its_workers() -> None:
