@@ -198,7 +198,7 @@ class Tracker:
         if artifact.path(SAMPLES_FILE).is_file():
             mlflow.log_artifact(str(artifact.path(SAMPLES_FILE)), "evaluation")
         if stage == "preprocess":
-            _log_datasets(artifact)
+            _log_datasets(artifact, self.config.data.source)
         for png in sorted(artifact.uri.glob("*.png")):
             mlflow.log_artifact(str(png), PLOT_DIR)
         for report in sorted([*artifact.uri.glob("*.md"), *artifact.uri.glob("*.html"), *artifact.uri.glob("*.csv")]):
@@ -283,7 +283,7 @@ class _SavedKeras:
         shutil.copyfile(self.path, target)
 
 
-def _log_datasets(preprocess: Any) -> None:
+def _log_datasets(preprocess: Any, source: str) -> None:
     """Each encoded split as an MLflow dataset input (the UI's Dataset column, with its digest)."""
     import mlflow
 
@@ -297,7 +297,7 @@ def _log_datasets(preprocess: Any) -> None:
         with warnings.catch_warnings():  # MLflow registers its local source twice and says so
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_numpy(arrays["x"], targets=arrays.get("y"), source=str(preprocess.uri),
-                                             name=f"{preprocess.properties.get('dataset', 'data')}-{split}",
+                                             name=f"{source}-{split}",
                                              digest=data_digest(preprocess, split))
         mlflow.log_input(dataset, context=split)
 
