@@ -57,7 +57,7 @@ def _measure(workdir: Any, rounds: int, args: Any) -> dict[str, Any]:
         row["whole call CPU s (with children)"].append(cpu)
 
     variants = {"prestarted during export": lambda: variant("prestarted during export", real),
-                "started after export": lambda: variant("started after export", lambda _export: None)}
+                "started after export": lambda: variant("started after export", lambda _config: None)}
     for fn in variants.values():  # warm-up
         fn()
     times.clear()

@@ -589,8 +589,8 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
             if season and f"seasonal naive (season {season})" not in bases:
                 notes.append(f"No seasonal-naive baseline: the input window ({x_test.shape[1]} steps) is shorter "
                              f"than a season ({season}).")
-        scale, lag = naive_scale(x_train, columns, lag_season)
-        per_column, _ = naive_scale(x_train, columns, lag_season, per_column=True)
+        per_column, lag = naive_scale(x_train, columns, lag_season, per_column=True)
+        scale = float(np.mean(per_column))  # every column has as many differences: the overall MAE
         notes.append(f"MASE scale: in-sample naive MAE on train with lag {lag} = {scale:.4g}"
                      + (" (per series and target)." if many or targets > 1 else "."))
 
@@ -600,9 +600,9 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     else:
         y_train = np.asarray([r["y"] for r in raw_train], dtype="float64").reshape(len(raw_train), *actual.shape[1:])
         bases = {"train mean": np.broadcast_to(y_train.mean(0), actual.shape)}
-        scale = float(np.abs(y_train - y_train.mean(0)).mean()) if len(y_train) else 0.0
         per_column = (np.abs(y_train - y_train.mean(0)).mean(axis=(0, 1)) if len(y_train)
                       else np.zeros(targets))
+        scale = float(np.mean(per_column))  # equal counts per target: the overall deviation
         notes.append(f"MASE scale: mean absolute deviation of the train targets = {scale:.4g}.")
 
         def scale_of(rows: list[dict]) -> np.ndarray:
@@ -882,6 +882,7 @@ def bless(result: dict[str, Any], cfg: EvaluateConfig, champion: dict[str, Any] 
     if result.get("degenerate"):
         failures.append(result["degenerate"])
     gate = list(cfg.gate_metrics) or result["gate"]
+    strongest = strongest_baselines(result)
     for name in gate:
         if name not in mine:
             failures.append(f"gate metric {name!r} is not reported by this task "
@@ -889,13 +890,12 @@ def bless(result: dict[str, Any], cfg: EvaluateConfig, champion: dict[str, Any] 
             continue
         metric = registry.get(name)
         if cfg.compare_to == "baseline":
-            options = {b: m[name] for b, m in result["baselines"].items() if name in m}
-            strongest = metric.best(options)
-            if strongest is None:
+            if name not in strongest:
                 reasons.append(f"{name}: no baseline reports it")
                 continue
-            theirs = result["samples"].get(strongest, {}).get(name)
-            reference, value, slack = f"best baseline '{strongest}'", options[strongest], cfg.tolerance
+            best, value = strongest[name]
+            theirs = result["samples"].get(best, {}).get(name)
+            reference, slack = f"best baseline '{best}'", cfg.tolerance
         elif cfg.compare_to == "last_blessed":
             if not champion or name not in champion.get("metrics", {}):
                 reasons.append(f"{name}: no champion with this metric registered yet: nothing to compare with")

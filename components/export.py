@@ -89,7 +89,7 @@ def input_contract(codec: Codec, cfg: ModelConfig) -> dict[str, Any]:
             "min_steps": window if fixed else min(low, window), "max_steps": window if fixed else None,
             "padding": "a step that is NaN in every feature is padding; padding steps come after the real "
                        "steps (right-padded) and are masked; every row needs min_steps real steps; "
-                       "other NaN values are refused"}
+                       "other NaN or infinite values are refused"}
     if codec.y.get("language_model"):
         contract["generate"] = {"max_length": MAX_LM_LENGTH, "default_length": default_length(codec, cfg)}
     elif codec.y["kind"] == "tokens" and cfg.topology in GENERATIVE:
@@ -131,7 +131,7 @@ def contract_markdown(contract: dict[str, Any]) -> list[str]:
 def check_series(raw: Any, contract: dict[str, Any]) -> tuple[Any, Any]:
     """Validate a raw series batch [B, T, F] against the contract; returns (it, real steps per row [B]).
 
-    Raises InvalidArgumentError (TF) for: partial NaN steps, padding before a real step, fewer
+    Raises InvalidArgumentError (TF) for: partial NaN steps, infinite values, padding before a real step, fewer
     than min_steps real steps in a row, more than max_steps steps.
     """
     import tensorflow as tf
@@ -146,6 +146,7 @@ def check_series(raw: Any, contract: dict[str, Any]) -> tuple[Any, Any]:
         (tf.reduce_all(tf.reduce_any(nan, -1) == pad),
          "inputs: a step is NaN in some features but not all; a padding step is NaN in every feature, "
          "missing values are not accepted"),
+        (tf.reduce_all(~tf.math.is_inf(raw)), "inputs: infinite values are not accepted"),
         (tf.reduce_all(~pad == tf.sequence_mask(lengths, steps)),
          "inputs: padding (all-NaN) steps must come after the real steps of a row (right-padded)"),
         (tf.reduce_all(lengths >= x["min_steps"]),

@@ -3,9 +3,9 @@
 inputs -> outputs: export -> `canary.json` (requests, answers), `server.log`; the validated
 SavedModel's `content_hash` in the properties (what the push stage checks before publishing).
 
-The export is not published yet: this stage links it as version 1 of a private model base in
-its scratch folder, starts the project's own server (`rnnpipe serve`) on that base in a fresh
-process on a free loopback port and, once the version is AVAILABLE, sends canary requests from
+The export is not published yet: the project's own server (`rnnpipe serve`) runs in a fresh
+process on a free loopback port over a private, empty model base (a temporary folder); this stage
+links the export in as version 1 and, once the version is AVAILABLE, sends canary requests from
 the test split to `/v1/models/<name>/versions/1:predict`; the answers must equal those the
 in-memory model gave at export time (strings exactly, numbers within 1e-4 + 1e-3 relative). A
 `generate` signature must answer too. Any failure (the server does not start, the version does
@@ -16,8 +16,8 @@ a new export is always validated again.
 Off the critical path (issue 16): `prestart()` (the runner calls it when the export stage starts
 building) launches that fresh server process on an empty private base while the export is still
 being written, so its interpreter start, TensorFlow import and HTTP server overlap the export;
-`run()` then links the export in as version 1 (renamed into place, so the poller never sees a
-half-linked folder) and waits for it to be AVAILABLE. The server is still a process that never saw
+`run()` then links the export in (`serve_candidate`) and waits for it to be AVAILABLE; without a
+prestarted server it starts one the same way, so there is one path. The server is still a process that never saw
 another model, started for this validation only; one that is not claimed (export cached or failed,
 a gate closed) is stopped by `discard_prestarted()` or dies with this process.
 """
@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -131,10 +131,10 @@ class Prestarted:
 _prestarted: list[Prestarted] = []  # at most one, claimed by the next infra_validate in this process
 
 
-def prestart(export: ExportConfig) -> None:
+def prestart(config: Any) -> None:
     """Start the validation server now (the export is being built), if infra validation will run."""
     discard_prestarted()
-    if export.infra_validate:
+    if config.export.infra_validate:
         _prestarted.append(Prestarted())
 
 
@@ -144,64 +144,50 @@ def discard_prestarted() -> None:
         _prestarted.pop().close()
 
 
-@contextlib.contextmanager
-def _serving(base: str, name: str, version: int, log_path: Path, server: Prestarted | None,
-             saved_model: Path | None) -> Iterator[str]:
-    """The root URL of a fresh server for `base`: started now, or the prestarted one with the export linked in."""
-    from components.serving import ServerProcess
+def serve_candidate(server: Prestarted, saved_model: Path, version: int = 1) -> str:
+    """Link `saved_model` into the fresh server's empty base as `version`; its root URL.
 
-    if server is None:
-        with ServerProcess(base, "--model-name", name, log_path=log_path) as root:
-            yield root
-        return
-    try:
-        root = server.wait()
-        staging = server.base / f".tmp-{version}"  # not a number: the server ignores it until the rename
-        link_tree(Path(saved_model), staging)
-        staging.rename(server.base / str(version))
-        yield root
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.copyfile(server.home / "server.log", log_path)
-
-
-def validate(base: str, name: str, version: int, canary: dict[str, Any], signatures: list[str],
-             log_path: Path, server: Prestarted | None = None, saved_model: Path | None = None) -> dict[str, Any]:
-    """Serve `base` in a fresh process, check version `version` against the canary answers.
-
-    With `server` (prestarted on an empty base, `server.base`), `saved_model` is linked into that base as
-    `version` and the prestarted process serves it.
+    Linked under a non-numeric name, then renamed: the server never sees a half-linked version.
     """
+    root = server.wait()
+    staging = server.base / f".tmp-{version}"
+    link_tree(Path(saved_model), staging)
+    staging.rename(server.base / str(version))
+    return root
+
+
+def validate(server: Prestarted, saved_model: Path, canary: dict[str, Any], signatures: list[str],
+             version: int = 1) -> dict[str, Any]:
+    """Serve `saved_model` as `version` in the fresh `server`; check it against the canary answers."""
     from components.serving import call
 
-    try:
-        with _serving(base, name, version, log_path, server, saved_model) as root:
-            url = f"{root}/v1/models/{name}"
-            wait_available(url, version)
-            faults.point("infra_validate:serving")
-            status, body = call(f"{url}/versions/{version}:predict", {"inputs": canary["inputs"]})
+    try:  # a RuntimeError other than InfraValidationError below is the server failing, not the model
+        url = f"{serve_candidate(server, saved_model, version)}/v1/models/{CANDIDATE}"
+        wait_available(url, version)
+        faults.point("infra_validate:serving")
+        status, body = call(f"{url}/versions/{version}:predict", {"inputs": canary["inputs"]})
+        if status != 200:
+            raise InfraValidationError(f"canary request answered {status}: {body}")
+        outputs = body["outputs"]
+        if not isinstance(outputs, dict):  # a single output comes back bare
+            outputs = {next(iter(canary["outputs"])): outputs}
+        mismatched = agree(canary["outputs"], outputs)
+        if mismatched:
+            raise InfraValidationError(f"served answers differ from the in-process model on {mismatched}: "
+                                       f"expected {json.dumps(canary['outputs'])[:300]}, "
+                                       f"got {json.dumps(outputs)[:300]}")
+        if "generate" in signatures:
+            meta = call(f"{url}/versions/{version}/metadata")[1]
+            names = meta["metadata"]["signature_def"]["signature_def"]["generate"]["inputs"]
+            settings = {"max_length": 8, "beam_width": 2, "temperature": 0.5}
+            status, extra = call(f"{url}/versions/{version}:predict", {"signature_name": "generate", "inputs": {
+                "inputs": canary["inputs"][:2], **{k: v for k, v in settings.items() if k in names}}})
             if status != 200:
-                raise InfraValidationError(f"canary request answered {status}: {body}")
-            outputs = body["outputs"]
-            if not isinstance(outputs, dict):  # a single output comes back bare
-                outputs = {next(iter(canary["outputs"])): outputs}
-            mismatched = agree(canary["outputs"], outputs)
-            if mismatched:
-                raise InfraValidationError(f"served answers differ from the in-process model on {mismatched}: "
-                                           f"expected {json.dumps(canary['outputs'])[:300]}, "
-                                           f"got {json.dumps(outputs)[:300]}")
-            if "generate" in signatures:
-                meta = call(f"{url}/versions/{version}/metadata")[1]
-                names = meta["metadata"]["signature_def"]["signature_def"]["generate"]["inputs"]
-                settings = {"max_length": 8, "beam_width": 2, "temperature": 0.5}
-                status, extra = call(f"{url}/versions/{version}:predict", {"signature_name": "generate", "inputs": {
-                    "inputs": canary["inputs"][:2], **{k: v for k, v in settings.items() if k in names}}})
-                if status != 200:
-                    raise InfraValidationError(f"the generate signature answered {status}: {extra}")
+                raise InfraValidationError(f"the generate signature answered {status}: {extra}")
     except RuntimeError as exc:
         if isinstance(exc, InfraValidationError):
             raise
-        raise InfraValidationError(f"the server did not come up on {base}: {exc}") from None
+        raise InfraValidationError(f"the validation server did not come up: {exc}") from None
     return outputs
 
 
@@ -216,31 +202,21 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig) -> dict[
         (workdir / "canary.json").write_text(json.dumps(canary, ensure_ascii=False))
         return {"summary": "skipped (export.infra_validate=false)", "validated": False,
                 "content_hash": props["content_hash"]}
-    name, version = CANDIDATE, 1
-    server = _prestarted.pop() if _prestarted else None
+    prestarted = bool(_prestarted)
+    server = _prestarted.pop() if prestarted else Prestarted()
     started = time.monotonic()
-    if server is not None:
-        base = server.base
-        saved = art.path(SAVED_MODEL_DIR)
-    else:
-        base = ctx.scratch / "base" / name
-        shutil.rmtree(base, ignore_errors=True)
-        link_tree(art.path(SAVED_MODEL_DIR), base / str(version))
-        saved = None
     try:
-        answers = validate(str(base), name, version, canary, props.get("signatures", ["serving_default"]),
-                           workdir / "server.log", server=server, saved_model=saved)
+        answers = validate(server, art.path(SAVED_MODEL_DIR), canary, props.get("signatures", ["serving_default"]))
     except InfraValidationError as exc:
         raise InfraValidationError(f"{exc}\nThe export {props['content_hash']} was not published; fix the cause "
                                    f"and rerun (the export stage builds it again).") from None
     finally:
-        if server is not None:
-            server.close()
-        else:
-            shutil.rmtree(base.parent, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            shutil.copyfile(server.home / "server.log", workdir / "server.log")
+        server.close()
     (workdir / "canary.json").write_text(json.dumps({**canary, "answers": answers}, ensure_ascii=False))
     seconds = time.monotonic() - started
-    how = "fresh process started during export" if server is not None else "fresh process"
+    how = "fresh process started during export" if prestarted else "fresh process"
     return {"summary": f"{len(canary['inputs'])} canaries answered identically by `rnnpipe serve` "
                        f"({how}, {seconds:.1f}s)",
             "validated": True, "content_hash": props["content_hash"], "tags": {"infra_validated": "true"}}

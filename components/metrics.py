@@ -177,6 +177,7 @@ def load_samples(path: Any) -> dict[str, dict[str, Sample]]:
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_CHUNK = 100
+BOOTSTRAP_CELLS = 4_000_000  # resampled indices held at once (32 MB)
 
 
 def bootstrap_interval(metric: Metric, mine: Sample, theirs: Sample, confidence: float, seed: int = 0,
@@ -191,8 +192,9 @@ def bootstrap_interval(metric: Metric, mine: Sample, theirs: Sample, confidence:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     deltas = []
-    for start in range(0, resamples, BOOTSTRAP_CHUNK):
-        idx = rng.integers(0, n, size=(min(BOOTSTRAP_CHUNK, resamples - start), n))
+    chunk = max(1, min(BOOTSTRAP_CHUNK, BOOTSTRAP_CELLS // n))  # memory bounded whatever the test size
+    for start in range(0, resamples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
         deltas.append(metric.improvement(mine.value(idx), theirs.value(idx)))
     delta = np.concatenate(deltas)
     delta = delta[np.isfinite(delta)]

@@ -177,6 +177,9 @@ def _predict_series(call: Callable[[Any], dict[str, np.ndarray]], info: dict[str
             continue
         inputs.append([[r["values"][c] for c in x_cols] for r in last])
         keys.append((key, last[-1].get("time")))
+    if not inputs:
+        raise PredictError(f"--input {str(source)!r} has no series with {data.window} gap-free steps "
+                           f"(data.window) to forecast from.")
     has_id = data.id_column is not None
     header = (["id"] if has_id else []) + ["time", "step"]
     targets = [str(c) for c in (info["columns"]["y"] or loaded["targets"])]
@@ -236,23 +239,18 @@ def _text(value: Any) -> str:
 
 def read_inputs(source: Path, numeric: bool) -> tuple[list[tuple[int, Any]], Any]:
     """(line number, input) of every usable line, and the Rows record of the skipped ones."""
-    from components.ingestion.sources import HEADER_NAMES, Rows
+    from components.ingestion.sources import HEADER_NAMES, Rows, json_fields
 
     rows = Rows(source)
     suffix = source.suffix.lower()
     out: list[tuple[int, Any]] = []
     for number, text in rows.lines():
         if suffix in (".jsonl", ".json", ".ndjson"):
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                rows.skip(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            got = json_fields(text, INPUT_FIELDS)
+            if isinstance(got, str):
+                rows.skip(number, got)
                 continue
-            key = next((k for k in INPUT_FIELDS if isinstance(obj, dict) and k in obj), None)
-            if key is None:
-                rows.skip(number, f"missing field '{INPUT_FIELDS[0]}' (also accepted: {', '.join(INPUT_FIELDS[1:])})")
-                continue
-            value = obj[key]
+            (value,) = got
         else:
             value = text.split("\t")[0] if suffix in (".tsv", ".csv") or "\t" in text else text
             if number == 1 and value.strip().lower() in HEADER_NAMES:

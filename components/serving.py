@@ -75,7 +75,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -881,23 +881,23 @@ def _check_values(tensors: dict[str, np.ndarray], specs: dict[str, Any], limits:
                 raise bad_request(f"Input 'inputs': row {index} is empty or blank; a sequence needs at least "
                                   f"one token")
     scalars = {k: v for k, v in tensors.items() if v.ndim == 0}
+    length, width = None, 1
     if "max_length" in scalars and specs["max_length"].dtype.is_integer:
         cap = info.generate_length(limits.max_generate_length)
-        value = int(scalars["max_length"])
-        if not 1 <= value <= cap:
-            raise bad_request(f"max_length={value} is out of range: allowed 1..{cap} (--max-generate-length; "
+        length = int(scalars["max_length"])
+        if not 1 <= length <= cap:
+            raise bad_request(f"max_length={length} is out of range: allowed 1..{cap} (--max-generate-length; "
                               f"default 4x the export's default length, at most what the export accepts)")
     if "beam_width" in scalars and specs["beam_width"].dtype.is_integer:
-        value = int(scalars["beam_width"])
+        width = int(scalars["beam_width"])
         top = info.max_beam_width or MAX_BEAM_WIDTH
-        if not 1 <= value <= top:
-            raise bad_request(f"beam_width={value} is out of range: allowed 1..{top} (what the export supports)")
-    if "max_length" in scalars and specs["max_length"].dtype.is_integer:
+        if not 1 <= width <= top:
+            raise bad_request(f"beam_width={width} is out of range: allowed 1..{top} (what the export supports)")
+    if length is not None:  # the decoding work: rows x beams x steps
         rows = next((int(a.shape[0]) for k, a in tensors.items() if a.ndim and _rank(specs[k]) != 0), 1)
-        width = max(int(scalars["beam_width"]), 1) if "beam_width" in scalars else 1
-        tokens = rows * width * int(scalars["max_length"])
+        tokens = rows * width * length
         if tokens > limits.max_generate_tokens:
-            raise bad_request(f"{rows} rows x beam_width {width} x max_length {int(scalars['max_length'])} = {tokens} "
+            raise bad_request(f"{rows} rows x beam_width {width} x max_length {length} = {tokens} "
                               f"tokens is over the limit of {limits.max_generate_tokens} generated tokens per "
                               f"request (--max-generate-tokens); send fewer rows or a smaller max_length")
     if "temperature" in scalars and specs["temperature"].dtype.is_floating:
@@ -1008,11 +1008,11 @@ class Options:
 
     max_request_bytes: int = 16 << 20
     timeout: float = 30.0
-    max_rows: int = 10_000
-    max_elements: int = 1_000_000
-    max_string_bytes: int = 4096
-    max_generate_length: int | None = None  # None: what the export declares (else DEFAULT_GENERATE_LENGTH)
-    max_generate_tokens: int = 200_000  # rows x beam_width x max_length of one generate call
+    max_rows: int = Limits.max_rows  # these five: see Limits (one place for their defaults)
+    max_elements: int = Limits.max_elements
+    max_string_bytes: int = Limits.max_string_bytes
+    max_generate_length: int | None = Limits.max_generate_length
+    max_generate_tokens: int = Limits.max_generate_tokens
     header_timeout: float = 10.0  # seconds to receive a request's headers (slow or idle clients are closed)
     body_timeout: float = 30.0  # seconds to receive a request's body, else 408
     keep_alive: float = 5.0  # seconds an idle keep-alive connection stays open
@@ -1061,8 +1061,7 @@ def create_app(base: str | Path, options: Options = Options()) -> Any:
         pass
     arriving = [0]  # predict requests read but not yet queued (the batchers may wait for them)
     policy = BatchPolicy(options.max_batch_rows, options.batch_wait_ms / 1000, lambda: arriving[0])
-    limits = Limits(options.max_rows, options.max_elements, options.max_string_bytes, options.max_generate_length,
-                    options.max_generate_tokens)
+    limits = Limits(**{f.name: getattr(options, f.name) for f in fields(Limits)})
     repo = Repository(base, options.model_name, policy, poll_seconds=options.poll_seconds)
     stop = threading.Event()
     counts: collections.Counter = collections.Counter()

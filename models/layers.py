@@ -34,7 +34,12 @@ class PaddingMask(Layer):
     def call(self, inputs: Any) -> Any:
         if len(inputs.shape) == 2:
             return ops.not_equal(inputs, 0)
-        return ops.logical_not(ops.all(ops.isnan(inputs), axis=-1))
+        return real_steps(inputs)
+
+
+def real_steps(series: Any) -> Any:
+    """[B, T, F] -> [B, T] bool: the steps that are not padding (a padding step is NaN in every feature)."""
+    return ops.logical_not(ops.all(ops.isnan(series), axis=-1))
 
 
 @register
@@ -55,7 +60,7 @@ class SeriesMask(Layer):
         return ops.where(ops.isnan(inputs), ops.zeros_like(inputs), inputs)
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
-        return ops.logical_not(ops.all(ops.isnan(inputs), axis=-1))
+        return real_steps(inputs)
 
 
 @register

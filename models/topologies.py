@@ -170,10 +170,11 @@ def one_to_one(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
     return keras.Model(inputs, head(io["y"], x), name=f"one_to_one_{cfg.cell}")
 
 
-REDUCERS: dict[str, Callable[[ModelConfig], keras.layers.Layer]] = {
-    "mean": lambda cfg: keras.layers.GlobalAveragePooling1D(name="reduce_mean"),
-    "max": lambda cfg: MaskedMaxPooling(name="reduce_max"),
-    "attention": lambda cfg: AttentionPooling(cfg.units, name="reduce_attention"),
+# mask-aware poolings: many_to_one's `reduce` and the pooled seq2seq context
+POOLS: dict[str, Callable[[ModelConfig, str], keras.layers.Layer]] = {
+    "mean": lambda cfg, name: keras.layers.GlobalAveragePooling1D(name=name),
+    "max": lambda cfg, name: MaskedMaxPooling(name=name),
+    "attention": lambda cfg, name: AttentionPooling(cfg.units, name=name),
 }
 
 
@@ -184,7 +185,7 @@ def many_to_one(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
     x = embed_sequence(io["x"], cfg, inputs)
     x = cells.stack(cfg, x, "encoder", last_sequences=cfg.reduce != "last")
     if cfg.reduce != "last":
-        x = REDUCERS[cfg.reduce](cfg)(x)
+        x = POOLS[cfg.reduce](cfg, f"reduce_{cfg.reduce}")(x)
     x = dropout(cfg, x, parts, "head_dropout")
     return keras.Model(inputs, head(io["y"], x), name=f"many_to_one_{cfg.cell}")
 
@@ -219,9 +220,13 @@ def one_to_many_context(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inpu
     if cfg.input_mode == "first_step":
         return Context(first=parts("first_step_input", lambda n: keras.layers.Dense(
             step_width(cfg, io), name=n))(c))
-    return Context(states=[[parts(f"initial_state_{i + 1}_{k + 1}",
-                                  lambda n: keras.layers.Dense(cfg.units, activation="tanh", name=n))(c)
-                            for k in range(cells.state_count(cfg.cell))] for i in range(cfg.num_layers)])
+    return Context(states=state_projections(cfg, parts, "initial_state", c))
+
+
+def state_projections(cfg: ModelConfig, parts: Parts, prefix: str, c: Any) -> list[list[Any]]:
+    """c -> one dense + tanh projection per decoder layer and state (`<prefix>_<layer>_<k>`)."""
+    return [[parts(f"{prefix}_{i + 1}_{k + 1}", lambda n: keras.layers.Dense(cfg.units, activation="tanh", name=n))(c)
+             for k in range(cells.state_count(cfg.cell))] for i in range(cfg.num_layers)]
 
 
 def encode(cfg: ModelConfig, parts: Parts, x: Any, return_sequences: bool) -> tuple[Any, list[list[Any]]]:
@@ -275,13 +280,6 @@ def seq2seq_context(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: 
     return Context(states=states, memory=memory, memory_mask=mask)
 
 
-POOLS: dict[str, Callable[[ModelConfig, str], keras.layers.Layer]] = {
-    "mean": lambda cfg, name: keras.layers.GlobalAveragePooling1D(name=name),
-    "max": lambda cfg, name: MaskedMaxPooling(name=name),
-    "attention": lambda cfg, name: AttentionPooling(cfg.units, name=name),
-}
-
-
 def pooled_context(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: Any) -> Context:
     """c = q(h_1..h_N): the top encoder layer's outputs at every real step, pooled, then a dense + tanh."""
     outputs, _ = encode(cfg, parts, embed_sequence(io["x"], cfg, inputs, parts), return_sequences=True)
@@ -290,9 +288,7 @@ def pooled_context(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: A
     if cfg.context_feed == "every_step":
         return Context(static=parts("context_transform", lambda n: keras.layers.Dense(
             cfg.units, activation="tanh", name=n))(pooled))
-    return Context(states=[[parts(f"context_state_{i + 1}_{k + 1}", lambda n: keras.layers.Dense(
-        cfg.units, activation="tanh", name=n))(pooled) for k in range(cells.state_count(cfg.cell))]
-        for i in range(cfg.num_layers)])
+    return Context(states=state_projections(cfg, parts, "context_state", pooled))
 
 
 CONTEXTS: dict[str, Callable[[ModelConfig, dict[str, Any], Parts, Any], Context]] = {

@@ -105,15 +105,18 @@ def dir_digest(root: Path, skip: tuple[str, ...] = ()) -> str:
 
 def verify(artifact: Artifact) -> str | None:
     """Why a committed output can no longer be used (a file missing, resized or changed), else None."""
-    for rel, (size, _sha) in artifact.manifest.items():
+    current = file_manifest(artifact.uri)  # one read of every file
+    for rel, (size, sha) in artifact.manifest.items():
         path = artifact.uri / rel
-        if not path.is_file():
+        if rel not in current:
             return f"{path} is missing"
-        if path.stat().st_size != size:
-            return f"{path} has {path.stat().st_size} bytes, {size} were written"
-    if manifest_digest(file_manifest(artifact.uri)) != artifact.digest:
-        changed = [rel for rel, entry in file_manifest(artifact.uri).items() if artifact.manifest.get(rel) != entry]
-        return f"{artifact.uri / changed[0] if changed else artifact.uri} changed after it was written"
+        if current[rel][0] != size:
+            return f"{path} has {current[rel][0]} bytes, {size} were written"
+        if current[rel][1] != sha:
+            return f"{path} changed after it was written"
+    if manifest_digest(current) != artifact.digest:  # a file added, or an old output without a manifest
+        extra = sorted(set(current) - set(artifact.manifest))
+        return f"{artifact.uri / extra[0] if extra else artifact.uri} was not part of the committed output"
     published = artifact.properties.get("published")
     if published:
         folder = Path(published["path"])

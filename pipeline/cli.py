@@ -95,6 +95,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from components import serving
     from pipeline.config import ConfigError
 
@@ -107,15 +109,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{flag.replace('_', '-')} must be a positive number of seconds.")
     if args.max_generate_length is not None and args.max_generate_length < 1:
         raise ConfigError(f"--max-generate-length must be at least 1, got {args.max_generate_length}.")
-    options = serving.Options(max_request_bytes=args.max_request_bytes, timeout=args.timeout,
-                              max_rows=args.max_rows, max_elements=args.max_elements,
-                              max_string_bytes=args.max_string_bytes, max_generate_length=args.max_generate_length,
-                              max_generate_tokens=args.max_generate_tokens,
-                              header_timeout=args.header_timeout, body_timeout=args.body_timeout,
-                              keep_alive=args.keep_alive, max_connections=args.max_connections,
-                              poll_seconds=args.poll_seconds, max_batch_rows=args.max_batch_rows,
-                              batch_wait_ms=args.batch_wait_ms, model_name=args.model_name,
-                              intra_op_threads=args.intra_op_threads, inter_op_threads=args.inter_op_threads)
+    # every Options field is the flag of the same name (same defaults)
+    options = serving.Options(**{f.name: getattr(args, f.name) for f in dataclasses.fields(serving.Options)})
     serving.serve(args.export_base, host=args.host, port=args.port, options=options, ready_file=args.ready_file,
                   access_log=args.access_log)
     return 0

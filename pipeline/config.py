@@ -530,8 +530,10 @@ def reach_tracking_store(uri: str, key: str = "tracking.uri", timeout: float = R
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__ if not isinstance(exc, socket.timeout) else \
-            f"no answer within {timeout:g} s"
+        if isinstance(exc, socket.timeout):
+            reason = f"no answer within {timeout:g} s"
+        else:
+            reason = exc.strerror or type(exc).__name__
         raise ConfigError(f"{key}={redact_uri(uri)}: the tracking store at {host}:{port} cannot be reached "
                           f"({reason}). Start it, fix the URI (MLFLOW_TRACKING_URI wins over tracking.uri), "
                           f"or set tracking.enabled=false.") from None

@@ -197,19 +197,26 @@ def log_pyfunc(saved_model: str, signature: Any, example: Any, validate: bool = 
     import types
 
     import mlflow
-    from mlflow.models import Model
+
+    model = saved_model_pyfunc()
+    public = {"name": PYFUNC_NAME, "python_model": model, "artifacts": {"saved_model": saved_model},
+              "signature": signature, "input_example": example, "pip_requirements": _requirements()}
+    if validate:
+        return mlflow.pyfunc.log_model(**public)
+    try:  # Model.log is what mlflow.pyfunc.log_model calls, with the check switched off
+        from mlflow.models import Model
+        from mlflow.pyfunc import _get_pyfunc_model_flavor_name
+
+        flavor_name = _get_pyfunc_model_flavor_name(model)
+    except ImportError:  # a newer MLflow moved these internals: the public call, with its check
+        return mlflow.pyfunc.log_model(**public)
 
     def save_model(validate_serving_input: bool = True, **kwargs: Any) -> Any:  # Model.log reads the flag
         return mlflow.pyfunc.save_model(**kwargs)
 
-    from mlflow.pyfunc import _get_pyfunc_model_flavor_name
-
-    model = saved_model_pyfunc()
     flavor = types.SimpleNamespace(__name__=mlflow.pyfunc.__name__, save_model=save_model)
-    return Model.log(artifact_path=None, name=PYFUNC_NAME, flavor=flavor, python_model=model,
-                     artifacts={"saved_model": saved_model}, signature=signature, input_example=example,
-                     pip_requirements=_requirements(), validate_serving_input=validate,
-                     flavor_name=_get_pyfunc_model_flavor_name(model))
+    return Model.log(artifact_path=None, flavor=flavor, validate_serving_input=False, flavor_name=flavor_name,
+                     **public)
 
 
 def _pyfunc_signature(info: dict[str, Any]) -> tuple[Any, Any]:

@@ -28,6 +28,7 @@ class Stage:
     module: str
     inputs: tuple[str, ...]
     select: Callable[[Config], dict[str, Any]]
+    warm_up: str | None = None  # `module.<warm_up>(config)`: slow set-up started while the stage before builds
 
 
 STAGES: tuple[Stage, ...] = (
@@ -48,7 +49,8 @@ STAGES: tuple[Stage, ...] = (
         lambda c: {"export": c.export, "name": c.name, "model": c.model, "data": c.data, "train": c.train,
                    "evaluate": c.evaluate},
     ),
-    Stage("infra_validate", "components.infra_validation", ("export",), lambda c: {"export": c.export}),
+    Stage("infra_validate", "components.infra_validation", ("export",), lambda c: {"export": c.export},
+          warm_up="prestart"),  # its fresh server starts while the export is written
     Stage("push", "components.push", ("export", "infra_validate", "evaluate"),
           lambda c: {"export": c.export, "name": c.name}),
 )
@@ -143,7 +145,8 @@ def run(
             for index, stage in enumerate(STAGES[: last + 1]):
                 produced = _run_stage(stage, config, root, result, force=index >= first and from_stage is not None,
                                       may_build=index >= first, tracker=tracker, log=log,
-                                      label=f"[{index + 1}/{total}] {stage.name}", more=index < last)
+                                      label=f"[{index + 1}/{total}] {stage.name}",
+                                      then=STAGES[index + 1] if index < last else None)
                 if produced is None:  # gate closed (e.g. not blessed): later stages do not run
                     break
         finally:
@@ -217,7 +220,7 @@ def _as_worker(config: Config, last: int) -> tuple[Config, int]:
 
 def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, force: bool,
                may_build: bool, tracker: Any, log: Callable[[str], None], label: str,
-               more: bool = False) -> Artifact | None:
+               then: Stage | None = None) -> Artifact | None:
     import importlib
 
     missing = [i for i in stage.inputs if i not in result.artifacts]
@@ -245,10 +248,8 @@ def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, f
             ctx = StageContext(stage.name, log=lambda msg: log(f"    {msg}"), scratch=scratch,
                                callbacks=tracker.callbacks(stage.name), forced=force)
             log(f"{label:<24} running...")
-            if stage.name == "export" and more:  # issue 16: the validation server starts while export builds
-                from components.infra_validation import prestart
-
-                prestart(config.export)
+            if then is not None and then.warm_up:  # e.g. the validation server starts while export builds
+                getattr(importlib.import_module(then.module), then.warm_up)(config)
             with artifacts.building(stage_dir, fp) as tmp:
                 properties = module.run(inputs, tmp, ctx, **kwargs)
                 art = artifacts.commit(tmp, stage.name, fp, properties or {})

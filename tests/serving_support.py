@@ -4,14 +4,42 @@
   scalar and slow inputs) whose answers are known exactly, in about a second.
 - `blessed_names_run`: the session's tiny names pipeline (tests/conftest.py `names_run`) taken
   on to a blessed, infra-validated, registered export; computed once per session.
+- `predict`, `assert_serves`: calls against a running server (a base URL), shared by
+  tests/test_serving.py (a ServerProcess) and tests/test_hardening.py (a ServerThread).
+- `wait_for`: poll a condition with a deadline (no test sleeps a fixed time or asserts on one).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 _CACHE: dict[str, Any] = {}
+TOY_ROWS = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.5]]  # serving_default of toy_saved_model answers them exactly
+
+
+def predict(url: str, body: Any, model: str = "toy", version: int | None = None) -> tuple[int, Any]:
+    """POST `body` to `model`'s (or one version's) :predict on the server at `url`."""
+    from components.serving import call
+
+    where = f"/versions/{version}" if version is not None else ""
+    return call(f"{url}/v1/models/{model}{where}:predict", body)
+
+
+def assert_serves(url: str) -> None:
+    """The toy model at `url` still answers exactly."""
+    status, body = predict(url, {"instances": TOY_ROWS})
+    assert status == 200, body
+    assert body["predictions"][1] == {"y": [4.0, 5.0, 6.5], "total": 15.5}
+
+
+def wait_for(check: Any, what: str = "the condition", timeout: float = 60) -> None:
+    """Poll `check` until it is true; fail after `timeout` s (generous: a loaded CI box)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def toy_saved_model(path: Path, scale: float = 1.0) -> Path:

@@ -141,3 +141,14 @@ def test_serve_flags_out_of_range_are_config_errors(tmp_path: Path, capsys) -> N
     assert cli.main(["serve", str(tmp_path), "--max-rows", "0"]) == cli.EXIT_CONFIG
     assert "--max-rows" in capsys.readouterr().err
     assert cli.main(["serve", str(tmp_path), "--body-timeout", "0"]) == cli.EXIT_CONFIG
+
+
+def test_every_serving_option_is_a_serve_flag_with_the_same_default(tmp_path: Path) -> None:
+    """cmd_serve builds serving.Options from the flags of the same names."""
+    import dataclasses
+
+    from components.serving import Options
+
+    args = cli.parser().parse_args(["serve", str(tmp_path)])
+    assert {f.name: f.default for f in dataclasses.fields(Options)} == \
+        {f.name: getattr(args, f.name) for f in dataclasses.fields(Options)}

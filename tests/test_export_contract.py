@@ -82,6 +82,10 @@ def test_series_forecast_accepts_the_documented_range_of_window_lengths(tmp_path
     missing[0, 2, 1] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="missing values"):
         fn(inputs=tf.constant(missing))
+    infinite = rng.normal(size=(1, 6, 2)).astype("float32")
+    infinite[0, 3, 0] = np.inf
+    with pytest.raises(tf.errors.InvalidArgumentError, match="infinite values"):
+        fn(inputs=tf.constant(infinite))
     assert export.contract_markdown(contract)[0].startswith("- Input windows: [batch, steps, 2] with at least 3 steps")
 
 

@@ -23,9 +23,8 @@ from typing import Any
 import pytest
 
 from components.serving import EXPORT_INFO, Options, ServerThread, call
-from tests.serving_support import toy_saved_model
+from tests.serving_support import TOY_ROWS, assert_serves, predict, toy_saved_model, wait_for
 
-TOY_ROWS = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.5]]
 LIMITS = {"max_rows": 50, "max_elements": 5000, "max_string_bytes": 64}
 CONTRACT = {"inputs": {"kind": "tokens"}, "classes": ["short", "long"],
             "generate": {"max_beam_width": 4, "max_length": 64, "default_length": 5}}
@@ -84,24 +83,6 @@ def server(base: Path) -> Any:
     with thread as url:
         thread.url = url
         yield thread
-
-
-def predict(url: str, body: Any, model: str = "toy", version: int | None = None) -> tuple[int, Any]:
-    where = f"/versions/{version}" if version is not None else ""
-    return call(f"{url}/v1/models/{model}{where}:predict", body)
-
-
-def assert_serves(url: str) -> None:
-    status, body = predict(url, {"instances": TOY_ROWS})
-    assert status == 200, body
-    assert body["predictions"][1] == {"y": [4.0, 5.0, 6.5], "total": 15.5}
-
-
-def wait_for(check: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 class RawConnection(http.client.HTTPConnection):
@@ -303,12 +284,15 @@ def test_a_failing_batch_is_rerun_request_by_request() -> None:
 
     from components.serving import Batcher, BatchPolicy, ServingError
 
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
+    calls: list[int] = []
 
     class Fake:
         name, batchable = "fake", True
 
         def __call__(self, tensors: dict[str, Any]) -> dict[str, Any]:
+            calls.append(len(tensors["x"]))
+            entered.set()
             gate.wait(30)
             if (tensors["x"] < 0).any():
                 raise ServingError(400, "negative")
@@ -316,7 +300,7 @@ def test_a_failing_batch_is_rerun_request_by_request() -> None:
 
     batcher = Batcher(Fake(), BatchPolicy())
     first = batcher.submit({"x": np.array([1.0])}, 1, "k")
-    time.sleep(0.05)  # lets the worker take `first` alone (either way the answers below hold)
+    assert entered.wait(30)  # the worker runs `first` alone; the next two queue up behind it
     bad = batcher.submit({"x": np.array([-1.0])}, 1, "k")
     good = batcher.submit({"x": np.array([3.0])}, 1, "k")
     gate.set()
@@ -324,6 +308,7 @@ def test_a_failing_batch_is_rerun_request_by_request() -> None:
     with pytest.raises(ServingError, match="negative"):
         bad.result(30)
     assert good.result(30)["y"].tolist() == [6.0]
+    assert calls == [1, 2, 1, 1]  # first; bad+good merged (fails); then each alone
     batcher.stop()
 
 

@@ -5,17 +5,19 @@ No timing asserts: each test waits (bounded) for the state it expects.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.serving_support import wait_for
 
 
 def alive(pid: int) -> bool:
@@ -42,11 +44,7 @@ def group(pgid: int) -> list[int]:
     return members
 
 
-def wait_until(check, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+wait_until = functools.partial(wait_for, timeout=120)  # wait_until(check, what[, timeout=])
 
 
 def parent(code: str) -> tuple[subprocess.Popen, int]:
@@ -59,18 +57,23 @@ def parent(code: str) -> tuple[subprocess.Popen, int]:
     return proc, int(line)
 
 
-def killed_parent_takes_child(proc: subprocess.Popen, child: int, what: str) -> None:
-    """kill -9 the parent `proc`; its server process `child` must die too (cleaned up either way)."""
+def killed_parent_takes(proc: subprocess.Popen, left: Callable[[], list[int]], what: str) -> None:
+    """kill -9 the parent `proc`; the processes `left()` lists must all die too (cleaned up either way)."""
     try:
-        assert alive(child)
+        assert left(), f"{what} never ran"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        wait_until(lambda: not alive(child), f"{what} to die")
+        wait_until(lambda: not left(), f"no orphan left of {what}")
     finally:
         if proc.poll() is None:
             proc.kill()
-        if alive(child):
-            os.kill(child, signal.SIGKILL)
+        for pid in left():
+            os.kill(pid, signal.SIGKILL)
+
+
+def killed_parent_takes_child(proc: subprocess.Popen, child: int, what: str) -> None:
+    """kill -9 the parent `proc`; its server process `child` must die too."""
+    killed_parent_takes(proc, lambda: [child] if alive(child) else [], what)
 
 
 def test_a_spawned_helper_group_dies_when_its_parent_is_killed_9() -> None:
@@ -83,18 +86,9 @@ def test_a_spawned_helper_group_dies_when_its_parent_is_killed_9() -> None:
         print(helper.pid, flush=True)
         time.sleep(300)
     """)
-    try:
-        wait_until(lambda: len(group(pgid)) >= 3, "the guard, the helper and its worker")
-        members = group(pgid)
-        assert os.getpgid(proc.pid) != pgid  # its own group: a Ctrl-C in the terminal reaches the parent only
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        wait_until(lambda: not group(pgid), f"no orphan left of {members}")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        for pid in group(pgid):
-            os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: len(group(pgid)) >= 3, "the guard, the helper and its worker")
+    assert os.getpgid(proc.pid) != pgid  # its own group: a Ctrl-C in the terminal reaches the parent only
+    killed_parent_takes(proc, lambda: group(pgid), f"the helper group {group(pgid)}")
 
 
 def test_the_serve_child_of_infra_validation_dies_when_its_parent_is_killed_9(tmp_path: Path) -> None:
@@ -125,9 +119,8 @@ def test_the_prestarted_validation_server_serves_what_is_linked_in_and_dies_with
         from components.serving import call
         server = iv.Prestarted()
         root = server.wait()
-        with iv._serving(str(server.base), iv.CANDIDATE, 1, Path({str(tmp_path / "server.log")!r}), server,
-                         Path({str(tmp_path / "toy")!r})) as url:
-            iv.wait_available(f"{{url}}/v1/models/{{iv.CANDIDATE}}", 1)
+        url = iv.serve_candidate(server, Path({str(tmp_path / "toy")!r}))
+        iv.wait_available(f"{{url}}/v1/models/{{iv.CANDIDATE}}", 1)
         print(server.server.proc.pid, flush=True)
         time.sleep(300)
     """)

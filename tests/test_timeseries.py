@@ -147,6 +147,13 @@ def test_time_format_mismatch_is_reported_per_row(tmp_path: Path) -> None:
     assert bad_rows(art) == {"d.csv:3": "unreadable time '2021-03-02' in column 't' (data.time_format='%d.%m.%Y')"}
 
 
+def test_bad_time_format_is_one_clear_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "d.csv", "t,y\n2021-03-01,1\n2021-03-02,2\n")
+    with pytest.raises(DataSourceError, match=r"data.time_format='%Q-%m' cannot read column 't' .*'Q' is a bad"):
+        ingest(tmp_path, "seq2seq", source="csv", path=path, time_column="t", time_format="%Q-%m",
+               target_columns=["y"], window=1, horizon=1, **SPLIT0)
+
+
 def test_filled_timestamps_get_their_grid_time(tmp_path: Path) -> None:
     path = write(tmp_path / "d.csv", "m,y\n2020-01-31,1\n2020-02-29,2\n2020-04-30,4\n2020-05-31,5\n")
     props, splits, _, _ = ingest(tmp_path, "seq2seq", source="csv", path=path, time_column="m", target_columns=["y"],

@@ -117,7 +117,7 @@ def load_records(data: DataConfig, kind: str) -> tuple[dict[str, list[dict[str, 
     x_names, y_names = PAIR_FIELDS[kind]
     splits: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for number, text in rows.lines():
-        got = _json_fields(text, x_names, y_names) if as_json else _tsv_fields(text, number)
+        got = json_fields(text, x_names, y_names) if as_json else _tsv_fields(text, number)
         if isinstance(got, str):
             if got:
                 rows.skip(number, got)
@@ -144,7 +144,9 @@ def _tsv_fields(text: str, number: int) -> tuple[str, str] | str:
     return parts[0], parts[1]
 
 
-def _json_fields(text: str, x_names: tuple[str, ...], y_names: tuple[str, ...]) -> tuple[Any, Any] | str:
+def json_fields(text: str, *groups: tuple[str, ...]) -> tuple[Any, ...] | str:
+    """The value of the first present name of each group in a JSONL line, or why there is none
+    (also used by `rnnpipe predict` for its input field)."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -152,12 +154,12 @@ def _json_fields(text: str, x_names: tuple[str, ...], y_names: tuple[str, ...]) 
     if not isinstance(obj, dict):
         return f"expected a JSON object, found {type(obj).__name__}"
     values = []
-    for names in (x_names, y_names):
+    for names in groups:
         key = next((n for n in names if n in obj), None)
         if key is None:
             return f"missing field '{names[0]}' (also accepted: {', '.join(names[1:])})"
         values.append(obj[key])
-    return values[0], values[1]
+    return tuple(values)
 
 
 def _check_pair(x: Any, y: Any, kind: str, data: DataConfig) -> str | None:
@@ -251,7 +253,11 @@ def load_csv(data: DataConfig) -> tuple[dict[str, list[dict[str, Any]]], Rows, d
     values, problems = _csv_values(columns, raw, absent, parsed_numbers, data)
     times = None
     if data.time_column:
-        times = timeseries.parse_times(raw[data.time_column], data.time_format)
+        try:
+            times = timeseries.parse_times(raw[data.time_column], data.time_format)
+        except ValueError as exc:  # only a bad data.time_format gets here (values are coerced)
+            raise DataSourceError(f"data.time_format={data.time_format!r} cannot read column "
+                                  f"{data.time_column!r} of '{rows.path}': {exc}") from None
         for i in np.flatnonzero(~times.ok):
             problems.setdefault(int(i), f"unreadable time {raw[data.time_column][i]!r} in column "
                                         f"{data.time_column!r}" + (f" (data.time_format={data.time_format!r})"
