@@ -530,9 +530,9 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
     Nothing is published here: infra validation serves this artifact, then the push stage
     copies it into the served base `export.dir/<name>/<version>/`.
     """
+    from components import faults
+    from components.artifacts import dir_digest
     from models import load_model
-    from pipeline import faults
-    from pipeline.artifacts import dir_digest
 
     preprocess, trained, evaluated = inputs["preprocess"], inputs["train"], inputs["evaluate"]
     if export.require_blessing and not evaluated.properties.get("blessed"):

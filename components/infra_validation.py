@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import faults
+from components import faults
 from pipeline.config import ExportConfig
 
 

@@ -28,8 +28,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline import faults
-from pipeline.artifacts import fsync_dir
+from components import faults
+from components.artifacts import fsync_dir
 from pipeline.config import ExportConfig
 
 PUBLISHED_FILE = "rnnpipe.json"  # in each published version: which model it holds
@@ -57,7 +57,7 @@ def next_version(base: Path) -> int:
 
 def find_published(base: Path, content_hash: str) -> tuple[int, Path] | None:
     """The version already holding this content, if its files are intact."""
-    from pipeline.artifacts import dir_digest
+    from components.artifacts import dir_digest
 
     if not base.is_dir():
         return None
@@ -78,7 +78,7 @@ def find_published(base: Path, content_hash: str) -> tuple[int, Path] | None:
 
 def clean_stale(base: Path) -> list[str]:
     """Remove `.tmp-<pid>-*` folders whose process is gone; returns their names."""
-    from pipeline.artifacts import alive
+    from components.artifacts import alive
 
     removed = []
     for tmp in base.glob(".tmp-*"):
@@ -127,8 +127,8 @@ def publish(source: Path, base: Path, content_hash: str, record: dict[str, Any])
 
 def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: str) -> dict[str, Any]:
     """Publish the validated export; hand the registry what it needs to register it."""
+    from components.artifacts import dir_digest
     from components.export import SAVED_MODEL_DIR
-    from pipeline.artifacts import dir_digest
 
     exported, validated, evaluated = inputs["export"], inputs["infra_validate"], inputs["evaluate"]
     content = exported.properties["content_hash"]

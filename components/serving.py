@@ -1350,7 +1350,7 @@ def serve(base: str | Path, host: str = "127.0.0.1", port: int = 8501, options: 
         names = ", ".join(f"{n} (versions {sorted(e.on_disk) or 'none yet'})" for n, e in repo.models.items())
         log(f"rnnpipe serve: {names} on http://{host}:{bound}/v1/models/<name>  (Ctrl-C to stop)")
         if ready_file:
-            from pipeline.artifacts import write_json
+            from components.artifacts import write_json
 
             write_json(Path(ready_file), {"host": host, "port": bound, "pid": os.getpid(),
                                           "models": sorted(repo.models)})

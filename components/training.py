@@ -19,8 +19,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from components import faults
 from components.preprocessing import load_split
-from pipeline import faults
 from pipeline.config import ModelConfig, TrainConfig
 
 
@@ -57,7 +57,7 @@ def split_dataset(preprocess: Any, split: str, model_cfg: ModelConfig, train: Tr
 
 def global_batch_size(train: TrainConfig) -> int:
     """`train.batch_size` per replica x the number of replicas in sync."""
-    from pipeline.cluster import strategy
+    from components.cluster import strategy
 
     return train.batch_size * strategy(train.distribution).num_replicas_in_sync
 
@@ -212,9 +212,9 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
     """Fit the model; resumable after a kill; returns the final metrics."""
     import keras
 
+    from components.cluster import strategy
     from components.plots import learning_curves
     from models import cudnn
-    from pipeline.cluster import strategy
 
     preprocess = inputs["preprocess"]
     io = preprocess.properties["io"]

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline import faults
+from components import faults
 from pipeline.config import Config
 from pipeline.tracking import ENV_URI, _requirements, _store_lock, tracking_uri
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline import artifacts
-from pipeline.artifacts import Artifact
+from components import artifacts
+from components.artifacts import Artifact
 from pipeline.config import Config, ConfigError, to_plain
 
 
@@ -206,7 +206,7 @@ def _as_worker(config: Config, last: int) -> tuple[Config, int]:
     The collective strategy must exist before any other TensorFlow op, so it is made here.
     Only the chief logs to MLflow, evaluates and exports.
     """
-    from pipeline import cluster
+    from components import cluster
     from pipeline.config import with_overrides
 
     cluster.strategy("multi_worker")

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline import artifacts
+from components import artifacts
 from pipeline.config import Config, dump_yaml
 
 PLOT_DIR = "plots"

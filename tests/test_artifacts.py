@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import artifacts
+from components import artifacts
 
 
 def test_commit_makes_a_complete_artifact(tmp_path: Path) -> None:

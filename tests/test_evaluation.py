@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from components import evaluation as ev
-from pipeline.artifacts import Artifact
+from components.artifacts import Artifact
 from pipeline.config import EvaluateConfig, ModelConfig
 
 

@@ -52,7 +52,7 @@ def saved_model(tmp_path: Path, content: str) -> Path:
 
 
 def test_publish_allocates_increasing_versions_atomically_and_never_twice(tmp_path: Path) -> None:
-    from pipeline.artifacts import dir_digest
+    from components.artifacts import dir_digest
 
     base = tmp_path / "model"
     sources = [saved_model(tmp_path, str(i)) for i in range(6)]

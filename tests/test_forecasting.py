@@ -85,8 +85,8 @@ def test_window_scaling_needs_series_targets_among_the_inputs(tmp_path: Path) ->
 def series_preprocess(tmp_path: Path, splits: dict[str, list[dict]], frequency: str | None = "daily",
                       targets: int = 1) -> Any:
     """A preprocess artifact (global scaling) from raw rows {x, y, id?, time?}, as the stage writes them."""
+    from components.artifacts import Artifact
     from components.preprocessing import io_spec
-    from pipeline.artifacts import Artifact
 
     tmp_path.mkdir(exist_ok=True)
     names = ["small", "big"][:targets]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from components import preprocessing
+from components.artifacts import Artifact
 from components.preprocessing import Codec
-from pipeline.artifacts import Artifact
 from pipeline.config import ConfigError, DataConfig
 from tests.test_validation import Ctx, fake_ingest
 

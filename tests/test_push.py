@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline import faults, runner
+from components import faults
+from pipeline import runner
 from pipeline.config import ConfigError, from_dict, with_overrides
 from tests.test_reliability import cli, write_config
 

@@ -48,7 +48,7 @@ def runs_of(config_path: Path) -> list:
 
 @pytest.mark.slow
 def test_kill_9_during_training_then_resume(tmp_path: Path) -> None:
-    from pipeline import faults
+    from components import faults
 
     # The process SIGKILLs itself right after its first epoch checkpoint (a fault point, not a racing
     # poller), so the kill always lands mid-training, and small data suffices (was 1500 examples x 12 epochs).

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from components import ingestion, validation
+from components.artifacts import Artifact
 from components.ingestion.sources import DataSourceError
-from pipeline.artifacts import Artifact
 from pipeline.config import ConfigError, DataConfig
 from tests.test_validation import Ctx
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from components import validation
+from components.artifacts import Artifact
 from components.validation import DataValidationError
-from pipeline.artifacts import Artifact
 from pipeline.config import DataConfig
 
 
