@@ -1,0 +1,164 @@
+"""Series targets: the forecast evaluator (model vs the naive baselines, in raw units).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components import metrics as registry
+from components.evaluation.common import _predict, _raw, _short, _state
+from components.evaluation.forecast_tables import (
+    _backtest,
+    _forecast_plots,
+    _per_series,
+    _per_target,
+    _write_test_predictions,
+)
+from components.evaluation.series_metrics import (
+    backtest_origins,
+    forecast_samples,
+    naive_forecasts,
+    naive_scale,
+    quantile_samples,
+    season_length,
+)
+from components.metrics import Sample
+from components.preprocessing import Codec, load_split
+from pipeline.config import EvaluateConfig, ModelConfig
+
+
+def _select(samples: dict[str, Sample], idx: np.ndarray) -> dict[str, Sample]:
+    return {k: Sample(s.num[idx], s.den[idx], s.transform) for k, s in samples.items()}
+
+
+def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateConfig,
+                      model_cfg: ModelConfig, season: int | None = None, **_: Any) -> dict[str, Any]:
+    """Series targets in raw units: the model vs last value, seasonal naive, drift and window mean.
+
+    Also: a table and plot per target column, per-series metrics (`per_series.csv`) with an id
+    column, every test forecast (`test_predictions.csv`), and, with `evaluate.backtest`, the
+    metrics at K rolling origins (`backtest.csv`, `backtest_error_by_origin.png`; the gate then
+    reads the backtest windows). With several targets the gate is MASE (scale-free).
+    """
+    state = _state(preprocess)
+    test = load_split(preprocess, "test")
+    raw, raw_train = _raw(preprocess), _raw(preprocess, "train")
+    y_state = state["y"]
+    actual = np.asarray([r["y"] for r in raw], dtype="float64").reshape(len(raw), *test["y"].shape[1:])
+    levels = list(getattr(model_cfg, "quantiles", ()) or ())
+    encoded = _predict(model, test["x"]).reshape(*actual.shape[:-1], -1).astype("float32")
+    raw_x = None
+    if y_state.get("reference") or y_state.get("window_scale"):  # the decoding reads the raw input window
+        raw_x = np.asarray([r["x"] for r in raw], dtype="float32").reshape(len(raw), *test["x"].shape[1:])
+    codec = Codec.load(preprocess)
+    quantiles = None
+    if levels:  # [N, H, targets, levels] in raw units; the median is the point forecast (as the export does)
+        quantiles = np.asarray(codec.decode_quantiles(encoded, raw_x, len(levels)), dtype="float64")
+        pred = quantiles[..., levels.index(0.5)]
+    else:
+        pred = np.asarray(codec.decode_series(encoded, raw_x), dtype="float64")  # as the export does
+    horizon, targets = actual.shape[1], actual.shape[-1]
+    x_cols, y_cols = state["x"].get("columns") or [], y_state.get("columns") or []
+    names = [str(c) for c in y_cols] if len(y_cols) == targets else [f"target_{j}" for j in range(targets)]
+    columns = [x_cols.index(c) for c in y_cols] if y_cols and set(y_cols) <= set(x_cols) else None
+    frequency = preprocess.properties["io"].get("frequency")
+    season, how = season_length(season, frequency)
+    notes = [f"Raw units. Season: {season or 'none'} ({how})."]
+    ids = [r.get("id") for r in raw]
+    many = any(i is not None for i in ids)
+    lag = None
+    if state["x"]["kind"] == "series" and columns is not None and len(raw):
+        x_test = np.asarray([r["x"] for r in raw], dtype="float64")
+        x_train = np.asarray([r["x"] for r in raw_train], dtype="float64")
+        if model_cfg.topology == "many_to_many":  # synced: y_t is ahead of x_t by a fixed lag
+            bases = {"persistence (aligned input value)": x_test[:, :horizon][:, :, columns]}
+            lag_season = None
+        else:
+            bases = naive_forecasts(x_test, horizon, columns, season)
+            lag_season = season
+            if season and f"seasonal naive (season {season})" not in bases:
+                notes.append(f"No seasonal-naive baseline: the input window ({x_test.shape[1]} steps) is shorter "
+                             f"than a season ({season}).")
+        per_column, lag = naive_scale(x_train, columns, lag_season, per_column=True)
+        scale = float(np.mean(per_column))  # every column has as many differences: the overall MAE
+        notes.append(f"MASE scale: in-sample naive MAE on train with lag {lag} = {scale:.4g}"
+                     + (" (per series and target)." if many or targets > 1 else "."))
+
+        def scale_of(rows: list[dict]) -> np.ndarray:
+            train_x = np.asarray([r["x"] for r in rows], dtype="float64")
+            return naive_scale(train_x, columns, lag_season, per_column=True)[0] if rows else per_column
+    else:
+        y_train = np.asarray([r["y"] for r in raw_train], dtype="float64").reshape(len(raw_train), *actual.shape[1:])
+        bases = {"train mean": np.broadcast_to(y_train.mean(0), actual.shape)}
+        per_column = (np.abs(y_train - y_train.mean(0)).mean(axis=(0, 1)) if len(y_train)
+                      else np.zeros(targets))
+        scale = float(np.mean(per_column))  # equal counts per target: the overall deviation
+        notes.append(f"MASE scale: mean absolute deviation of the train targets = {scale:.4g}.")
+
+        def scale_of(rows: list[dict]) -> np.ndarray:
+            ys = np.asarray([r["y"] for r in rows], dtype="float64").reshape(len(rows), *actual.shape[1:])
+            return np.abs(ys - ys.mean(0)).mean(axis=(0, 1)) if rows else per_column
+    series_scale: dict[Any, np.ndarray] = {}
+    if many:
+        by_id: dict[Any, list[dict]] = {}
+        for r in raw_train:
+            by_id.setdefault(r.get("id"), []).append(r)
+        series_scale = {i: scale_of(by_id.get(i, [])) for i in dict.fromkeys(ids)}
+        series_scale = {i: np.where(s > 0, s, per_column) for i, s in series_scale.items()}
+        per_example: Any = np.asarray([series_scale[i] for i in ids]).reshape(len(raw), targets)
+    elif targets > 1:
+        per_example = np.asarray(per_column)
+    else:
+        per_example = scale  # one target, one series: one number (as before)
+    samples = {"model": forecast_samples(actual, pred, per_example),
+               **{name: forecast_samples(actual, b, per_example) for name, b in bases.items()}}
+    if quantiles is not None:
+        samples["model"].update(quantile_samples(actual, quantiles, levels))
+        for name, b in bases.items():  # a point forecast is every quantile
+            samples[name]["quantile_loss"] = quantile_samples(
+                actual, np.repeat(b[..., None], len(levels), axis=-1), levels)["quantile_loss"]
+        notes.append(f"Quantiles {levels}: quantile_loss is the pinball loss averaged over the levels (a baseline's "
+                     f"point forecast stands for every level); coverage is the share of actual values inside "
+                     f"[q{levels[0]:g}, q{levels[-1]:g}] (nominal {levels[-1] - levels[0]:.0%}).")
+    # several forecast targets on their own scales: gate on the scale-free MASE (when every target
+    # has a naive scale; e.g. digits rows from a class keep MAE: same units, some constant columns)
+    main = "mase" if targets > 1 and columns is not None and bool(np.all(np.asarray(per_column) > 0)) else "mae"
+    if main == "mase":
+        notes.append(f"{targets} targets on their own scales: the gate reads MASE (each target's errors divided by "
+                     f"its own naive scale); MAE and RMSE pool raw units of every target.")
+    full = {name: {k: float(s.value()) for k, s in by.items()} for name, by in samples.items()}
+    backtest = None
+    if cfg.backtest.get("origins"):
+        origin_idx, short = backtest_origins(raw, int(cfg.backtest["origins"]))
+        if origin_idx:
+            backtest = {"origins": origin_idx, "note": short}
+            chosen = np.concatenate(origin_idx)
+            samples = {side: _select(by, chosen) for side, by in samples.items()}
+    sides = {name: {k: float(s.value()) for k, s in by.items()} for name, by in samples.items()}
+    mine = sides.pop("model")
+    strongest = registry.get(main).best({n: m[main] for n, m in sides.items()}) or next(iter(bases))
+    report = ["", *notes]
+    report += _per_target(workdir, actual, pred, bases, strongest, names, per_example)
+    _forecast_plots(workdir, actual, pred, bases[strongest], raw, columns, names, strongest,
+                    per_column if targets > 1 else None,
+                    None if quantiles is None else (quantiles[..., 0], quantiles[..., -1], levels))
+    if many:
+        report += _per_series(workdir, actual, pred, bases[strongest], strongest, ids, series_scale)
+    if backtest:
+        report += _backtest(workdir, backtest, raw, actual, pred, bases[strongest], strongest, per_example, main)
+        examples = int(sum(len(i) for i in backtest["origins"]))
+        report += ["", f"Whole test split ({len(actual)} windows): model " + ", ".join(
+            f"{k} {v:.4g}" for k, v in full["model"].items()) + f"; {strongest}: " + ", ".join(
+            f"{k} {v:.4g}" for k, v in full[strongest].items()) + "."]
+    else:
+        examples = len(actual)
+    _write_test_predictions(workdir / "test_predictions.csv", raw, actual, pred, names, frequency,
+                            model_cfg.topology == "many_to_many", quantiles, levels)
+    rows = [{"input": _short(r["x"]), "actual": _short(np.round(a[:, 0], 2).tolist()),
+             "forecast": _short(np.round(p[:, 0], 2).tolist()), "baseline": _short(np.round(b[:, 0], 2).tolist())}
+            for r, a, p, b in zip(raw[: cfg.num_examples], actual, pred, bases[strongest])]
+    return {"main": main, "gate": [main], "examples": examples, "model": mine, "baselines": sides,
+            "samples": samples, "season": season, "rows": rows, "report": report}
