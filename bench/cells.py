@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import common
+from models.cells import BUILTIN, CELLS
 
-GATES = {"simple_rnn": 1, "gru": 3, "lstm": 4}
+GATES = {name: spec.gates for name, spec in BUILTIN.items()}  # from the cell registry (models/cells.py)
 BATCH = 64
 
 # Dense (no 2:4 sparsity) datasheet peaks in TFLOP/s. "tf32" is the tensor-core rate TF uses for
@@ -96,7 +97,8 @@ def variants(cells: list[str], units: list[int], seqs: list[int], gpu: bool,
         for t in seqs:
             for cell in cells:
                 for precision in precisions if gpu else ["float32"]:
-                    kernels: list[bool | None] = [True, False] if gpu and cell != "simple_rnn" else [None]
+                    fused = not BUILTIN[cell].no_kernel  # SimpleRNN has no cuDNN kernel
+                    kernels: list[bool | None] = [True, False] if gpu and fused else [None]
                     out += [Variant(cell, u, t, k, precision) for k in kernels]
     return out
 
@@ -107,12 +109,10 @@ def build(v: Variant, seed: int) -> tuple[Any, Any, Any]:
     import numpy as np
     import tensorflow as tf
 
-    from models.cells import CELL_CLASSES
-
     keras.utils.set_random_seed(seed)
     kwargs: dict[str, Any] = {} if v.cudnn is None else {"use_cudnn": v.cudnn}
     inputs = keras.Input((v.seq, v.units), name="x")
-    h = CELL_CLASSES[v.cell](v.units, dtype=v.precision, name=v.cell, **kwargs)(inputs)
+    h = BUILTIN[v.cell].layer_class()(v.units, dtype=v.precision, name=v.cell, **kwargs)(inputs)
     out = keras.layers.Dense(1, dtype="float32", name="head")(h)
     model = keras.Model(inputs, out)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", jit_compile=False)
@@ -155,7 +155,7 @@ def matmul_ceiling(dtype: str, n: int, repeats: int = 10) -> float:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--cells", nargs="+", default=["simple_rnn", "lstm", "gru"])
+    p.add_argument("--cells", nargs="+", default=list(CELLS))
     p.add_argument("--units", nargs="+", type=int, default=None)
     p.add_argument("--seq", nargs="+", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="timed steps per variant")

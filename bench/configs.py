@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from models.cells import CELLS  # the built-in cells (the registry in models/cells.py)
 
-CELLS = ("simple_rnn", "lstm", "gru")
 OUT = Path(__file__).resolve().parent / "configs.json"
 
 

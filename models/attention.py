@@ -20,13 +20,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 from keras import ops
 
+from models import cells as registry
 from models.layers import Layer, register
 
 SCORES = ("luong", "bahdanau")
-CELLS = {"simple_rnn": keras.layers.SimpleRNNCell, "lstm": keras.layers.LSTMCell, "gru": keras.layers.GRUCell}
 
 
 def masked_softmax(scores: Any, mask: Any) -> Any:
@@ -103,7 +102,8 @@ class AttentiveRNN(Layer):
     """A stacked decoder whose first layer reads [x_t; c_t], c_t = attention(top h_{t-1}, memory).
 
     Call: (inputs [B, L, D], memory [B, T, M], memory_mask [B, T], initial_state: flat list of the
-    layers' states, layer-major: LSTM [h1, c1, h2, c2, ...], GRU/SimpleRNN [h1, h2, ...]) ->
+    layers' states, layer-major: LSTM [h1, c1, h2, c2, ...], GRU/SimpleRNN [h1, h2, ...]; any cell of
+    `models.cells`, a custom one included, whose first state is its output h) ->
     (outputs [B, L, units], contexts [B, L, M], weights [B, L, T], *final states).
     Input dropout is applied by the caller; recurrent dropout is refused at config time.
     """
@@ -115,10 +115,10 @@ class AttentiveRNN(Layer):
         super().__init__(**kwargs)
         self.cell, self.units, self.num_layers, self.score = cell, int(units), int(num_layers), score
         self.cell_kwargs = dict(cell_kwargs or {})
-        self.cells = [CELLS[cell](self.units, name=f"cell_{i + 1}", dtype=self.dtype_policy, **self.cell_kwargs)
-                      for i in range(self.num_layers)]
+        self.cells = [registry.make_cell(cell, self.units, name=f"cell_{i + 1}", dtype=self.dtype_policy,
+                                         **self.cell_kwargs) for i in range(self.num_layers)]
         self.attention = Attention(score, self.units, name="attention", dtype=self.dtype_policy)
-        self.states_per_layer = 2 if cell == "lstm" else 1
+        self.states_per_layer = len(registry.get(cell).state_sizes(self.units))
 
     def build(self, inputs_shape: Any, memory_shape: Any, memory_mask_shape: Any = None,
               initial_state_shape: Any = None) -> None:

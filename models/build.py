@@ -18,26 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import ConfigError, ModelConfig, TrainConfig
+from models import cells
+from models.spec import ConfigError, ModelConfig
 
 
 def cudnn_blockers(model: ModelConfig) -> list[str]:
-    """The settings that keep this config off the fused cuDNN kernel ([] = eligible), as field=value."""
-    if model.cell == "simple_rnn":
-        return ["model.cell='simple_rnn' (SimpleRNN has no cuDNN kernel)"]
-    checks = [
-        (model.activation != "tanh", f"model.activation={model.activation!r} (needs tanh)"),
-        (model.recurrent_activation != "sigmoid",
-         f"model.recurrent_activation={model.recurrent_activation!r} (needs sigmoid)"),
-        (model.recurrent_dropout > 0, f"model.recurrent_dropout={model.recurrent_dropout} (needs 0)"),
-        (model.unroll, "model.unroll=true (needs false)"),
-        (not model.use_bias, "model.use_bias=false (needs true)"),
-        (model.cell == "gru" and not model.reset_after, "model.reset_after=false (GRU needs true)"),
-        (model.topology == "seq2seq" and model.context == "attention" and model.context_feed == "every_step",
-         "model.context_feed='every_step' with model.context='attention' (the attentive decoder runs its "
-         "own loop)"),
-    ]
-    return [why for bad, why in checks if bad]
+    """The settings that keep this config off the fused cuDNN kernel ([] = eligible), as field=value
+    (the cell's own rules come from the cell registry, `models.cells`)."""
+    blockers = cells.get(model.cell).blockers(model)
+    if model.topology == "seq2seq" and model.context == "attention" and model.context_feed == "every_step" and (
+            not cells.get(model.cell).no_kernel):
+        blockers.append("model.context_feed='every_step' with model.context='attention' (the attentive decoder "
+                        "runs its own loop)")
+    return blockers
 
 
 FIRST_STEP_RENAMED = (
@@ -54,8 +47,11 @@ def notices(model: ModelConfig) -> list[str]:
     return []
 
 
-def check(model: ModelConfig, train: TrainConfig) -> None:
-    """Reject combinations that cannot make sense, before any work (io-dependent ones: `build_model`)."""
+def check(model: ModelConfig, train: Any = None) -> None:
+    """Reject combinations that cannot make sense, before any work (io-dependent ones: `build_model`).
+
+    `train` (the pipeline's TrainConfig) is accepted for callers that pass it; no check needs it yet.
+    """
     from models.topologies import BUILDERS
 
     for line in notices(model):
@@ -100,12 +96,12 @@ def _gpu_visible() -> bool:
 
 def check_io(model: ModelConfig, io: dict[str, Any]) -> None:
     """The checks that need the data's kinds (x/y "kind" is enough: ingestion's spec can be passed early)."""
-    from models.topologies import FITS
+    from models.topologies import fit_error
 
     x, y = io["x"]["kind"], io["y"]["kind"]
-    if (x, y) not in FITS[model.topology]:
-        allowed = ", ".join(f"{a} -> {b}" for a, b in sorted(FITS[model.topology]))
-        raise ConfigError(f"model.topology={model.topology!r} cannot map {x} -> {y}; it takes {allowed}.")
+    problem = fit_error(model.topology, x, y)
+    if problem:
+        raise ConfigError(problem)
     if model.topology == "many_to_many" and model.bidirectional and y in ("tokens", "series"):
         what = "next-token (language model)" if y == "tokens" else "shifted-series (forecast)"
         raise ConfigError(

@@ -1,8 +1,10 @@
 """Per-layer cuDNN eligibility: will Keras run this LSTM/GRU on the fused cuDNN kernel on a GPU?
 
 Keras falls back to the generic kernel silently, so we say it out loud, per layer, with the
-reason ("lstm_1: cudnn yes", "gru_2: cudnn no (recurrent_dropout=0.2)"). The rules mirror
-keras/src/backend/tensorflow/rnn.py (`cudnn_ok`) and the LSTM/GRU layers. An eligible layer
+reason ("lstm_1: cudnn yes", "gru_2: cudnn no (recurrent_dropout=0.2)", a custom cell:
+"rnn_my_cell_1: cudnn no (MyCell: no fused kernel)"). The rules live in the cell registry
+(`models.cells`, `CellSpec.cudnn_rules`) and mirror keras/src/backend/tensorflow/rnn.py
+(`cudnn_ok`) and the LSTM/GRU layers. An eligible layer
 that reads a padding mask (token inputs; numeric series, whose all-NaN steps are padding) also
 gets a note: on the cuDNN kernel the mask must be strictly right-padded with no empty row, or a
 run-time tf.Assert fails (preprocessing pads "post", ingestion drops empty sequences, and the
@@ -17,38 +19,24 @@ from typing import Any
 
 import keras
 
+from models import cells
 from models.attention import AttentiveRNN
 
 MASK_NOTE = "masked: inputs must be right-padded, no empty rows"
 
 
 def layer_reasons(layer: Any) -> list[str] | None:
-    """Why `layer` cannot use cuDNN ([] = eligible); None if it is not an LSTM/GRU/SimpleRNN."""
+    """Why `layer` cannot use cuDNN ([] = eligible); None if it is not a recurrent layer.
+
+    The rules are the cell's (`models.cells.CellSpec`): SimpleRNN and custom cells have no fused
+    kernel; LSTM/GRU need the settings in their `cudnn_rules`.
+    """
     if isinstance(layer, keras.layers.Bidirectional):
         return layer_reasons(layer.forward_layer)
-    if isinstance(layer, keras.layers.SimpleRNN):
-        return ["SimpleRNN has no cuDNN kernel"]
     if isinstance(layer, AttentiveRNN):
         return ["attention inside the recurrence runs its own loop"]
-    if not isinstance(layer, (keras.layers.LSTM, keras.layers.GRU)):
-        return None
-    cell = layer.cell
-    reasons = []
-    if getattr(layer, "use_cudnn", "auto") is False:
-        reasons.append("use_cudnn=false")
-    if cell.activation is not keras.activations.tanh:
-        reasons.append(f"activation={cell.activation.__name__}")
-    if cell.recurrent_activation is not keras.activations.sigmoid:
-        reasons.append(f"recurrent_activation={cell.recurrent_activation.__name__}")
-    if cell.recurrent_dropout:
-        reasons.append(f"recurrent_dropout={cell.recurrent_dropout}")
-    if layer.unroll:
-        reasons.append("unroll=true")
-    if not cell.use_bias:
-        reasons.append("use_bias=false")
-    if isinstance(layer, keras.layers.GRU) and not cell.reset_after:
-        reasons.append("reset_after=false")
-    return reasons
+    spec = cells.for_layer(layer)
+    return None if spec is None else spec.layer_reasons(layer)
 
 
 def report(model: Any) -> list[dict[str, Any]]:
@@ -59,7 +47,8 @@ def report(model: Any) -> list[dict[str, Any]]:
         if reasons is None:
             continue
         inner = layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer
-        cell = f"{inner.cell}_decoder" if isinstance(inner, AttentiveRNN) else type(inner).__name__
+        cell = (f"{inner.cell}_decoder" if isinstance(inner, AttentiveRNN) else
+                type(inner.cell).__name__ if cells.for_layer(inner).custom else type(inner).__name__)
         rows.append({"layer": layer.name, "cell": cell, "eligible": not reasons, "reasons": reasons,
                      "masked": _reads_mask(layer)})
     return rows

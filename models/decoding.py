@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from pipeline.config import ModelConfig
+from models.spec import ModelConfig
 
 NEG = -1e9  # "minus infinity" that stays finite in sums
 

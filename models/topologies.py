@@ -60,7 +60,7 @@ import keras
 from models import cells
 from models.attention import Attention, AttentionPooling, AttentiveRNN
 from models.layers import ConcatContext, FirstStep, FirstStepGate, MaskedMaxPooling, PaddingMask, SeriesMask, StepIndex
-from pipeline.config import ConfigError, ModelConfig
+from models.spec import ConfigError, ModelConfig
 
 DECODER_INPUTS = "decoder_inputs"
 
@@ -167,7 +167,7 @@ def one_to_one(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
     x = keras.layers.Reshape((1, x.shape[-1]), name="as_sequence")(x)
     x = cells.stack(cfg, x, "rnn", last_sequences=False)
     x = dropout(cfg, x, parts, "head_dropout")
-    return keras.Model(inputs, head(io["y"], x), name=f"one_to_one_{cfg.cell}")
+    return keras.Model(inputs, head(io["y"], x), name=f"one_to_one_{cells.key(cfg)}")
 
 
 # mask-aware poolings: many_to_one's `reduce` and the pooled seq2seq context
@@ -187,7 +187,7 @@ def many_to_one(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
     if cfg.reduce != "last":
         x = POOLS[cfg.reduce](cfg, f"reduce_{cfg.reduce}")(x)
     x = dropout(cfg, x, parts, "head_dropout")
-    return keras.Model(inputs, head(io["y"], x), name=f"many_to_one_{cfg.cell}")
+    return keras.Model(inputs, head(io["y"], x), name=f"many_to_one_{cells.key(cfg)}")
 
 
 def many_to_many(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
@@ -200,7 +200,7 @@ def many_to_many(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
     x = embed_sequence(io["x"], cfg, inputs)
     x = cells.stack(cfg, x, "encoder", last_sequences=True)
     x = dropout(cfg, x, parts, "head_dropout")
-    return keras.Model(inputs, head(io["y"], x), name=f"many_to_many_{cfg.cell}")
+    return keras.Model(inputs, head(io["y"], x), name=f"many_to_many_{cells.key(cfg)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,8 +225,8 @@ def one_to_many_context(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inpu
 
 def state_projections(cfg: ModelConfig, parts: Parts, prefix: str, c: Any) -> list[list[Any]]:
     """c -> one dense + tanh projection per decoder layer and state (`<prefix>_<layer>_<k>`)."""
-    return [[parts(f"{prefix}_{i + 1}_{k + 1}", lambda n: keras.layers.Dense(cfg.units, activation="tanh", name=n))(c)
-             for k in range(cells.state_count(cfg.cell))] for i in range(cfg.num_layers)]
+    return [[parts(f"{prefix}_{i + 1}_{k + 1}", lambda n, w=width: keras.layers.Dense(w, activation="tanh", name=n))(c)
+             for k, width in enumerate(cells.state_sizes(cfg))] for i in range(cfg.num_layers)]
 
 
 def encode(cfg: ModelConfig, parts: Parts, x: Any, return_sequences: bool) -> tuple[Any, list[list[Any]]]:
@@ -238,7 +238,7 @@ def encode(cfg: ModelConfig, parts: Parts, x: Any, return_sequences: bool) -> tu
     finals = []
     for i in range(cfg.num_layers):
         top = i == cfg.num_layers - 1
-        name = f"encoder_{cfg.cell}_{i + 1}"
+        name = f"encoder_{cells.key(cfg)}_{i + 1}"
         sequences = return_sequences or not top
         layer = parts(f"bi_{name}" if cfg.bidirectional else name, lambda _, nm=name, seq=sequences: cells.rnn(
             cfg, nm, return_sequences=seq, return_state=True))
@@ -251,7 +251,7 @@ def final_state(cfg: ModelConfig, parts: Parts, finals: list[list[Any]], i: int,
     """Encoder layer i's k-th final state; bidirectional: forward and backward concatenated (2 * units)."""
     if not cfg.bidirectional:
         return finals[i][k]
-    n = cells.state_count(cfg.cell)
+    n = len(cells.state_sizes(cfg))
     return parts(f"encoder_state_{i + 1}_{k + 1}", lambda nm: keras.layers.Concatenate(name=nm))(
         [finals[i][k], finals[i][n + k]])
 
@@ -267,12 +267,12 @@ def seq2seq_context(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: 
         if cfg.context == "projected":
             top = parts("context_projection", lambda n: keras.layers.Dense(cfg.units, activation="tanh", name=n))(top)
         return Context(static=top)
-    states = [[final_state(cfg, parts, finals, i, k) for k in range(cells.state_count(cfg.cell))]
-              for i in range(cfg.num_layers)]
-    if cfg.context == "projected" or cfg.bidirectional:  # bridge_<layer>_<state>: dense to `units`
+    widths = cells.state_sizes(cfg)
+    states = [[final_state(cfg, parts, finals, i, k) for k in range(len(widths))] for i in range(cfg.num_layers)]
+    if cfg.context == "projected" or cfg.bidirectional:  # bridge_<layer>_<state>: dense to the state's width
         activation = "tanh" if cfg.context == "projected" else None
-        states = [[parts(f"bridge_{i + 1}_{k + 1}", lambda n: keras.layers.Dense(
-            cfg.units, activation=activation, name=n))(s) for k, s in enumerate(layer)]
+        states = [[parts(f"bridge_{i + 1}_{k + 1}", lambda n, w=widths[k]: keras.layers.Dense(
+            w, activation=activation, name=n))(s) for k, s in enumerate(layer)]
             for i, layer in enumerate(states)]
     if not attention:
         return Context(states=states)
@@ -330,16 +330,16 @@ def decode(cfg: ModelConfig, io: dict[str, Any], parts: Parts, steps: Any,
     weights = None
     if ctx.memory is not None and cfg.context_feed == "every_step":
         steps = dropout(cfg, steps, parts, "decoder_input_dropout")
-        layer = parts(f"decoder_attentive_{cfg.cell}", lambda n: AttentiveRNN(
+        layer = parts(f"decoder_attentive_{cells.key(cfg)}", lambda n: AttentiveRNN(
             cfg.cell, cfg.units, cfg.num_layers, cfg.attention, cells.cell_kwargs(cfg), name=n))
         initial = [s for layer_states in ctx.states for s in layer_states]
         x, context, weights, *flat = layer(steps, ctx.memory, ctx.memory_mask, initial)
-        k = cells.state_count(cfg.cell)
+        k = len(cells.state_sizes(cfg))
         states = [flat[i * k:(i + 1) * k] for i in range(cfg.num_layers)]
     else:
         x, states = steps, []
         for i in range(cfg.num_layers):
-            layer = parts(f"decoder_{cfg.cell}_{i + 1}", lambda n: cells.rnn(
+            layer = parts(f"decoder_{cells.key(cfg)}_{i + 1}", lambda n: cells.rnn(
                 cfg, n, return_sequences=True, return_state=True, bidirectional=False))
             x, *final = layer(x, initial_state=ctx.states[i] if ctx.states else None)
             states.append(final)
@@ -362,7 +362,7 @@ def encoder_decoder(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
     tokens, steps = decoder_steps(cfg, io, parts, inputs)
     outputs, *_ = decode(cfg, io, parts, steps, ctx)
     model_inputs = inputs if tokens is None else {"inputs": inputs, DECODER_INPUTS: tokens}
-    return keras.Model(model_inputs, outputs, name=f"{cfg.topology}_{cfg.cell}")
+    return keras.Model(model_inputs, outputs, name=f"{cfg.topology}_{cells.key(cfg)}")
 
 
 def one_to_many(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
@@ -383,14 +383,31 @@ BUILDERS: dict[str, Callable[[ModelConfig, dict[str, Any]], keras.Model]] = {
     "seq2seq": seq2seq,
 }
 
-# Which (x kind, y kind) pairs each topology can learn (mirrors components/ingestion FITS).
-FITS = {
+# Which (x kind, y kind) pairs each topology can learn: the one compatibility table (ingestion
+# checks a source's examples against it, `build.check_io` a model's io). Every pair builds, trains,
+# evaluates and exports end to end (checked through the pipeline with a stub source for
+# one_to_one category -> label, many_to_one and many_to_many tokens -> series). Not
+# many_to_many series -> tokens: a token y that is not a language model's shifted x is
+# evaluated by generation, which a synced many_to_many model does not do.
+FITS: dict[str, set[tuple[str, str]]] = {
     "one_to_one": {("vector", "label"), ("category", "label")},
     "one_to_many": {(x, y) for x in ("vector", "category") for y in ("tokens", "series")},
     "many_to_one": {("tokens", "label"), ("series", "label"), ("series", "series"), ("tokens", "series")},
-    "many_to_many": {(x, y) for x in ("tokens", "series") for y in ("labels", "tokens", "series")},
+    "many_to_many": {("tokens", "labels"), ("series", "labels"), ("tokens", "tokens"), ("series", "series"),
+                     ("tokens", "series")},
     "seq2seq": {(x, y) for x in ("tokens", "series") for y in ("tokens", "series")},
 }
+
+
+def fit_error(topology: str, x: str, y: str, source: str | None = None) -> str | None:
+    """None if `topology` can learn x -> y examples, else the one-line reason (naming `source` when given)."""
+    if (x, y) in FITS[topology]:
+        return None
+    allowed = ", ".join(f"{a} -> {b}" for a, b in sorted(FITS[topology]))
+    if source is None:
+        return f"model.topology={topology!r} cannot map {x} -> {y}; it takes {allowed}."
+    return (f"data.source={source!r} gives {x} -> {y} examples, which model.topology={topology!r} cannot learn; "
+            f"it takes: {allowed}.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,8 +436,8 @@ def generation_models(model: keras.Model, cfg: ModelConfig, io: dict[str, Any]) 
     dtype = model.get_layer("decoder_embedding").compute_dtype
     token = keras.Input(shape=(1,), dtype="int32", name="token")
     step_in: dict[str, Any] = {"token": token}
-    states = [[keras.Input(shape=(cfg.units,), dtype=dtype, name=f"state_{i + 1}_{k + 1}")
-               for k in range(cells.state_count(cfg.cell))] for i in range(cfg.num_layers)]
+    states = [[keras.Input(shape=(width,), dtype=dtype, name=f"state_{i + 1}_{k + 1}")
+               for k, width in enumerate(cells.state_sizes(cfg))] for i in range(cfg.num_layers)]
     step_in.update({s.name: s for layer in states for s in layer})
     extra = {name: keras.Input(shape=tuple(enc_out[name].shape[1:]), dtype=enc_out[name].dtype, name=name)
              for name in ("static", "memory", "memory_mask", "first_input") if name in enc_out}

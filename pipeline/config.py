@@ -2,7 +2,8 @@
 
 Every section is a frozen dataclass; a field's allowed values or range live in its metadata,
 so one generic validator checks them all and every error names the field, the value and what
-is allowed (with the closest key for a typo).
+is allowed (with the closest key for a typo). The `model` section (`ModelConfig`) and
+`ConfigError` live in `models/spec.py` (the model zoo's own spec) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -22,20 +23,10 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration problem, reported to the user as one paragraph."""
-
-
-def choice(default: Any, *allowed: Any) -> Any:
-    """A field whose value must be one of `allowed`."""
-    return field(default=default, metadata={"choices": tuple(allowed)})
-
-
-def bounded(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
-    """A numeric field that must lie in [lo, hi] (either end optional)."""
-    return field(default=default, metadata={"min": lo, "max": hi})
-
+from models.cells import CELLS  # noqa: F401  (re-exported: the built-in cells)
+from models.cells import get as cell_spec
+from models.spec import TOPOLOGIES, ConfigError, ModelConfig, bounded, choice  # noqa: F401  (the model section)
+from models.spec import short as _short
 
 SEED_MAX = 2 ** 32 - 1  # seeds feed NumPy / TensorFlow generators, which take 32-bit seeds
 SLUG = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")  # `name` becomes folder and experiment names
@@ -46,24 +37,9 @@ STORE_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mss
 REACH_TIMEOUT = 5.0  # seconds to reach a remote tracking store before giving up with a clear message
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    """repr(value), cut to `limit` characters (an expanded YAML alias bomb must not become the message)."""
-    if isinstance(value, (list, tuple, dict)) and len(value) > 20:
-        return f"<a {type(value).__name__} of {len(value)} items>"
-    try:
-        text = repr(value)
-    except RecursionError:
-        return f"<a deeply nested {type(value).__name__}>"
-    return text if len(text) <= limit else text[:limit] + "...'"
-
-
 def slug(default: str) -> Any:
     """A string field that names folders: letters, digits, `_`, `-`, `.` (not first), at most 100."""
     return field(default=default, metadata={"slug": True})
-
-
-TOPOLOGIES = ("one_to_one", "one_to_many", "many_to_one", "many_to_many", "seq2seq")
-CELLS = ("simple_rnn", "lstm", "gru")
 
 
 @dataclass(frozen=True)
@@ -97,38 +73,6 @@ class DataConfig:
     split_seed: int = bounded(42, 0, SEED_MAX)
     season: int | None = bounded(None, 1)  # season length of a series (steps); None: from its frequency
     max_bad_fraction: float = bounded(0.01, 0.0, 1.0)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The network: topology x cell, plus the knobs every topology shares."""
-
-    topology: str = choice("many_to_one", *TOPOLOGIES)
-    cell: str = choice("lstm", *CELLS)
-    units: int = bounded(64, 1, 4096)
-    num_layers: int = bounded(1, 1, 16)
-    bidirectional: bool = False
-    merge_mode: str = choice("concat", "concat", "sum", "mul", "ave")
-    dropout: float = bounded(0.0, 0.0, 0.95)
-    recurrent_dropout: float = bounded(0.0, 0.0, 0.95)
-    embedding_dim: int = bounded(32, 1, 4096)
-    activation: str = choice("tanh", "tanh", "relu", "sigmoid", "linear")
-    recurrent_activation: str = choice("sigmoid", "sigmoid", "hard_sigmoid", "tanh", "relu")
-    use_bias: bool = True
-    unroll: bool = False
-    reset_after: bool = True
-    use_cudnn: str = choice("auto", "auto", "true", "false")
-    reduce: str = choice("last", "last", "mean", "max", "attention")
-    # one_to_many: initial_state = h0 from X (the meaning `first_step` had before issue 17);
-    # first_step = X is the first step's input; every_step = X concatenated to every step's input
-    input_mode: str = choice("initial_state", "initial_state", "first_step", "every_step")
-    context: str = choice("last_state", "last_state", "projected", "attention", "pooled")
-    pool: str = choice("mean", "mean", "max", "attention")  # context=pooled: how all encoder states are pooled
-    attention: str = choice("luong", "luong", "bahdanau")
-    context_feed: str = choice("initial_state", "initial_state", "every_step")
-    beam_width: int = bounded(1, 1, 64)
-    max_output_length: int | None = bounded(None, 1, 10_000)
-    quantiles: tuple[float, ...] = ()  # numeric forecasts: quantile levels (pinball loss), must include 0.5
 
 
 @dataclass(frozen=True)
@@ -310,7 +254,7 @@ def from_dict(raw: dict[str, Any]) -> Config:
 
 def _check_size(model: ModelConfig) -> None:
     """The recurrent layers' weights must fit what can train (MAX_PARAMETERS)."""
-    gates = {"lstm": 4, "gru": 3}.get(model.cell, 1)
+    gates = cell_spec(model.cell).gates
     directions = 2 if model.bidirectional else 1
     total, width = 0, model.embedding_dim
     for _ in range(model.num_layers):

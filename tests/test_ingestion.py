@@ -119,3 +119,17 @@ def test_empty_inputs_are_left_out_and_recorded() -> None:
                                  {"kind": "tokens", "tokenize": "word"})
     assert kept == [("ab", "x")]
     assert [b["where"] for b in loaded.bad_rows] == ["train example 2", "train example 3", "train example 4"]
+
+
+def test_one_compatibility_table_for_sources_and_models() -> None:
+    """Ingestion reads the models' table (no copy of its own) and every declared source task fits it."""
+    from models import topologies
+
+    assert not hasattr(ingestion, "FITS")
+    assert set(ingestion.SOURCES["tfds"].tasks) == set(topologies.FITS)
+    for name, source in ingestion.SOURCES.items():
+        for topology, task in source.tasks.items():
+            if task.x and task.y:
+                assert topologies.fit_error(topology, task.x["kind"], task.y["kind"]) is None, (name, topology)
+    assert "cannot learn" in topologies.fit_error("seq2seq", "vector", "label", source="tfds")
+    assert "cannot map vector -> label" in topologies.fit_error("seq2seq", "vector", "label")

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from models.spec import TOPOLOGIES
 from pipeline.config import ConfigError, DataConfig
 
 from . import bundled, sources
@@ -38,16 +39,6 @@ from .sources import DataSourceError
 
 Example = tuple[Any, ...]  # (x, y) or (x, y, meta): meta (e.g. a series' id, a time) rides along to raw rows
 Make = Callable[[list[dict[str, Any]], DataConfig], list[Example]]
-
-# Which (x kind, y kind) pairs each topology can learn.
-FITS = {
-    "one_to_one": {("vector", "label")},
-    "one_to_many": {("category", "tokens"), ("category", "series"), ("vector", "tokens"), ("vector", "series")},
-    "many_to_one": {("tokens", "label"), ("series", "label"), ("series", "series")},
-    "many_to_many": {("tokens", "labels"), ("series", "labels"), ("tokens", "tokens"), ("series", "series")},
-    "seq2seq": {("tokens", "tokens"), ("series", "series"), ("tokens", "series"), ("series", "tokens")},
-}
-
 
 @dataclass(frozen=True)
 class Task:
@@ -330,7 +321,7 @@ SOURCES: dict[str, Source] = {
                    bundled=False, needs=("path",)),
     "tfds": Source(
         load=_load_tfds,
-        tasks={t: Task({}, {}, XY, _tfds_kinds) for t in FITS},
+        tasks={t: Task({}, {}, XY, _tfds_kinds) for t in TOPOLOGIES},
         bundled=False,
         needs=("name",),
     ),
@@ -383,11 +374,11 @@ def resolve_kinds(task: Task, loaded: Loaded, data: DataConfig, topology: str) -
         x["tokenize"] = data.tokenize
     if y.get("tokenize") == "config":
         y["tokenize"] = data.tokenize if y.get("language_model") else sources.target_tokenize(data)
-    if (x["kind"], y["kind"]) not in FITS[topology]:
-        raise DataSourceError(
-            f"data.source={data.source!r} gives {x['kind']} -> {y['kind']} examples, which "
-            f"model.topology={topology!r} cannot learn; it takes: "
-            f"{', '.join(f'{a} -> {b}' for a, b in sorted(FITS[topology]))}.")
+    from models.topologies import fit_error  # the one compatibility table (models.topologies.FITS)
+
+    problem = fit_error(topology, x["kind"], y["kind"], source=data.source)
+    if problem:
+        raise DataSourceError(problem)
     return x, y
 
 
