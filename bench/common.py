@@ -178,7 +178,7 @@ def scratch_main(argv: list[str] | None, doc: str, prefix: str, measure: Any) ->
 
 def load_config(path: str | Path, workdir: Path, overrides: dict[str, Any] | None = None) -> Any:
     """A validated Config from `path` living under `workdir`, with MLflow tracking off."""
-    from pipeline import config as cfgmod
+    from components import config as cfgmod
 
     path = Path(path)
     if not path.is_absolute() and not path.exists():

@@ -27,8 +27,8 @@ OUT = Path(__file__).resolve().parent / "configs.json"
 
 def run_config(path: Path, cell: str | None, store: Path, quick: bool) -> dict[str, Any]:
     """One pipeline run; returns the row for the table."""
+    from components import config as cfgmod
     from components import metrics
-    from pipeline import config as cfgmod
     from pipeline import runner
 
     sets = [f"runs_dir={store / 'runs'}", f"export.dir={store / 'exports'}",

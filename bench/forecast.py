@@ -79,7 +79,7 @@ def panel(quick: bool = False) -> list[Series]:
 
 
 def config(series: Series, path: Path, cell: str, origins: int, root: Path, epochs: int) -> Any:
-    from pipeline import config as cfgmod
+    from components import config as cfgmod
 
     season, horizon, window = SHAPES[series.frequency]
     return cfgmod.from_dict({

@@ -41,8 +41,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from components.config import Config, DataConfig, EvaluateConfig, ExportConfig, ModelConfig, TrainConfig, to_plain
 from components.preprocessing import Codec, load_split
-from pipeline.config import Config, DataConfig, EvaluateConfig, ExportConfig, ModelConfig, TrainConfig, to_plain
 
 INPUT_NAME = "inputs"
 CANARIES = 8

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from components import faults
-from pipeline.config import ExportConfig
+from components.config import ExportConfig
 
 
 class InfraValidationError(RuntimeError):

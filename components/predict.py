@@ -43,7 +43,7 @@ def data_description(data: Any, topology: str, io: dict[str, Any], quantiles: tu
                      state: dict[str, Any]) -> dict[str, Any]:
     """What `rnnpipe predict` needs to read files as training did (stored in the SavedModel): the
     data settings, topology, io kinds, quantile levels and the input / target columns in order."""
-    from pipeline.config import to_plain
+    from components.config import to_plain
 
     return {"data": to_plain(data), "topology": topology, "io": io, "quantiles": list(quantiles),
             "columns": {side: list(state[side].get("columns") or []) for side in ("x", "y")}}
@@ -51,8 +51,8 @@ def data_description(data: Any, topology: str, io: dict[str, Any], quantiles: tu
 
 def resolve(target: str) -> tuple[Path, dict[str, Any]]:
     """EXPORT_OR_CONFIG -> (SavedModel folder, its data description)."""
+    from components import config as cfgmod
     from components.push import version_number
-    from pipeline import config as cfgmod
 
     path = Path(target)
     if not path.exists():
@@ -81,14 +81,14 @@ def resolve(target: str) -> tuple[Path, dict[str, Any]]:
                            f"exported before `rnnpipe predict` existed); export it again.")
     info = json.loads(described.read_text())
     if override is not None:
-        from pipeline.config import to_plain
+        from components.config import to_plain
 
         info["data"] = to_plain(override)
     return path, info
 
 
 def _data_config(info: dict[str, Any], input_path: Path) -> Any:
-    from pipeline.config import DataConfig, from_dict
+    from components.config import DataConfig, from_dict
 
     data = from_dict({"name": "predict", "data": info["data"]}).data
     assert isinstance(data, DataConfig)

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from components.config import ConfigError, DataConfig
 from components.ingestion import read_examples, read_spec
 from components.validation import tokens_of
-from pipeline.config import ConfigError, DataConfig
 
 PAD, UNK, START, END = "", "[UNK]", "<s>", "</s>"
 SPLITS = ("train", "validation", "test")

@@ -30,7 +30,7 @@ from typing import Any
 
 from components import faults
 from components.artifacts import fsync_dir
-from pipeline.config import ExportConfig
+from components.config import ExportConfig
 
 PUBLISHED_FILE = "rnnpipe.json"  # in each published version: which model it holds
 HIGH_WATER = ".rnnpipe-last-version"

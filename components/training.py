@@ -20,8 +20,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from components import faults
+from components.config import ModelConfig, TrainConfig
 from components.preprocessing import load_split
-from pipeline.config import ModelConfig, TrainConfig
 
 
 class TrainingDiverged(RuntimeError):

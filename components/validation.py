@@ -22,8 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from components.config import DataConfig
 from components.ingestion import read_examples, read_spec
-from pipeline.config import DataConfig
 
 SEQUENCE_KINDS = ("tokens", "series", "labels")
 SPLITS = ("train", "validation", "test")

@@ -1,7 +1,7 @@
 """The model zoo's own spec: `ModelConfig` (the `model:` section of a pipeline config) and `ConfigError`.
 
 `models/` reads only this (and imports nothing from `pipeline/` or `components/`);
-`pipeline.config` re-exports both, so `from pipeline.config import ModelConfig, ConfigError` keeps
+`components.config` re-exports both, so `from components.config import ModelConfig, ConfigError` keeps
 working and a bad model setting is the same one-line exit-2 config error as any other. A field's
 allowed values or range live in its metadata (`choice`, `bounded`), which the pipeline's generic
 validator reads; `cell` is checked by `models.cells` (a built-in name or `module:Class`).

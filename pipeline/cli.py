@@ -17,7 +17,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 # a remote tracking store that does not answer fails in seconds, not after MLflow's default
-# 7 retries with exponential back-off (about 4 minutes); config.check_places tests it first
+# 7 retries with exponential back-off (about 4 minutes); preflight.check_places tests it first
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
@@ -28,7 +28,7 @@ EXIT_FAILED = 1
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types whose message is the whole story for a user."""
-    from pipeline.config import ConfigError
+    from components.config import ConfigError
     from pipeline.runner import PipelineError
 
     errors: list[type[BaseException]] = [ConfigError, PipelineError, FileNotFoundError]
@@ -46,7 +46,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline import config as cfgmod
+    from components import config as cfgmod
     from pipeline import runner
 
     config = cfgmod.load(args.config, args.set)
@@ -84,7 +84,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from pipeline import config as cfgmod
+    from components import config as cfgmod
     from pipeline import runner
 
     config = cfgmod.load(args.config, args.set)
@@ -98,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
 
     from components import serving
-    from pipeline.config import ConfigError
+    from components.config import ConfigError
 
     for flag in ("max_request_bytes", "max_rows", "max_elements", "max_string_bytes", "max_generate_tokens",
                  "max_connections"):
@@ -117,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from pipeline.config import TrackingConfig
+    from components.config import TrackingConfig
 
     uri = args.backend_store_uri or os.environ.get("MLFLOW_TRACKING_URI") or TrackingConfig().uri
     if uri.startswith(("http://", "https://")):
@@ -142,11 +142,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from pipeline import config as cfgmod
+    from components import config as cfgmod
     from pipeline.compare import sweep_command
+    from pipeline.preflight import check_places
 
     # writable folders and a reachable store before the sweep's parent MLflow run exists
-    cfgmod.check_places(cfgmod.load(args.config, args.set), os.environ.get("MLFLOW_TRACKING_URI"))
+    check_places(cfgmod.load(args.config, args.set), os.environ.get("MLFLOW_TRACKING_URI"))
     _quiet_libraries()
     return sweep_command(args.config, args.set, args.grid, args.random, args.seed, args.metric, args.goal,
                          args.to_stage)
@@ -327,7 +328,7 @@ def _main(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         if os.environ.get("RNNPIPE_DEBUG") or not isinstance(exc, _user_errors()):
             raise
-        from pipeline.config import ConfigError
+        from components.config import ConfigError
 
         kind = "config error" if isinstance(exc, ConfigError) else "error"
         print(f"rnnpipe: {kind}: {exc}", file=sys.stderr)

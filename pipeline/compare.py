@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from pipeline.config import Config, ConfigError, SweepConfig, with_overrides
+from components.config import Config, ConfigError, SweepConfig, with_overrides
 
 # Tags and params `rnnpipe runs` shows for every run (column -> where to look).
 KEY_COLUMNS = {"topology": "model.topology", "cell": "model.cell", "units": "model.units",
@@ -293,7 +293,7 @@ def _run_trial(trial: Trial, config: Config, to_stage: str | None, log: Callable
 def sweep_command(config_path: str, sets: Sequence[str], grid_items: Sequence[str], budget: int | None,
                   seed: int | None, metric: str | None, goal: str | None, to_stage: str | None) -> int:
     """`rnnpipe sweep`: run, print the ranked table and how to export the best; exit 1 if a trial failed."""
-    from pipeline import config as cfgmod
+    from components import config as cfgmod
 
     config = cfgmod.load(config_path, list(sets))
     sweep = resolve(config, parse_grid(grid_items), budget, seed, metric, goal)

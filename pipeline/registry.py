@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from components import faults
-from pipeline.config import Config
+from components.config import Config
 from pipeline.tracking import ENV_URI, _requirements, _store_lock, tracking_uri
 
 CHAMPION = "champion"

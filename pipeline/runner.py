@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from components import artifacts
 from components.artifacts import Artifact
-from pipeline.config import Config, ConfigError, to_plain
+from components.config import Config, ConfigError, to_plain
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def check(config: Config) -> None:
     kinds = ingestion.declared_kinds(config.data, config.model.topology)
     if kinds:  # e.g. a bidirectional language model fails here, not at the train stage
         build.check_io(config.model, kinds)
-    from pipeline.config import check_places
+    from pipeline.preflight import check_places
     from pipeline.tracking import ENV_URI
 
     check_places(config, os.environ.get(ENV_URI))  # writable folders, a reachable store
@@ -207,7 +207,7 @@ def _as_worker(config: Config, last: int) -> tuple[Config, int]:
     Only the chief logs to MLflow, evaluates and exports.
     """
     from components import cluster
-    from pipeline.config import with_overrides
+    from components.config import with_overrides
 
     cluster.strategy("multi_worker")
     if cluster.is_chief():

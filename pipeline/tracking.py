@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from components import artifacts
-from pipeline.config import Config, dump_yaml
+from components.config import Config, dump_yaml
 
 PLOT_DIR = "plots"
 SAMPLES_FILE = "samples.npz"  # the evaluation's per-example results (pipeline/registry.py reads them back)
@@ -68,7 +68,7 @@ def check_store(uri: str) -> None:
     """
     import sqlite3
 
-    from pipeline.config import ConfigError
+    from components.config import ConfigError
 
     if not _is_local_sqlite(uri):
         return
@@ -455,7 +455,7 @@ class RunRecord:
 
 def store_uri(explicit: str | None = None) -> str:
     """The store to read: an explicit URI, else MLFLOW_TRACKING_URI, else the project's SQLite store."""
-    from pipeline.config import ConfigError, TrackingConfig
+    from components.config import ConfigError, TrackingConfig
 
     uri = explicit or os.environ.get(ENV_URI) or TrackingConfig().uri
     check_store(uri)
@@ -482,7 +482,7 @@ def search_runs(uri: str, experiment: str | None = None, metric: str | None = No
     if experiment is not None:
         ids = [i for i, name in experiments.items() if experiment in (i, name)]
         if not ids:
-            from pipeline.config import ConfigError
+            from components.config import ConfigError
 
             raise ConfigError(f"no experiment '{experiment}' in {uri}; experiments: "
                               f"{', '.join(sorted(experiments.values())) or '(none)'}.")
@@ -499,7 +499,7 @@ def find_run(uri: str, ref: str) -> RunRecord:
     """A run by full id, unique id prefix or run name."""
     import mlflow
 
-    from pipeline.config import ConfigError
+    from components.config import ConfigError
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiments = experiment_names(uri)

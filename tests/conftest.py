@@ -30,7 +30,7 @@ def make_config(tmp_path: Path) -> Callable[..., Any]:
     """make_config(name_or_dict, **dotted_overrides) -> validated Config living in tmp_path."""
     import yaml
 
-    from pipeline import config as cfgmod
+    from components import config as cfgmod
 
     def make(base: str | dict[str, Any] = "names_gender_lstm", **overrides: Any) -> Any:
         raw = yaml.safe_load((CONFIGS / f"{base}.yaml").read_text()) if isinstance(base, str) else base
@@ -58,7 +58,7 @@ def names_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """
     import yaml
 
-    from pipeline import config as cfgmod
+    from components import config as cfgmod
     from pipeline import runner
 
     tmp = tmp_path_factory.mktemp("names_run")

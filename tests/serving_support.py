@@ -83,8 +83,8 @@ def blessed_names_run(names_run: Any, tmp_path_factory: Any) -> tuple[Any, Any]:
     """(config, result) of the session's names pipeline, blessed (compare_to none), exported into
     its own folder, infra-validated and registered as `champion`; upstream stages are cached."""
     if "blessed" not in _CACHE:
+        from components.config import with_overrides
         from pipeline import runner
-        from pipeline.config import with_overrides
 
         config, _ = names_run
         exports = tmp_path_factory.mktemp("blessed_exports")

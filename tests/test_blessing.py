@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from components.config import EvaluateConfig, with_overrides
 from components.evaluation import bless
 from pipeline import runner
-from pipeline.config import EvaluateConfig, with_overrides
 from tests.serving_support import blessed_names_run
 
 QUIET = {"log": lambda _: None}

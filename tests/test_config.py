@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from components import config as cfgmod
+from components.config import ConfigError
 from pipeline import cli
-from pipeline import config as cfgmod
-from pipeline.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = """\

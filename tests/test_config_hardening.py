@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from components import config as cfgmod
 from pipeline import cli
-from pipeline import config as cfgmod
 
 BASE = """\
 name: t

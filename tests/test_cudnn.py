@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from pipeline.config import ConfigError, ModelConfig, TrainConfig
+from components.config import ConfigError, ModelConfig, TrainConfig
 
 keras = pytest.importorskip("keras")
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.config import ModelConfig
+from components.config import ModelConfig
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")

@@ -21,7 +21,7 @@ import numpy as np, tensorflow as tf, yaml
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
-from pipeline import config as cfgmod, runner
+from components import config as cfgmod, runner
 raw, out = json.loads(sys.argv[1]), {}
 for name, dist, batch in (("mirrored", "mirrored", 8), ("single", "none", 16)):
     cfg = cfgmod.with_overrides(cfgmod.from_dict(raw), {"train.distribution": dist, "train.batch_size": batch,
@@ -35,7 +35,7 @@ print("RESULT " + json.dumps(out))
 
 
 def names_raw(tmp_path: Path, **overrides: object) -> dict:
-    from pipeline.config import apply_override
+    from components.config import apply_override
 
     raw = isolated(yaml.safe_load((CONFIGS / "names_gender_lstm.yaml").read_text()), tmp_path)
     fixed = tiny(export__infra_validate="false", model__dropout=0.0, model__bidirectional="false",

@@ -12,7 +12,7 @@ import pytest
 
 from components import evaluation as ev
 from components.artifacts import Artifact
-from pipeline.config import EvaluateConfig, ModelConfig
+from components.config import EvaluateConfig, ModelConfig
 
 
 def test_classification_metrics_golden() -> None:

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from components import export, push
+from components.config import ModelConfig, with_overrides
 from components.preprocessing import END, START, Codec, io_spec
 from pipeline import runner
-from pipeline.config import ModelConfig, with_overrides
 from tests.serving_support import blessed_names_run
 
 

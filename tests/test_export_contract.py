@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from components import export
+from components.config import ModelConfig
 from components.preprocessing import END, START, Codec, io_spec
-from pipeline.config import ModelConfig
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")

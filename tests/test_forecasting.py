@@ -15,8 +15,8 @@ import pytest
 
 from components import evaluation as ev
 from components import preprocessing
+from components.config import ConfigError, EvaluateConfig, ModelConfig
 from components.preprocessing import Codec
-from pipeline.config import ConfigError, EvaluateConfig, ModelConfig
 from tests.test_preprocessing import preprocess
 
 
@@ -308,8 +308,8 @@ def test_pinball_loss_golden_and_quantile_metrics() -> None:
 @pytest.mark.parametrize(("quantiles", "message"), [
     ([0.1, 0.9], "include 0.5"), ([0.9, 0.5, 0.1], "increasing"), ([0.5, 1.0], "between 0 and 1")])
 def test_quantile_levels_are_checked_before_any_work(quantiles: list[float], message: str) -> None:
+    from components.config import TrainConfig
     from models.build import check
-    from pipeline.config import TrainConfig
 
     with pytest.raises(ConfigError, match=message):
         check(ModelConfig(topology="seq2seq", quantiles=tuple(quantiles)), TrainConfig())
@@ -372,7 +372,7 @@ def test_predict_runs_every_topology_over_a_file(make_config, tmp_path: Path, ba
     source = tmp_path / "inputs.jsonl"
     source.write_text("".join(json.dumps({"x": x}) + "\n" for x in inputs) + "{not json\n")
     yaml_path = tmp_path / "config.yaml"
-    from pipeline.config import dump_yaml
+    from components.config import dump_yaml
 
     yaml_path.write_text(dump_yaml(config))
     out = tmp_path / "out.jsonl"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from components import ingestion
+from components.config import DataConfig
 from components.ingestion import bundled
-from pipeline.config import DataConfig
 from tests.test_sources import ingest
 
 

@@ -52,7 +52,7 @@ def _need_browser() -> None:
 def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Two tiny names -> gender runs, LSTM and GRU, 2 epochs each (so val_loss has a curve)."""
     _need_browser()
-    from pipeline import config as cfgmod
+    from components import config as cfgmod
     from pipeline import runner
 
     tmp = tmp_path_factory.mktemp("ui_store")

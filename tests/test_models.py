@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.config import CELLS, TOPOLOGIES, ConfigError, ModelConfig, TrainConfig
+from components.config import CELLS, TOPOLOGIES, ConfigError, ModelConfig, TrainConfig
 
 keras = pytest.importorskip("keras")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from components.config import ConfigError, with_overrides
 from pipeline import runner
-from pipeline.config import ConfigError, with_overrides
 from tests.conftest import tiny
 
 QUIET = {"log": lambda _: None}

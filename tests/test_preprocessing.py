@@ -11,8 +11,8 @@ import pytest
 
 from components import preprocessing
 from components.artifacts import Artifact
+from components.config import ConfigError, DataConfig
 from components.preprocessing import Codec
-from pipeline.config import ConfigError, DataConfig
 from tests.test_validation import Ctx, fake_ingest
 
 

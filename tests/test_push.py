@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from components import faults
+from components.config import ConfigError, from_dict, with_overrides
 from pipeline import runner
-from pipeline.config import ConfigError, from_dict, with_overrides
 from tests.test_reliability import cli, write_config
 
 QUIET = {"log": lambda _: None}

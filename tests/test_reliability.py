@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.config import from_dict
 from pipeline import runner
-from pipeline.config import from_dict
 from tests.conftest import CONFIGS, ROOT, isolated, tiny
 
 QUIET = {"log": lambda _: None}
@@ -20,7 +20,7 @@ QUIET = {"log": lambda _: None}
 
 def write_config(tmp_path: Path, **overrides: object) -> Path:
     """The names config isolated in tmp_path, with dotted overrides, written as YAML."""
-    from pipeline.config import apply_override
+    from components.config import apply_override
 
     raw = isolated(yaml.safe_load((CONFIGS / "names_gender_lstm.yaml").read_text()), tmp_path)
     for key, value in overrides.items():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from components.config import ConfigError
 from pipeline import runner
-from pipeline.config import ConfigError
 from tests.conftest import ROOT, tiny
 
 QUIET = {"log": lambda _: None}

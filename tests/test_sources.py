@@ -10,8 +10,8 @@ import pytest
 
 from components import ingestion, validation
 from components.artifacts import Artifact
+from components.config import ConfigError, DataConfig
 from components.ingestion.sources import DataSourceError
-from pipeline.config import ConfigError, DataConfig
 from tests.test_validation import Ctx
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.config import ConfigError, SweepConfig, from_dict
 from pipeline import compare
-from pipeline.config import ConfigError, SweepConfig, from_dict
 from tests.conftest import CONFIGS, isolated, tiny
 
 
@@ -75,7 +75,7 @@ def test_direction_and_ranking() -> None:
 
 
 def _raw(tmp_path: Path, **extra: str) -> dict:
-    from pipeline import config as cfgmod
+    from components import config as cfgmod
 
     raw = isolated(yaml.safe_load((CONFIGS / "names_gender_lstm.yaml").read_text()), tmp_path)
     for key, value in tiny(**extra).items():

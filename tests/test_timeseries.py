@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from components import config as cfgmod
 from components import ingestion, preprocessing, validation
+from components.config import ConfigError, DataConfig
 from components.ingestion.sources import DataSourceError
 from components.training import read_epoch_log
-from pipeline import config as cfgmod
-from pipeline.config import ConfigError, DataConfig
 from tests.test_sources import bad_rows, ingest, write
 from tests.test_validation import Ctx
 
@@ -349,9 +349,9 @@ def test_forecasts_are_named_per_target_and_scalar_for_one_step(tmp_path: Path, 
     import tensorflow as tf
 
     from components import export
+    from components.config import ModelConfig
     from components.preprocessing import Codec, io_spec
     from models.build import build_model
-    from pipeline.config import ModelConfig
 
     state = {"topology": topology,
              "x": {"kind": "series", "columns": ["temp (F)", "wind"], "mean": [5.0, 1.0], "variance": [9.0, 4.0],

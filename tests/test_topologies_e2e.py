@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from components.config import CELLS
 from pipeline import runner
-from pipeline.config import CELLS
 from tests.conftest import CONFIGS, tiny
 
 NAMES = sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "names_gender_lstm")

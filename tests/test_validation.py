@@ -10,8 +10,8 @@ import pytest
 
 from components import validation
 from components.artifacts import Artifact
+from components.config import DataConfig
 from components.validation import DataValidationError
-from pipeline.config import DataConfig
 
 
 class Ctx:

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from components.config import EvaluateConfig, ModelConfig
 from components.evaluation.common import _predict, _raw, _short, _state, accuracy_by_position
 from components.metrics import Sample, mean_sample
 from components.preprocessing import load_split
-from pipeline.config import EvaluateConfig, ModelConfig
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from components import metrics as registry
+from components.config import EvaluateConfig, ModelConfig
 from components.evaluation.common import _predict, _raw, _short, _state
 from components.evaluation.forecast_tables import (
     _backtest,
@@ -27,7 +28,6 @@ from components.evaluation.series_metrics import (
 )
 from components.metrics import Sample
 from components.preprocessing import Codec, load_split
-from pipeline.config import EvaluateConfig, ModelConfig
 
 
 def _select(samples: dict[str, Sample], idx: np.ndarray) -> dict[str, Sample]:

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from components import metrics as registry
+from components.config import EvaluateConfig
 from components.preprocessing import load_split
-from pipeline.config import EvaluateConfig
 
 
 def data_digest(preprocess: Any, split: str = "test") -> str:

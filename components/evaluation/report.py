@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from components import metrics as registry
-from pipeline.config import EvaluateConfig
+from components.config import EvaluateConfig
 
 
 def _report(result: dict[str, Any], judged: dict[str, Any], cfg: EvaluateConfig) -> str:

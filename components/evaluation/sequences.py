@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from components.config import EvaluateConfig, ModelConfig
 from components.evaluation.common import BATCH, _predict, _raw, _short, _state, _vocabulary, accuracy_by_position
 from components.metrics import Sample, mean_sample
 from components.preprocessing import END, PAD, START, Codec, load_split
-from pipeline.config import EvaluateConfig, ModelConfig
 
 
 def next_token_metrics(probs: np.ndarray, y: np.ndarray, train_y: np.ndarray, prefix: str = "") -> dict[str, Any]:

@@ -44,13 +44,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from components import metrics as registry
+from components.config import EvaluateConfig, ModelConfig
 from components.evaluation.classification import evaluate_classification, evaluate_tagging
 from components.evaluation.common import _write_rows
 from components.evaluation.forecast import evaluate_forecast
 from components.evaluation.gate import bless, data_digest, strongest_baselines
 from components.evaluation.report import _report
 from components.evaluation.sequences import evaluate_tokens
-from pipeline.config import EvaluateConfig, ModelConfig
 
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "label": evaluate_classification,

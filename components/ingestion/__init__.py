@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from components.config import ConfigError, DataConfig
 from models.spec import TOPOLOGIES
-from pipeline.config import ConfigError, DataConfig
 
 from . import bundled, sources
 from .sources import DataSourceError

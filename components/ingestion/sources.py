@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from pipeline.config import DataConfig
+from components.config import DataConfig
 
 from . import timeseries
 from .bundled import SPLITS, hash_split, time_split

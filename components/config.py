@@ -1,4 +1,7 @@
-"""Pipeline configuration: YAML -> frozen dataclasses, `--set` overrides, validation.
+"""The pipeline's configuration schema: YAML -> frozen dataclasses, `--set` overrides, validation.
+
+It lives in components/ because every stage reads its own section (as a TFX component reads its spec);
+`pipeline/` loads it, and `pipeline/preflight.py` checks the places a run writes to before any work.
 
 Every section is a frozen dataclass; a field's allowed values or range live in its metadata,
 so one generic validator checks them all and every error names the field, the value and what
@@ -11,9 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import os
 import re
-import socket
 import types
 import typing
 import urllib.parse
@@ -33,8 +34,6 @@ SLUG = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")  # `name` becomes fold
 MAX_PARAMETERS = 1 << 28  # 268M weights (~1 GB float32, ~4 GB with Adam's slots): larger cannot train here
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks",
                     "databricks-uc", "uc")
-STORE_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
-REACH_TIMEOUT = 5.0  # seconds to reach a remote tracking store before giving up with a clear message
 
 
 def slug(default: str) -> Any:
@@ -458,60 +457,3 @@ def check_tracking_uri(uri: str, key: str) -> None:
         raise ConfigError(f"{key}={_short(redact_uri(uri))} has an unsupported scheme '{match.group(1)}:'. "
                           f"Allowed: a path or {', '.join(s + ':' for s in TRACKING_SCHEMES)} "
                           f"(e.g. sqlite:///mlruns/mlflow.db or http://127.0.0.1:5000).")
-
-
-def reach_tracking_store(uri: str, key: str = "tracking.uri", timeout: float = REACH_TIMEOUT) -> None:
-    """A remote store (http, databases) must answer a TCP connection within `timeout` s."""
-    check_tracking_uri(uri, key)
-    try:
-        parts = urllib.parse.urlsplit(uri)
-        host, port = parts.hostname, parts.port or STORE_PORTS.get(parts.scheme.split("+")[0].lower())
-    except ValueError as exc:
-        raise ConfigError(f"{key}={_short(redact_uri(uri))} is not a valid URI: {exc}.") from None
-    if not host or not port:
-        return
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        if isinstance(exc, socket.timeout):
-            reason = f"no answer within {timeout:g} s"
-        else:
-            reason = exc.strerror or type(exc).__name__
-        raise ConfigError(f"{key}={redact_uri(uri)}: the tracking store at {host}:{port} cannot be reached "
-                          f"({reason}). Start it, fix the URI (MLFLOW_TRACKING_URI wins over tracking.uri), "
-                          f"or set tracking.enabled=false.") from None
-
-
-def _writable_dir(path: str | Path, key: str) -> None:
-    """`path` is a folder we can write, or can be created: its nearest existing ancestor is a
-    writable folder (nothing is created here)."""
-    path = Path(path)
-    if path.exists():
-        if not path.is_dir():
-            raise ConfigError(f"{key}={_short(str(path))} is not a folder (a file is in the way).")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise ConfigError(f"{key}={_short(str(path))} is not writable.")
-        return
-    parent = path.absolute().parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"{key}={_short(str(path))} cannot be created: {parent} is not a folder.")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}={_short(str(path))} cannot be created: {parent} is not writable.")
-
-
-def check_places(config: Config, tracking_uri: str | None = None) -> None:
-    """Before any work: the folders the run writes to are writable, the tracking store is reachable."""
-    _writable_dir(config.runs_dir, "runs_dir")
-    _writable_dir(config.export.dir, "export.dir")
-    if not config.tracking.enabled:
-        return
-    uri = tracking_uri or config.tracking.uri
-    key = "MLFLOW_TRACKING_URI" if tracking_uri and tracking_uri != config.tracking.uri else "tracking.uri"
-    if uri.startswith("sqlite:///"):
-        _writable_dir(Path(uri[len("sqlite:///"):]).parent, key)
-    if "://" not in config.tracking.artifact_location:
-        _writable_dir(config.tracking.artifact_location, "tracking.artifact_location")
-    reach_tracking_store(uri, key)
