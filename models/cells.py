@@ -83,7 +83,8 @@ class CellSpec:
         """The cell in layer names (`encoder_<key>_1`): the name, or the custom class's name in snake case."""
         if isinstance(self.cell, str) and self.layer is not None:
             return self.name
-        return re.sub(r"[^0-9a-z]+", "_", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", self.cell.__name__).lower())
+        words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", self.cell.__name__)
+        return re.sub(r"[^0-9a-z]+", "_", words.lower())
 
     @property
     def custom(self) -> bool:

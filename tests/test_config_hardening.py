@@ -52,6 +52,8 @@ BAD = {
     "batch too large": (BASE, ["train.batch_size=10000000"], ["train.batch_size", "out of range"]),
     "bogus tracking scheme": (BASE, ["tracking.uri=bogus://x"], ["tracking.uri", "unsupported scheme 'bogus:'"]),
     "huge value in a message": (BASE, ["model.cell=" + "x" * 5000], ["model.cell", "..."]),
+    "custom cell not importable": (BASE, ["model.cell=no_such_module:Cell"], ["model.cell", "cannot be imported"]),
+    "custom cell not a cell": (BASE, ["model.cell=tests.custom_cells:NotACell"], ["model.cell", "state_size"]),
 }
 
 
