@@ -346,34 +346,10 @@ def beam_generate(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[..., d
 
 
 def continue_text(model: Any, codec: Codec, encoded: Any, steps: Any, temperature: Any) -> Any:
-    """A language model continues each prompt by `steps` tokens (greedy when temperature <= 0).
+    """A language model continues each prompt by `steps` tokens (`models.decoding.continue_ids`), as strings [B]."""
+    from models.decoding import continue_ids
 
-    The causal model reruns on the growing sequence; each new token goes right after the
-    row's last real token. Returns the continuations as strings [B].
-    """
-    import tensorflow as tf
-
-    temperature = tf.convert_to_tensor(temperature, tf.float32)
-    batch = tf.shape(encoded)[0]
-    lengths = tf.maximum(tf.reduce_sum(tf.cast(encoded != 0, tf.int32), axis=1), 1)
-    seq = tf.concat([encoded, tf.zeros([batch, steps], encoded.dtype)], axis=1)
-    rows = tf.range(batch)
-
-    def body(i: Any, seq: Any, lengths: Any, out: Any) -> tuple:
-        probs = model(seq[:, : tf.reduce_max(lengths)], training=False)
-        logits = tf.math.log(tf.maximum(tf.gather(probs, lengths - 1, batch_dims=1), 1e-30))
-        logits = tf.concat([tf.fill([batch, 2], -1e9), logits[:, 2:]], axis=1)  # never padding/unknown
-        sampled = tf.random.categorical(logits / tf.maximum(temperature, 1e-6), 1, dtype=tf.int32)[:, 0]
-        token = tf.cond(temperature > 0, lambda: sampled, lambda: tf.argmax(logits, -1, output_type=tf.int32))
-        seq = tf.tensor_scatter_nd_update(seq, tf.stack([rows, lengths], 1), tf.cast(token, seq.dtype))
-        return i + 1, seq, lengths + 1, out.write(i, token)
-
-    out = tf.TensorArray(tf.int32, size=steps)
-    _, _, _, out = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), seq, lengths, out),
-                                 shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None]),
-                                                   tf.TensorShape([None]), tf.TensorShape(None)))
-    ids = tf.transpose(out.stack())
-    return codec.join_tokens(tf.reshape(ids, [batch, -1]))
+    return codec.join_tokens(continue_ids(model, encoded, steps, temperature))
 
 
 def lm_generate(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[..., dict[str, Any]]:

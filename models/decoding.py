@@ -22,6 +22,10 @@ Decoding reuses the trained layers: `topologies.generation_models` rebuilds the 
 one-step decoder around them. Numeric series outputs are not decoded step by step (their decoder
 is not autoregressive): `model(x)` is the forecast.
 
+Language models (many_to_many, next-token) are not decoded here but continued: `continue_ids(model,
+encoded, steps, temperature)` reruns the causal model on the growing prompt, sampling each next id
+(the export's LM `generate` signature and the evaluator's samples run it).
+
 The search itself (`greedy`, `beam_search`) only needs a step function
 `step(tokens [N] int32, states: dict, constants: dict) -> (log_probs [N, V], new states, attention
 [N, T], T = `attention_width`, 0 without attention)`; `constants` (memory...) never change and are
@@ -158,3 +162,37 @@ def beam_search(step: Callable[..., Any], states: dict[str, Any], constants: dic
     best = tf.argmax(scores, axis=1, output_type=tf.int32)
     return {"ids": tf.gather(ids, best, batch_dims=1), "scores": tf.gather(scores, best, batch_dims=1),
             "attention": tf.gather(att, best, batch_dims=1)}
+
+
+def continue_ids(model: Any, encoded: Any, steps: Any, temperature: Any) -> Any:
+    """A language model (many_to_many, next-token) continues each encoded prompt [B, T] by `steps`
+    token ids [B, steps] (sampled at `temperature`; greedy when temperature <= 0; never padding
+    or unknown, ids 0 and 1).
+
+    The causal model reruns on the growing sequence; each new token goes right after the row's
+    last real token. A `tf.while_loop`: the export's `generate` signature and the evaluator's
+    samples both run it.
+    """
+    import tensorflow as tf
+
+    temperature = tf.convert_to_tensor(temperature, tf.float32)
+    batch = tf.shape(encoded)[0]
+    lengths = tf.maximum(tf.reduce_sum(tf.cast(encoded != 0, tf.int32), axis=1), 1)
+    seq = tf.concat([encoded, tf.zeros([batch, steps], encoded.dtype)], axis=1)
+    rows = tf.range(batch)
+
+    def body(i: Any, seq: Any, lengths: Any, out: Any) -> tuple:
+        probs = model(seq[:, : tf.reduce_max(lengths)], training=False)
+        logits = tf.math.log(tf.maximum(tf.gather(probs, lengths - 1, batch_dims=1), 1e-30))
+        logits = tf.concat([tf.fill([batch, 2], -1e9), logits[:, 2:]], axis=1)  # never padding/unknown
+        sampled = tf.random.categorical(logits / tf.maximum(temperature, 1e-6), 1, dtype=tf.int32)[:, 0]
+        token = tf.cond(temperature > 0, lambda: sampled, lambda: tf.argmax(logits, -1, output_type=tf.int32))
+        seq = tf.tensor_scatter_nd_update(seq, tf.stack([rows, lengths], 1), tf.cast(token, seq.dtype))
+        return i + 1, seq, lengths + 1, out.write(i, token)
+
+    out = tf.TensorArray(tf.int32, size=steps)
+    _, _, _, out = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), seq, lengths, out),
+                                 shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None]),
+                                                   tf.TensorShape([None]), tf.TensorShape(None)))
+    ids = tf.transpose(out.stack())
+    return tf.reshape(ids, [batch, -1])

@@ -230,3 +230,22 @@ def test_generate_traces_into_a_saved_model_endpoint(tmp_path: Path) -> None:
     assert set(served) == {"ids", "scores", "attention"}
     for key in served:
         np.testing.assert_allclose(served[key].numpy(), eager[key].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_language_model_greedy_continuation_appends_after_the_last_real_token() -> None:
+    from models.decoding import continue_ids
+
+    cfg = ModelConfig(topology="many_to_many", units=6, embedding_dim=4)
+    model = build.build_model(cfg, io_of("tokens", "lm"))
+    prompts, _ = make_data("tokens", "lm", n=3)
+    ids = np.asarray(continue_ids(model, tf.constant(prompts), 3, 0.0))
+    assert ids.shape == (3, 3) and (ids >= 2).all()  # never padding (0) or unknown (1)
+    for row, prompt in zip(ids, prompts):
+        seq = [int(t) for t in prompt if t != 0]
+        for _ in range(3):  # greedy by hand: the most likely real token after the last one
+            probs = np.asarray(model(np.array([seq], "int32"), training=False))[0, -1]
+            seq.append(int(np.argmax(probs[2:]) + 2))
+        assert list(row) == seq[-3:]
+    tf.random.set_seed(0)
+    sampled = np.asarray(continue_ids(model, tf.constant(prompts), 5, 1.0))
+    assert sampled.shape == (3, 5) and (sampled >= 2).all()

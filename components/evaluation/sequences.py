@@ -61,13 +61,13 @@ def evaluate_language_model(model: Any, preprocess: Any, workdir: Path, cfg: Eva
 def sample_continuations(model: Any, preprocess: Any, prompts: np.ndarray, words: list[str], sep: str, seed: int,
                          steps: int = 40, temperatures: tuple[float, ...] = (0.5, 1.0)) -> list[tuple[str, float, str]]:
     """Temperature-sampled continuations of encoded prompts: the exported `generate` signature's own
-    loop (components/export.continue_text), so the report shows what the served model does."""
+    loop (models.decoding.continue_ids), so the report shows what the served model does."""
     import tensorflow as tf
 
-    from components.export import continue_text
+    from models.decoding import continue_ids
 
     codec = Codec.load(preprocess)
-    sample = tf.function(lambda p, t: continue_text(model, codec, p, steps, t))
+    sample = tf.function(lambda p, t: codec.join_tokens(continue_ids(model, p, steps, t)))
     tf.random.set_seed(seed)
     out = []
     for temperature in temperatures:
