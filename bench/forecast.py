@@ -9,6 +9,7 @@ origin). MASE's scale is the evaluation's: the in-sample seasonal-naive MAE on t
 
     pip install -e .[bench]        # pmdarima, statsmodels, statsforecast (bench only)
     python -m bench.forecast [--quick] [--cells gru,lstm] [--origins 6] [--out bench/forecast.json]
+                             [--scale window|global] [--series "co2 Mauna Loa,lynx"]
 
 Prints a Markdown table (the README's) and writes the rows as JSON.
 """
@@ -78,14 +79,15 @@ def panel(quick: bool = False) -> list[Series]:
     return out[::3] if quick else out
 
 
-def config(series: Series, path: Path, cell: str, origins: int, root: Path, epochs: int) -> Any:
+def config(series: Series, path: Path, cell: str, origins: int, root: Path, epochs: int,
+           scale: str = "window") -> Any:
     from components import config as cfgmod
 
     season, horizon, window = SHAPES[series.frequency]
     return cfgmod.from_dict({
         "name": f"bench_{series.name.replace(' ', '_')}_{cell}", "runs_dir": str(root / "runs"),
         "data": {"source": "csv", "path": str(path), "time_column": "date", "target_columns": ["value"],
-                 "feature_columns": [], "window": window, "horizon": horizon, "scale": "window",
+                 "feature_columns": [], "window": window, "horizon": horizon, "scale": scale,
                  "fill_missing": "interpolate", "max_fill": 5, "val_fraction": 0.1, "test_fraction": 0.25},
         "model": {"topology": "seq2seq", "cell": cell, "units": 32},
         "train": {"epochs": epochs, "batch_size": 32, "learning_rate": 0.003, "early_stopping_patience": 5},
@@ -139,13 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--origins", type=int, default=6)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--out", default="bench/forecast.json")
+    p.add_argument("--scale", default="window", choices=("window", "global"), help="data.scale of every run")
+    p.add_argument("--series", default="", help="comma-separated series names to run (default: the panel)")
     args = p.parse_args(argv)
     from pipeline import runner
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="rnnpipe-forecast-") as tmp:
         root = Path(tmp)
-        for series in panel(args.quick):
+        wanted = {n.strip() for n in args.series.split(",") if n.strip()}
+        for series in [s for s in panel(args.quick) if not wanted or s.name in wanted]:
             path = root / f"{series.name.replace(' ', '_')}.csv"
             path.write_text("date,value\n" + "".join(f"{t},{float(v)!r}\n" for t, v in zip(series.times, series.values)
                                                      if np.isfinite(v)))
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "length": len(series.values), "horizon": SHAPES[series.frequency][1]}
             for cell in args.cells.split(","):
                 started = time.time()
-                cfg = config(series, path, cell, args.origins, root, 5 if args.quick else args.epochs)
+                cfg = config(series, path, cell, args.origins, root, 5 if args.quick else args.epochs, args.scale)
                 result = runner.run(cfg, to_stage="evaluate", log=lambda _: None)
                 got = score(series, result, args.origins)
                 row[cell] = got.pop("model")
