@@ -67,6 +67,7 @@ class DataConfig:
     max_fill: int = bounded(3, 0)  # fill at most this many consecutive missing steps; longer runs stay gaps
     target_columns: tuple[str, ...] = ()
     feature_columns: tuple[str, ...] | None = None  # None: every other column (numeric); []: no features
+    future_columns: tuple[str, ...] = ()  # csv seq2seq: known ahead (calendar, price plans), fed to the decoder
     val_fraction: float = bounded(0.1, 0.0, 0.5)
     test_fraction: float = bounded(0.1, 0.0, 0.5)
     split_seed: int = bounded(42, 0, SEED_MAX)
@@ -91,6 +92,10 @@ class TrainConfig:
     steps_per_execution: int = bounded(1, 1)
 
 
+BACKTEST_KEYS = ("origins", "on")
+BACKTEST_ON = ("test", "validation", "both")  # evaluate.backtest.on: the periods the rolling origins cover
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     """Test metrics and the blessing gate."""
@@ -103,7 +108,8 @@ class EvaluateConfig:
     gate_metrics: tuple[str, ...] = ()  # metrics compared with the reference; () = the task's own
     beam_width: int | None = bounded(None, 1, 64)
     num_examples: int = bounded(8, 0, 1000)
-    backtest: dict[str, int] = field(default_factory=dict)  # forecasts: {origins: K} rolling origins over test
+    # forecasts: {origins: K, on: test | validation | both} rolling origins over that period (default test)
+    backtest: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from components.metrics import METRICS
@@ -124,9 +130,16 @@ class EvaluateConfig:
         for name in self.gate_metrics:
             known("evaluate.gate_metrics", name, gating, "gate metric")
         for key, value in self.backtest.items():
-            known(f"evaluate.backtest.{key}", key, ("origins",), "key")
-            if not 1 <= value <= 10_000:
-                raise ConfigError(f"evaluate.backtest.origins={value} must be between 1 and 10000.")
+            known(f"evaluate.backtest.{key}", key, BACKTEST_KEYS, "key")
+            if key == "origins" and (not isinstance(value, int) or isinstance(value, bool)
+                                     or not 1 <= value <= 10_000):
+                raise ConfigError(f"evaluate.backtest.origins={_short(value)} must be a whole number between 1 "
+                                  f"and 10000.")
+            if key == "on" and value not in BACKTEST_ON:
+                raise ConfigError(f"evaluate.backtest.on={_short(value)} is not allowed. Allowed: "
+                                  f"{', '.join(BACKTEST_ON)}.")
+        if self.backtest and "origins" not in self.backtest:
+            raise ConfigError("evaluate.backtest needs origins (e.g. {origins: 6}).")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ Signatures (preprocessing and decoding inside, so clients send and get raw value
   labels -> {"labels": string [B, T] ("" past the end of the input), "confidence": float [B, T]}
   tokens -> {"tokens": string [B]} generated greedily (seq2seq / one_to_many: the output
             sequence; language model: the continuation of the prompt)
-  series -> {"series": float [B, T, F]} in raw units (de-normalised)
+  series -> {"series": float [B, T, F]} in raw units (de-normalised); a seq2seq forecaster with
+            `data.future_columns` also takes `future` float [B, H, n] (those columns' values at the
+            horizon steps), one with `model.id_embedding_dim` also `series_id` string [B]
 - `generate`, for one_to_many / seq2seq token outputs (models/decoding.py): inputs +
   `max_length` (int32 scalar, 1..the model's maximum) + `beam_width` (int32 scalar, 1 = greedy,
   up to MAX_BEAM_WIDTH; one general beam search serves every width) -> {"tokens": string [B]
@@ -71,6 +73,36 @@ def input_signature(io_x: dict[str, Any], cfg: ModelConfig | None = None) -> Any
     return tf.TensorSpec([None, steps, io_x["features"]], tf.float32, name=INPUT_NAME)
 
 
+def extra_signature(codec: Codec, cfg: ModelConfig) -> list[Any]:
+    """The TensorSpecs of the named inputs beside `inputs` (in this order): `future` float32 [B, H, n]
+    (`data.future_columns`, seq2seq) and `series_id` string [B] (`model.id_embedding_dim`)."""
+    import tensorflow as tf
+
+    from components.preprocessing import io_spec
+    from models.topologies import FUTURE, extra_names
+
+    names = extra_names(cfg, io_spec(codec.state))
+    specs = []
+    if FUTURE in names:
+        f = codec.state["future"]
+        specs.append(tf.TensorSpec([None, f["length"], f["features"]], tf.float32, name=FUTURE))
+    if "series_id" in names:
+        specs.append(tf.TensorSpec([None], tf.string, name="series_id"))
+    return specs
+
+
+def check_future(raw: Any, codec: Codec) -> Any:
+    """The known future values [B, H, n]: finite numbers (InvalidArgumentError otherwise)."""
+    import tensorflow as tf
+
+    raw = tf.convert_to_tensor(raw, tf.float32)
+    ok = tf.reduce_all(tf.math.is_finite(raw))
+    why = (f"future: the known future values of {', '.join(codec.state['future']['columns'])} at each of the "
+           f"{codec.state['future']['length']} horizon steps must be finite numbers")
+    with tf.control_dependencies([tf.debugging.Assert(ok, [tf.constant(why)])]):
+        return tf.identity(raw)
+
+
 def input_contract(codec: Codec, cfg: ModelConfig) -> dict[str, Any]:
     """What the exported signatures accept, as JSON-ready data (written to CONTRACT_FILE).
 
@@ -95,10 +127,24 @@ def input_contract(codec: Codec, cfg: ModelConfig) -> dict[str, Any]:
     elif codec.y["kind"] == "tokens" and cfg.topology in GENERATIVE:
         contract["generate"] = {"max_beam_width": MAX_BEAM_WIDTH, "max_length": max_generate_length(codec, cfg),
                                 "default_length": default_length(codec, cfg)}
+    extra = {spec.name for spec in extra_signature(codec, cfg)}
+    future = list(codec.state["future"]["columns"]) if "future" in extra else []
     if x["kind"] == "series" and x.get("columns"):  # the input's last axis, in order (model card, /metadata)
         targets = set(codec.y.get("columns") or [])
-        contract["inputs"]["columns"] = [{"name": str(c), "role": "target" if c in targets else "feature",
+        contract["inputs"]["columns"] = [{"name": str(c), "role": "target" if c in targets else
+                                          "future" if c in future else "feature",
                                           "unit": (x.get("units") or {}).get(c, "")} for c in x["columns"]]
+    if future:  # the decoder's known future values (their past values are `inputs` columns too)
+        contract["future"] = {
+            "columns": [{"name": str(c), "unit": (x.get("units") or {}).get(c, "")} for c in future],
+            "steps": int(codec.state["future"]["length"]), "features": len(future),
+            "rule": "float [batch, steps, features]: the values of these columns at each forecast step (the steps "
+                    "after the input window), finite numbers, in this column order"}
+    if "series_id" in extra:
+        contract["series_id"] = {
+            "known": len(codec.state["series_id"]["vocabulary"]),
+            "rule": "string [batch]: the series id (data.id_column) of each row; an id not seen in training "
+                    "uses the shared unseen-id embedding"}
     if codec.y["kind"] == "label":  # the order of the `probabilities` output (the server's /metadata)
         contract["classes"] = [str(c) for c in codec.y["classes"]]
     return contract
@@ -116,6 +162,14 @@ def contract_markdown(contract: dict[str, Any]) -> list[str]:
             lines.append("- Input columns (the last axis, in this order): " + ", ".join(
                 f"{i}: `{c['name']}` ({c['role']}" + (f", {c['unit']})" if c["unit"] else ")")
                 for i, c in enumerate(x["columns"])) + ".")
+    if contract.get("future"):
+        f = contract["future"]
+        lines.append(f"- `future`: [batch, {f['steps']}, {f['features']}], the known values of "
+                     + ", ".join(f"`{c['name']}`" + (f" ({c['unit']})" if c["unit"] else "") for c in f["columns"])
+                     + " at each forecast step (after the input window); finite numbers.")
+    if contract.get("series_id"):
+        lines.append(f"- `series_id`: [batch] strings, each row's series id ({contract['series_id']['known']} "
+                     f"known from training; an unseen id gets the shared unseen-id embedding).")
     gen = contract.get("generate")
     if gen and "max_beam_width" in gen:
         lines.append(f"- `generate`: max_length 1..{gen['max_length']} (default {gen['default_length']}), "
@@ -249,10 +303,19 @@ def forecast(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any], dict
             named[key] = j
     scalar = cfg.topology != "many_to_many" and codec.y.get("length") == 1
     levels = list(cfg.quantiles)
+    extra = [spec.name for spec in extra_signature(codec, cfg)]
 
-    def fn(inputs: Any) -> dict[str, Any]:
+    def fn(inputs: Any, *more: Any) -> dict[str, Any]:
         inputs, lengths = check(inputs)
-        values = model(codec.encode(inputs, "x"), training=False)  # series decoders are not autoregressive
+        encoded = codec.encode(inputs, "x")
+        if extra:  # the known future values and / or the series id, by name
+            given = dict(zip(extra, more))
+            encoded = {"inputs": encoded}
+            if "future" in given:
+                encoded["future"] = codec.encode_future(check_future(given["future"], codec))
+            if "series_id" in given:
+                encoded["series_id"] = codec.encode_ids(given["series_id"])
+        values = model(encoded, training=False)  # series decoders are not autoregressive
         reference = inputs if lengths is None else align_right(inputs, lengths)
         quantiles = None
         if levels:  # [B, H, F, Q] in raw units; the median is the point forecast
@@ -385,7 +448,8 @@ def write_saved_model(model: Any, codec: Codec, io: dict[str, Any], path: Path,
     for layer in codec.layers.values():
         archive.track(layer)
     spec = input_signature(io["x"], cfg)
-    archive.add_endpoint(name="serving_default", fn=serving_function(model, codec, io, cfg), input_signature=[spec])
+    archive.add_endpoint(name="serving_default", fn=serving_function(model, codec, io, cfg),
+                         input_signature=[spec, *extra_signature(codec, cfg)])
     if io["y"].get("language_model"):
         archive.add_endpoint(name="generate", fn=lm_generate(model, codec, cfg), input_signature=[
             spec, tf.TensorSpec([], tf.int32, name="max_length"), tf.TensorSpec([], tf.float32, name="temperature")])
@@ -402,13 +466,32 @@ def write_saved_model(model: Any, codec: Codec, io: dict[str, Any], path: Path,
 # Canaries and the model card
 
 
-def canary_inputs(preprocess: Any, n: int = CANARIES) -> list[Any]:
-    """The first raw x values of the test split (train if the test split is empty)."""
+def canary_inputs(preprocess: Any, n: int = CANARIES, extra: list[str] = ()) -> Any:
+    """The first raw x values of the test split (train if the test split is empty); with `extra`
+    names (`future`, `series_id`), {"inputs": [x...], name: [values...]} (columnar, as a request)."""
     for split in ("test", "train"):
         lines = preprocess.path(f"{split}_raw.jsonl").read_text().splitlines()[:n]
         if lines:
-            return [json.loads(line)["x"] for line in lines]
+            rows = [json.loads(line) for line in lines]
+            if not extra:
+                return [r["x"] for r in rows]
+            meta = {"future": "future", "series_id": "id"}
+            return {"inputs": [r["x"] for r in rows], **{name: [r[meta[name]] for r in rows] for name in extra}}
     return []
+
+
+def raw_inputs(values: Any, io_x: dict[str, Any]) -> list[Any]:
+    """Canary inputs (a list, or a dict of named lists) -> the serving function's positional tensors."""
+    import tensorflow as tf
+
+    if not isinstance(values, dict):
+        return [raw_tensor(values, io_x)]
+    out = [raw_tensor(values["inputs"], io_x)]
+    for name, column in values.items():
+        if name != "inputs":
+            out.append(tf.constant([str(v) for v in column]) if name == "series_id"
+                       else tf.constant(np.asarray(column, dtype="float32")))
+    return out
 
 
 def raw_tensor(values: list[Any], io_x: dict[str, Any]) -> Any:
@@ -519,13 +602,15 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
     net = load_model(trained.path("model.keras"))
     codec = Codec.load(preprocess)
     io = preprocess.properties["io"]
-    canaries = canary_inputs(preprocess)
+    extra = extra_signature(codec, cfg)
+    canaries = canary_inputs(preprocess, extra=[spec.name for spec in extra])
     expected = {}
     if canaries:  # traced, as in the SavedModel (eager decoding loops are slow)
         import tensorflow as tf
 
-        traced = tf.function(serving_function(net, codec, io, cfg), input_signature=[input_signature(io["x"], cfg)])
-        expected = jsonable(traced(raw_tensor(canaries, io["x"])))
+        traced = tf.function(serving_function(net, codec, io, cfg),
+                             input_signature=[input_signature(io["x"], cfg), *extra])
+        expected = jsonable(traced(*raw_inputs(canaries, io["x"])))
     artifacts_json = {"inputs": canaries, "outputs": expected, "signature_name": "serving_default"}
     (workdir / "canary.json").write_text(json.dumps(artifacts_json, ensure_ascii=False))
     signatures = ["serving_default"] + (["generate"] if is_generative(io, cfg.topology) else [])
@@ -537,9 +622,8 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
     write_saved_model(net, codec, io, path, cfg)
     from components.predict import DATA_FILE, data_description
 
-    (path / DATA_FILE).write_text(json.dumps(data_description(data, cfg.topology, io, cfg.quantiles, codec.state),
-                                             indent=1,
-                                             ensure_ascii=False))  # how `rnnpipe predict` reads files
+    described = data_description(data, cfg.topology, io, cfg.quantiles, codec.state, [e.name for e in extra])
+    (path / DATA_FILE).write_text(json.dumps(described, indent=1, ensure_ascii=False))  # how `rnnpipe predict` reads
     card = model_card(name, None, io, card_config, preprocess, trained, evaluated, signatures,
                       contract_markdown(input_contract(codec, cfg)))
     (path / "model_card.md").write_text(card)

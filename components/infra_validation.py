@@ -217,7 +217,8 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig) -> dict[
     (workdir / "canary.json").write_text(json.dumps({**canary, "answers": answers}, ensure_ascii=False))
     seconds = time.monotonic() - started
     how = "fresh process started during export" if prestarted else "fresh process"
-    return {"summary": f"{len(canary['inputs'])} canaries answered identically by `rnnpipe serve` "
+    sent = canary["inputs"]["inputs"] if isinstance(canary["inputs"], dict) else canary["inputs"]  # named inputs
+    return {"summary": f"{len(sent)} canaries answered identically by `rnnpipe serve` "
                        f"({how}, {seconds:.1f}s)",
             "validated": True, "content_hash": props["content_hash"], "tags": {"infra_validated": "true"}}
 

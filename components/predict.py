@@ -8,7 +8,11 @@ the predictions as CSV (or JSONL when `--output` ends in .jsonl):
   malformed rows) with the export's own data settings; for each series the last
   `data.window` gap-free steps are the input and the output is the forecast past the end of the
   series, one row per step with its time stamp (`id`, `time`, `step`, then one column per target;
-  with quantiles also `<target>_q<level>`; a classifier: `label`, `confidence`).
+  with quantiles also `<target>_q<level>`; a classifier: `label`, `confidence`). A model with
+  known future inputs (`data.future_columns`) reads them from the rows after the last target value
+  of each series: the target columns empty, the future columns filled, one row per forecast step
+  (`split_future`); missing or misplaced ones are a clear error. A model with a series-id input
+  (`model.id_embedding_dim`) gets each series' id.
 - any other export: one prediction per input line; the input is a JSONL object's input field
   (`input`, `source`, `x`, `sequence`, `text`), the first field of a TSV line, or the whole line
   of a plain text file (a JSON list for numeric inputs). Every output of the signature is a
@@ -40,13 +44,15 @@ class PredictError(RuntimeError):
 
 
 def data_description(data: Any, topology: str, io: dict[str, Any], quantiles: tuple[float, ...],
-                     state: dict[str, Any]) -> dict[str, Any]:
+                     state: dict[str, Any], extra_inputs: list[str] = ()) -> dict[str, Any]:
     """What `rnnpipe predict` needs to read files as training did (stored in the SavedModel): the
-    data settings, topology, io kinds, quantile levels and the input / target columns in order."""
+    data settings, topology, io kinds, quantile levels, the input / target columns in order and the
+    named inputs beside `inputs` (`future`, `series_id`)."""
     from components.config import to_plain
 
     return {"data": to_plain(data), "topology": topology, "io": io, "quantiles": list(quantiles),
-            "columns": {side: list(state[side].get("columns") or []) for side in ("x", "y")}}
+            "columns": {side: list(state[side].get("columns") or []) for side in ("x", "y")},
+            "extra_inputs": list(extra_inputs)}
 
 
 def resolve(target: str) -> tuple[Path, dict[str, Any]]:
@@ -127,7 +133,8 @@ def run(target: str, input_path: str, output: str | None = None, batch_size: int
     path, info = resolve(target)
     out_path = Path(output) if output else source.with_name(source.stem + ".predictions.csv")
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
-    call: Callable[[Any], dict[str, np.ndarray]] = lambda x: {k: v.numpy() for k, v in fn(inputs=x).items()}  # noqa: E731
+    call: Callable[..., dict[str, np.ndarray]] = lambda x, **named: {  # noqa: E731
+        k: v.numpy() for k, v in fn(inputs=x, **named).items()}
     if info["data"].get("source") == "csv":
         header, rows, bad = _predict_series(call, info, source, batch_size, log)
     else:
@@ -154,12 +161,18 @@ def _write(path: Path, header: list[str], rows: list[list[Any]]) -> None:
 
 def _predict_series(call: Callable[[Any], dict[str, np.ndarray]], info: dict[str, Any], source: Path,
                     batch_size: int, log: Any) -> tuple[list[str], list[list[Any]], list[dict]]:
+    import tempfile
+
     import tensorflow as tf
 
     from components.ingestion.sources import load_csv
 
     data = _data_config(info, source)
-    splits, file_rows, loaded = load_csv(data)
+    names = set(fn_inputs(info))
+    future_cols = list(data.future_columns) if "future" in names else []
+    with tempfile.TemporaryDirectory(prefix="rnnpipe-predict-") as tmp:
+        history, ahead = split_future(source, data, Path(tmp)) if future_cols else (source, {})
+        splits, file_rows, loaded = load_csv(replace(data, path=str(history)))
     bad = _report_bad(file_rows, log)
     records = splits["train"]
     x_cols = info["columns"]["x"] or loaded["targets"] + loaded["features"]
@@ -168,13 +181,23 @@ def _predict_series(call: Callable[[Any], dict[str, np.ndarray]], info: dict[str
     by_series: dict[Any, list[dict[str, Any]]] = {}
     for r in records:
         by_series.setdefault(r.get("id"), []).append(r)
-    inputs, keys = [], []
+    inputs, keys, futures = [], [], []
     for key, rs in by_series.items():
         last = [r for r in rs if r["segment"] == rs[-1]["segment"]][-data.window:]
         if len(last) < data.window:
             print(f"predict: series {key if key is not None else '(file)'} skipped: its last gap-free run has "
                   f"{len(last)} steps, the model reads {data.window}", file=log)
             continue
+        if future_cols:  # the known future values of the horizon steps after the window
+            got = ahead.get("" if key is None else str(key), [])
+            if len(got) < data.horizon:
+                raise PredictError(
+                    f"series {key if key is not None else '(file)'}: the model needs the known future values of "
+                    f"{', '.join(future_cols)} for the {data.horizon} steps after the last target value, found "
+                    f"{len(got)}: add {data.horizon} rows after the last value of each series with the target "
+                    f"columns empty and {', '.join(future_cols)} filled.")
+            check_future_times(got[:data.horizon], last[-1].get("time"), frequency, key)
+            futures.append([values for _, values in got[:data.horizon]])
         inputs.append([[r["values"][c] for c in x_cols] for r in last])
         keys.append((key, last[-1].get("time")))
     if not inputs:
@@ -191,11 +214,98 @@ def _predict_series(call: Callable[[Any], dict[str, np.ndarray]], info: dict[str
         header += ["label", "confidence"]
     rows: list[list[Any]] = []
     for start, batch in _batches(inputs, batch_size):
-        out = call(tf.constant(np.asarray(batch, dtype="float32")))
+        named = {}
+        if future_cols:
+            named["future"] = tf.constant(np.asarray(futures[start:start + len(batch)], dtype="float32"))
+        if "series_id" in names:
+            named["series_id"] = tf.constant(["" if k is None else str(k) for k, _ in keys[start:start + len(batch)]])
+        out = call(tf.constant(np.asarray(batch, dtype="float32")), **named)
         for i, (key, time) in enumerate(keys[start:start + len(batch)]):
             rows += _series_rows(out, i, key, time, info, data, frequency, has_id, levels)
         _progress(start + len(batch), len(inputs), log)
     return header, rows, bad
+
+
+def fn_inputs(info: dict[str, Any]) -> list[str]:
+    """The named inputs the export takes beside `inputs` (`future`, `series_id`), from its description."""
+    return list(info.get("extra_inputs") or [])
+
+
+def split_future(source: Path, data: Any, tmp: Path) -> tuple[Path, dict[str, list[tuple[Any, list[float]]]]]:
+    """A file with known future values -> (the history: a copy without the future rows, {series id:
+    [(time, future values)] in time order}).
+
+    Future rows are the rows of a series after its last row with a target value whose target
+    columns are all empty (`data.future_columns` filled). They are blanked in the copy (same name,
+    same line numbers, so malformed rows are reported as in the input).
+    """
+    from components.ingestion import timeseries
+    from components.ingestion.sources import read_bytes
+
+    lines = read_bytes(source).decode("utf-8", "replace").split("\n")
+    first = next(i for i, line in enumerate(lines) if line.strip())
+    header = [h.strip() for h in next(csv.reader([lines[first]]))]
+    rows = []
+    for i in range(first + 1, len(lines)):
+        if lines[i].strip():
+            fields = next(csv.reader([lines[i].rstrip("\r")]), [])
+            if len(fields) == len(header):
+                rows.append((i, [f.strip() for f in fields]))
+    column = {name: header.index(name) for name in header}
+    missing = [c for c in [*data.target_columns, *data.future_columns] if c not in column]
+    if missing or not rows:
+        return source, {}  # load_csv reports the missing column / empty file
+    ids = [r[column[data.id_column]] if data.id_column else "" for _, r in rows]
+    if data.time_column and data.time_column in column:
+        times = timeseries.parse_times(np.array([r[column[data.time_column]] for _, r in rows], dtype=object),
+                                       data.time_format)
+        order = np.where(times.ok, times.values, np.nan).astype("float64")
+    else:
+        order = np.arange(len(rows), dtype="float64")
+    targets = np.array([[r[column[c]] for c in data.target_columns] for _, r in rows], dtype=object)
+    empty = np.all(np.stack([timeseries.missing(targets[:, j]) for j in range(targets.shape[1])], 1), axis=1)
+    last: dict[str, float] = {}
+    for k, key in enumerate(ids):
+        if not empty[k] and np.isfinite(order[k]):
+            last[key] = max(last.get(key, -np.inf), order[k])
+    ahead: dict[str, list[tuple[float, Any, list[float]]]] = {}
+    blank = set()
+    for k, (i, fields) in enumerate(rows):
+        if empty[k] and np.isfinite(order[k]) and order[k] > last.get(ids[k], np.inf):
+            try:
+                values = [float(fields[column[c]]) for c in data.future_columns]
+            except ValueError:
+                continue  # left in the history: load_csv reports it
+            when = fields[column[data.time_column]] if data.time_column else None
+            ahead.setdefault(ids[k], []).append((order[k], when, values))
+            blank.add(i)
+    copy = tmp / source.name
+    copy.write_text("\n".join("" if i in blank else line for i, line in enumerate(lines)), encoding="utf-8")
+    return copy, {key: [(when, values) for _, when, values in sorted(got, key=lambda g: g[0])]
+                  for key, got in ahead.items()}
+
+
+def check_future_times(got: list[tuple[Any, list[float]]], time: Any, frequency: str | None, key: Any) -> None:
+    """The future rows must be the steps right after the window (a clear error names the expected time)."""
+    from components.evaluation import later_times
+
+    if time is None or got[0][0] is None:
+        return
+    import pandas as pd
+
+    expected = later_times(time, frequency, len(got))
+    for step, ((when, _), want) in enumerate(zip(got, expected), start=1):
+        if not want:
+            return
+        try:
+            same = pd.Timestamp(str(when)) == pd.Timestamp(want) if not str(want).lstrip("-").isdigit() \
+                else float(when) == float(want)
+        except (ValueError, TypeError):
+            same = False
+        if not same:
+            raise PredictError(f"series {key if key is not None else '(file)'}: the known future row for forecast "
+                               f"step {step} has time {when!r}, expected {want!r} (the steps right after the "
+                               f"last target value, with no gap).")
 
 
 def _series_rows(out: dict[str, np.ndarray], i: int, key: Any, time: Any, info: dict[str, Any], data: Any,

@@ -20,6 +20,11 @@ window are normalised by that window's own mean and standard deviation (NaN padd
 a floor of 1e-3 x the train variance keeps a flat window finite) and the targets are encoded in
 the same window units, so the model sees levels relative to the window; `decode_series` inverts
 it with the stats of the raw input. Other feature columns keep the train (global) scaling.
+
+Known future values (`data.future_columns`, seq2seq): each window's `future` [horizon, columns]
+is scaled with the train mean / variance of those columns (they are x columns too) and saved as
+the `future` array; with `data.id_column` the series ids become the `series_id` array (1.. for
+the train ids in sorted order, 0 for an id unseen in train), which `model.id_embedding_dim` reads.
 """
 
 from __future__ import annotations
@@ -152,6 +157,10 @@ def io_spec(state: dict[str, Any]) -> dict[str, Any]:
             if "length" in s:
                 entry["length"] = s["length"]
         out[side] = entry
+    if state.get("future"):  # the decoder's known future values [B, horizon, columns]
+        out["future"] = {"features": state["future"]["features"], "length": state["future"]["length"]}
+    if state.get("series_id"):  # the series id (model.id_embedding_dim): train ids + 1 unseen bucket
+        out["series_id"] = {"vocab_size": len(state["series_id"]["vocabulary"]) + 1}
     return out
 
 
@@ -184,6 +193,16 @@ class Codec:
         for name, layer in self.layers.items():  # built layers can be tracked by ExportArchive
             features = state[name.split("_")[0]].get("features")
             layer.build((None, features) if features else (None,))
+        if state.get("future"):  # known future values: scaled like the same columns in x
+            f = state["future"]
+            self.layers["future"] = keras.layers.Normalization(mean=f["mean"], variance=f["variance"],
+                                                               name="future_norm")
+            self.layers["future"].build((None, f["features"]))
+        if state.get("series_id"):  # series id -> 1.. in the train ids, 0 = an id never seen in train
+            self.layers["series_id"] = keras.layers.StringLookup(
+                vocabulary=state["series_id"]["vocabulary"], num_oov_indices=1, mask_token=None,
+                name="series_id_lookup")
+            self.layers["series_id"].build((None,))
 
     @classmethod
     def load(cls, artifact: Any) -> Codec:
@@ -224,6 +243,33 @@ class Codec:
                 out = tf.where(tf.constant([f in where for f in range(features)]), spread, out)
             return out
         raise ValueError(f"cannot encode a {kind!r} side")
+
+    def encode_future(self, raw: Any) -> Any:
+        """Raw known future values [B, H, n] -> the model's `future` input (train scaling of those columns)."""
+        import tensorflow as tf
+
+        return tf.cast(self.layers["future"](tf.cast(raw, "float32")), "float32")
+
+    def encode_ids(self, raw: Any) -> Any:
+        """Series ids (strings [B]) -> int32 [B]: 1.. for train ids, 0 for an unseen id."""
+        import tensorflow as tf
+
+        return tf.cast(self.layers["series_id"](tf.strings.as_string(raw) if raw.dtype != tf.string else raw), "int32")
+
+    def extra_arrays(self, examples: list[Any]) -> dict[str, np.ndarray]:
+        """The `future` and `series_id` arrays of examples (x, y, meta) that this state encodes."""
+        import tensorflow as tf
+
+        out = {}
+        if self.state.get("future"):
+            f = self.state["future"]
+            raw = np.asarray([e[2]["future"] for e in examples], dtype="float32").reshape(
+                len(examples), f["length"], f["features"])
+            out["future"] = np.asarray(self.encode_future(tf.constant(raw))) if len(raw) else raw
+        if self.state.get("series_id"):
+            ids = tf.constant([str(e[2].get("id", "")) for e in examples], dtype=tf.string)
+            out["series_id"] = (np.asarray(self.encode_ids(ids)) if len(examples) else np.zeros((0,), "int32"))
+        return out
 
     def class_names(self, side: str = "y") -> Any:
         import tensorflow as tf
@@ -340,6 +386,23 @@ class Codec:
         return encoded
 
 
+def extra_states(spec: dict[str, Any], x_state: dict[str, Any], train: list[Any]) -> dict[str, Any]:
+    """The fitted state of the known future values (`data.future_columns`: the train mean / variance
+    of those x columns) and of the series ids (`data.id_column`: the train ids, in sorted order)."""
+    out: dict[str, Any] = {}
+    if spec.get("future"):
+        columns = list(spec["future"]["columns"])
+        where = [list(x_state["columns"]).index(c) for c in columns]
+        length = len(train[0][2]["future"]) if train else int(spec["y"].get("length") or 1)
+        out["future"] = {"kind": "series", "columns": columns, "features": len(columns), "length": length,
+                         "mean": [x_state["mean"][i] for i in where],
+                         "variance": [x_state["variance"][i] for i in where]}
+    ids = sorted({str(e[2]["id"]) for e in train if "id" in e[2]})
+    if ids:
+        out["series_id"] = {"vocabulary": ids}
+    return out
+
+
 def usable(examples: list, state: dict[str, Any]) -> tuple[list, int]:
     """Drop (and count) examples whose target class never occurs in train."""
     y = state["y"]
@@ -379,7 +442,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     ingest = inputs["ingest"]
     spec = read_spec(ingest)
     generated = spec["topology"] in ("one_to_many", "seq2seq") and spec["y"]["kind"] == "tokens"
-    train = read_examples(ingest.path("train.jsonl"))
+    train = read_examples(ingest.path("train.jsonl"), meta=True)
     x_state = fit_side([e[0] for e in train], spec["x"], data, generated=False)
     ref = reference_spec(spec, data)
     if spec["y"].get("language_model"):  # next-token targets share the input's vocabulary and length
@@ -401,6 +464,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
         y_state = {**y_state, "window_scale": window, "mean": [0.0] * y_state["features"],
                    "variance": [1.0] * y_state["features"]}
     state = {"x": x_state, "y": y_state, "topology": spec["topology"]}
+    state.update(extra_states(spec, x_state, train))
     codec = Codec(state)
     dropped = {}
     for split in SPLITS:
@@ -408,7 +472,8 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
         if dropped[split]:
             ctx.log(f"{split}: {dropped[split]} examples have a target class unseen in train; left out")
         xs = [e[0] for e in examples]
-        arrays = {"x": codec.encode_inputs(xs), "y": codec.encode_targets([e[1] for e in examples], xs)}
+        arrays = {"x": codec.encode_inputs(xs), "y": codec.encode_targets([e[1] for e in examples], xs),
+                  **codec.extra_arrays(examples)}
         np.savez(workdir / f"{split}.npz", **arrays)
         (workdir / f"{split}_raw.jsonl").write_text(  # x, y and any meta of the example (a series' id, time)
             "".join(json.dumps({"x": x, "y": y, **meta}, ensure_ascii=False) + "\n" for x, y, meta in examples))

@@ -46,11 +46,11 @@ def make_dataset(inputs: Any, targets: Any, batch_size: int, *, shuffle: bool, s
 def split_dataset(preprocess: Any, split: str, model_cfg: ModelConfig, train: TrainConfig,
                   shuffle: bool = False) -> Any:
     """The tf.data pipeline of one encoded split, shaped for the topology."""
-    from models.build import training_data
+    from models.build import model_inputs, training_data
 
     io = preprocess.properties["io"]
     arrays = load_split(preprocess, split)
-    inputs, targets = training_data(model_cfg, io, arrays["x"], arrays["y"])
+    inputs, targets = training_data(model_cfg, io, model_inputs(model_cfg, io, arrays), arrays["y"])
     return make_dataset(inputs, targets, global_batch_size(train), shuffle=shuffle and train.shuffle,
                         seed=train.seed)
 
@@ -257,10 +257,11 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
     (workdir / "history.json").write_text(json.dumps(hist, indent=1))
     learning_curves(hist, workdir / "learning_curves.png")
     (workdir / "cudnn.md").write_text(cudnn.markdown(report))
-    from models.build import training_data
+    from models.build import model_inputs, training_data
 
     head = {k: v[:5] for k, v in load_split(preprocess, "train").items()}
-    example, _ = training_data(model, io, head["x"], head["y"])  # teacher-forced models take two inputs
+    # teacher-forced models take two inputs; known future values / series ids ride along by name
+    example, _ = training_data(model, io, model_inputs(model, io, head), head["y"])
     np.savez(workdir / "input_example.npz", **(example if isinstance(example, dict) else {"inputs": example}))
     _write_signature(net, example, workdir / "signature.json")
     final = {f"final_{k}": v[-1] for k, v in hist.items() if v}

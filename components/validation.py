@@ -128,20 +128,29 @@ def _histogram(values: list[float], bins: int = 20) -> dict[str, list[float]]:
     return {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist()}
 
 
+def sides(spec: dict[str, Any]) -> tuple[str, ...]:
+    """The sides of an example: x, y, and `future` (the known future values, `data.future_columns`)."""
+    return ("x", "y", "future") if spec.get("future") else ("x", "y")
+
+
 def split_stats(path: Path, spec: dict[str, Any], lowercase: bool) -> dict[str, Any]:
-    examples = read_examples(path)
+    examples = read_examples(path, meta=True)
     xs, ys = [e[0] for e in examples], [e[1] for e in examples]
-    return {
+    out = {
         "count": len(examples),
         "x": side_stats(xs, spec["x"], lowercase),
         "y": side_stats(ys, spec["y"], lowercase),
     }
+    if spec.get("future"):  # numbers, like the other series columns
+        out["future"] = side_stats([e[2].get("future") for e in examples], {"kind": "series", **spec["future"]},
+                                   lowercase)
+    return out
 
 
 def infer_schema(train: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     """What the train split says valid data looks like."""
     schema: dict[str, Any] = {}
-    for side in ("x", "y"):
+    for side in sides(spec):
         st = train[side]
         entry: dict[str, Any] = {"kind": st["kind"]}
         if "classes" in st:
@@ -178,7 +187,7 @@ def find_anomalies(stats: dict[str, dict], schema: dict[str, Any], bad: dict[str
             add(split, "the split is empty" + _why_empty(split, data, (spec or {}).get("series")),
                 split in ("train", "test"))
             continue
-        for side in ("x", "y"):
+        for side in sides(spec or {}):
             _side_anomalies(split, side, st[side], schema[side], add)
     if stats["train"]["count"] and len(schema["y"].get("classes", [None, None])) < 2:
         add("train", "the target has a single class: nothing to learn", True)
@@ -295,7 +304,7 @@ def _report(stats: dict, schema: dict, anomalies: list, bad: dict, spec: dict) -
             length = f"{s['length_min']}/{s['length_mean']:.1f}/{s['length_max']}" if "lengths" in s else "-"
             cells += [s["kind"], length, _describe(s)]
         lines.append(f"| {split} | {st['count']} | " + " | ".join(cells) + " |")
-    numeric = [(side, c) for side in ("x", "y") for c in stats["train"][side].get("columns", [])]
+    numeric = [(side, c) for side in sides(spec) for c in stats["train"][side].get("columns", [])]
     if numeric:
         lines += ["", "## Numeric columns (train)", "", "| side | column | min | max | mean | missing |",
                   "|---|---|---|---|---|---|"]

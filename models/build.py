@@ -111,6 +111,13 @@ def check_io(model: ModelConfig, io: dict[str, Any]) -> None:
     if model.quantiles and y != "series":
         raise ConfigError(f"model.quantiles is for numeric forecasts (y kind 'series'); this data's target is {y}. "
                           f"Remove model.quantiles.")
+    if getattr(model, "id_embedding_dim", None):
+        if "series_id" not in io:
+            raise ConfigError("model.id_embedding_dim embeds the series id, but this data has none: set "
+                              "data.id_column (a csv of many series) or remove model.id_embedding_dim.")
+        if x != "series" or y != "series":
+            raise ConfigError(f"model.id_embedding_dim is for numeric forecasts (series -> series; this data "
+                              f"maps {x} -> {y}); remove model.id_embedding_dim.")
     if model.unroll and x == "tokens":
         raise ConfigError("model.unroll=true needs a fixed number of steps, but token inputs are variable-length "
                           "(padded per batch); set model.unroll=false.")
@@ -152,6 +159,18 @@ def decoder_inputs(y: np.ndarray, start_id: int) -> np.ndarray:
     """Teacher forcing: each target row shifted right by one, starting with the start id."""
     y = np.asarray(y)
     return np.concatenate([np.full((len(y), 1), start_id, dtype="int32"), y[:, :-1].astype("int32")], axis=1)
+
+
+EXTRA_INPUTS = ("future", "series_id")  # arrays of a split beside x that a model may take (topologies.extra_inputs)
+
+
+def model_inputs(model: ModelConfig, io: dict[str, Any], arrays: dict[str, Any]) -> Any:
+    """An encoded split's arrays -> what `model(...)` takes: x alone, or {"inputs": x, "future": ...,
+    "series_id": ...} for a model with those inputs (`data.future_columns`, `model.id_embedding_dim`)."""
+    from models.topologies import extra_names
+
+    extra = {name: arrays[name] for name in extra_names(model, io) if name in arrays}
+    return {"inputs": arrays["x"], **extra} if extra else arrays["x"]
 
 
 def training_data(model: ModelConfig, io: dict[str, Any], x: Any, y: Any) -> tuple[Any, Any]:

@@ -122,6 +122,18 @@ class ConcatContext(Layer):
 
 
 @register
+class SeriesContext(Layer):
+    """A numeric series [B, T, F] and a [B, C] context (an embedded series id) -> [B, T, F + C], the
+    context at every real step; a padding step (all-NaN) stays all-NaN, so `SeriesMask` still masks it."""
+
+    def call(self, series: Any, context: Any) -> Any:
+        repeated = ops.broadcast_to(context[:, None, :], (*ops.shape(series)[:2], ops.shape(context)[-1]))
+        joined = ops.concatenate([series, ops.cast(repeated, series.dtype)], axis=-1)
+        pad = ops.all(ops.isnan(series), axis=-1, keepdims=True)
+        return ops.where(pad, ops.full_like(joined, float("nan")), joined)
+
+
+@register
 class MaskedMaxPooling(Layer):
     """Max over the unmasked steps of [B, T, D] -> [B, D] (Keras' GlobalMaxPooling1D ignores masks)."""
 

@@ -72,6 +72,7 @@ class ModelConfig:
     beam_width: int = bounded(1, 1, 64)
     max_output_length: int | None = bounded(None, 1, 10_000)
     quantiles: tuple[float, ...] = ()  # numeric forecasts: quantile levels (pinball loss), must include 0.5
+    id_embedding_dim: int | None = bounded(None, 1, 4096)  # with data.id_column: the series id, embedded
 
     def __post_init__(self) -> None:
         from models import cells

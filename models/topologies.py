@@ -48,6 +48,12 @@ generated autoregressively (models/decoding.py). Numeric series targets are deco
 non-autoregressively: step t's input is the one-hot step index t (plus the context for
 every_step); the model input is x alone, so `model(x)` is already the forecast. This avoids
 exposure bias and needs no special decoding loop in evaluation, export or serving.
+
+Named inputs beside x (the model input is then {"inputs": x, ...}): `future` [B, H, n], the known
+future values of `data.future_columns` at the horizon steps, concatenated to the seq2seq series
+decoder's step inputs (past-only features stay in the encoder); `series_id` [B] (with
+`model.id_embedding_dim`), embedded (`id_embedding`, id 0 = unseen in train) and appended to every
+real input step of a series encoder (`SeriesContext`).
 """
 
 from __future__ import annotations
@@ -60,9 +66,11 @@ import keras
 from models import cells
 from models.attention import Attention, AttentionPooling, AttentiveRNN
 from models.layers import ConcatContext, FirstStep, FirstStepGate, MaskedMaxPooling, PaddingMask, SeriesMask, StepIndex
+from models.layers import SeriesContext
 from models.spec import ConfigError, ModelConfig
 
 DECODER_INPUTS = "decoder_inputs"
+FUTURE, SERIES_ID = "future", "series_id"  # the named inputs beside x (see `extra_inputs`)
 
 
 class Parts:
@@ -104,6 +112,39 @@ def input_layer(io_x: dict[str, Any], name: str = "inputs", static_length: bool 
     if kind == "vector":
         return keras.Input(shape=(io_x["features"],), dtype="float32", name=name)
     return keras.Input(shape=(steps, io_x["features"]), dtype="float32", name=name)
+
+
+def extra_names(cfg: ModelConfig, io: dict[str, Any]) -> list[str]:
+    """The named inputs beside x: `future` [B, H, n] (`data.future_columns`, the seq2seq series decoder)
+    and `series_id` [B] int32 (`model.id_embedding_dim`, with `data.id_column`)."""
+    names = []
+    if io.get("future") and cfg.topology == "seq2seq" and io["y"]["kind"] == "series":
+        names.append(FUTURE)
+    if getattr(cfg, "id_embedding_dim", None) and io.get("series_id"):
+        names.append(SERIES_ID)
+    return names
+
+
+def extra_inputs(cfg: ModelConfig, io: dict[str, Any]) -> dict[str, keras.KerasTensor]:
+    """The Keras inputs of `extra_names`."""
+    shapes = {FUTURE: ((io.get("future") or {}).get("length"), (io.get("future") or {}).get("features")),
+              SERIES_ID: ()}
+    return {name: keras.Input(shape=shapes[name], dtype="float32" if name == FUTURE else "int32", name=name)
+            for name in extra_names(cfg, io)}
+
+
+def with_series_id(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: Any, extra: dict[str, Any]) -> Any:
+    """x with the embedded series id (`id_embedding`; 0 = unseen) appended to every real step."""
+    if SERIES_ID not in extra:
+        return inputs
+    embedded = parts("id_embedding", lambda n: keras.layers.Embedding(
+        io["series_id"]["vocab_size"], cfg.id_embedding_dim, name=n))(extra[SERIES_ID])
+    return parts("series_context", lambda n: SeriesContext(name=n))(inputs, embedded)
+
+
+def model_inputs(inputs: Any, extra: dict[str, Any]) -> Any:
+    """x alone, or {"inputs": x, "future": ..., "series_id": ...}."""
+    return {"inputs": inputs, **extra} if extra else inputs
 
 
 def embed_sequence(io_x: dict[str, Any], cfg: ModelConfig, x: Any, parts: Parts | None = None,
@@ -181,13 +222,13 @@ POOLS: dict[str, Callable[[ModelConfig, str], keras.layers.Layer]] = {
 def many_to_one(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
     """Sequence -> one output; the loss sees only the final (reduced) output."""
     parts = Parts()
-    inputs = input_layer(io["x"], static_length=cfg.unroll)
-    x = embed_sequence(io["x"], cfg, inputs)
+    inputs, extra = input_layer(io["x"], static_length=cfg.unroll), extra_inputs(cfg, io)
+    x = embed_sequence(io["x"], cfg, with_series_id(cfg, io, parts, inputs, extra))
     x = cells.stack(cfg, x, "encoder", last_sequences=cfg.reduce != "last")
     if cfg.reduce != "last":
         x = POOLS[cfg.reduce](cfg, f"reduce_{cfg.reduce}")(x)
     x = dropout(cfg, x, parts, "head_dropout")
-    return keras.Model(inputs, head(io["y"], x), name=f"many_to_one_{cells.key(cfg)}")
+    return keras.Model(model_inputs(inputs, extra), head(io["y"], x), name=f"many_to_one_{cells.key(cfg)}")
 
 
 def many_to_many(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
@@ -196,11 +237,11 @@ def many_to_many(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
     Bidirectional only for tagging; `build.check_io` refuses it for next-token / shifted-series targets.
     """
     parts = Parts()
-    inputs = input_layer(io["x"], static_length=cfg.unroll)
-    x = embed_sequence(io["x"], cfg, inputs)
+    inputs, extra = input_layer(io["x"], static_length=cfg.unroll), extra_inputs(cfg, io)
+    x = embed_sequence(io["x"], cfg, with_series_id(cfg, io, parts, inputs, extra))
     x = cells.stack(cfg, x, "encoder", last_sequences=True)
     x = dropout(cfg, x, parts, "head_dropout")
-    return keras.Model(inputs, head(io["y"], x), name=f"many_to_many_{cells.key(cfg)}")
+    return keras.Model(model_inputs(inputs, extra), head(io["y"], x), name=f"many_to_many_{cells.key(cfg)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,12 +398,14 @@ def encoder_decoder(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
     """one_to_many / seq2seq: context from x, then the shared decoder (teacher-forced for tokens)."""
     parts = Parts()
     static = cfg.unroll and cfg.topology == "seq2seq"
-    inputs = input_layer(io["x"], static_length=static)
-    ctx = CONTEXTS[cfg.topology](cfg, io, parts, inputs)
+    inputs, extra = input_layer(io["x"], static_length=static), extra_inputs(cfg, io)
+    ctx = CONTEXTS[cfg.topology](cfg, io, parts, with_series_id(cfg, io, parts, inputs, extra))
     tokens, steps = decoder_steps(cfg, io, parts, inputs)
+    if FUTURE in extra:  # each horizon step's input: its one-hot position + the known future values there
+        steps = parts("decoder_future", lambda n: keras.layers.Concatenate(name=n))([steps, extra[FUTURE]])
     outputs, *_ = decode(cfg, io, parts, steps, ctx)
-    model_inputs = inputs if tokens is None else {"inputs": inputs, DECODER_INPUTS: tokens}
-    return keras.Model(model_inputs, outputs, name=f"{cfg.topology}_{cells.key(cfg)}")
+    named = model_inputs(inputs, extra) if tokens is None else {"inputs": inputs, DECODER_INPUTS: tokens}
+    return keras.Model(named, outputs, name=f"{cfg.topology}_{cells.key(cfg)}")
 
 
 def one_to_many(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:

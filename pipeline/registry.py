@@ -226,6 +226,8 @@ def _pyfunc_signature(info: dict[str, Any]) -> tuple[Any, Any]:
     from mlflow.models import infer_signature
 
     canary = json.loads(Path(info["canary"]).read_text())
+    if isinstance(canary["inputs"], dict):  # several named inputs (known future values, series id): no example
+        return None, None
     inputs, outputs = canary["inputs"][:2], canary["outputs"]
     if not inputs:
         return None, None
@@ -269,6 +271,12 @@ def saved_model_pyfunc() -> Any:
             if hasattr(values, "columns"):  # a DataFrame: the `inputs` column
                 values = values["inputs" if "inputs" in values.columns else values.columns[0]].tolist()
             elif isinstance(values, dict):
+                named = {k: np.asarray(v) for k, v in values.items() if k in ("future", "series_id")}
+                if named:  # a model with the known future values / series id beside its inputs
+                    tensors = {k: tf.constant(v.astype("float32") if k == "future" else v.astype(str))
+                               for k, v in named.items()}
+                    out = self._fn(inputs=tf.constant(np.asarray(values["inputs"], dtype="float32")), **tensors)
+                    return {k: v.numpy() for k, v in out.items()}
                 values = values.get("inputs", next(iter(values.values())))
             if self._spec.dtype == tf.string:
                 tensor = tf.constant(np.asarray([str(v) for v in np.ravel(np.asarray(values, dtype=object))]))

@@ -102,6 +102,7 @@ def check(config: Config) -> None:
     from models import build
 
     ingestion.check(config.data, config.model.topology)
+    ingestion.check_model(config.data, config.model)
     build.check(config.model, config.train)
     kinds = ingestion.declared_kinds(config.data, config.model.topology)
     if kinds:  # e.g. a bidirectional language model fails here, not at the train stage

@@ -31,7 +31,7 @@ def _short(value: Any, limit: int = 60) -> str:
 
 def _predict(model: Any, x: np.ndarray) -> np.ndarray:
     """The model's encoded predictions on `x` (every model but a token generator: model(x))."""
-    if not len(x):
+    if not len(x["inputs"] if isinstance(x, dict) else x):
         return np.zeros((0,))
     return np.asarray(model.predict(x, batch_size=BATCH, verbose=0))
 

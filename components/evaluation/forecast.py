@@ -49,7 +49,10 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     y_state = state["y"]
     actual = np.asarray([r["y"] for r in raw], dtype="float64").reshape(len(raw), *test["y"].shape[1:])
     levels = list(getattr(model_cfg, "quantiles", ()) or ())
-    encoded = _predict(model, test["x"]).reshape(*actual.shape[:-1], -1).astype("float32")
+    from models.build import model_inputs  # x, or x with the known future values / series ids
+
+    encoded = _predict(model, model_inputs(model_cfg, preprocess.properties["io"], test))
+    encoded = encoded.reshape(*actual.shape[:-1], -1).astype("float32")
     raw_x = None
     if y_state.get("reference") or y_state.get("window_scale"):  # the decoding reads the raw input window
         raw_x = np.asarray([r["x"] for r in raw], dtype="float32").reshape(len(raw), *test["x"].shape[1:])

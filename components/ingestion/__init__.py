@@ -189,6 +189,7 @@ def csv_windows(topology: str) -> Make:
             xs = [[r["values"][c] for c in x_cols] for r in seg]
             ys = [r["values"][targets[0]] if text else [r["values"][c] for c in targets] for r in seg]
             ahead = 0 if topology == "many_to_many" and text else h
+            future = [[r["values"][c] for c in cfg.future_columns] for r in seg] if cfg.future_columns else None
             for s in window_starts(len(seg), w, ahead, cfg.stride):
                 if topology == "many_to_one":
                     y = ys[s + w + h - 1] if text else ys[s + w:s + w + h]
@@ -197,6 +198,8 @@ def csv_windows(topology: str) -> Make:
                 else:
                     y = ys[s + w:s + w + h]
                 meta = {k: seg[s + w - 1][k] for k in ("id", "time") if k in seg[0]}
+                if future is not None:  # the known future values at the horizon steps (the decoder's)
+                    meta["future"] = future[s + w:s + w + h]
                 out.append((xs[s:s + w], y, meta) if meta else (xs[s:s + w], y))
         return out
 
@@ -352,12 +355,32 @@ def check(data: DataConfig, topology: str) -> None:
     if series_only and data.source != "csv":
         raise ConfigError(f"data.{series_only[0]} applies to data.source='csv' (time series) only; "
                           f"data.source={data.source!r} reads no time series from a file.")
+    if data.future_columns:
+        if data.source != "csv":
+            raise ConfigError(f"data.future_columns applies to data.source='csv' (time series) only; "
+                              f"data.source={data.source!r} reads no time series from a file.")
+        if topology != "seq2seq":
+            raise ConfigError(f"data.future_columns feeds the known future values to the decoder of "
+                              f"model.topology='seq2seq'; model.topology={topology!r} has no decoder for the "
+                              f"horizon steps: use seq2seq or remove data.future_columns.")
+        both = [c for c in data.future_columns if c in data.target_columns]
+        if both:
+            raise ConfigError(f"data.future_columns names {both[0]!r}, a target column: a target is not known "
+                              f"ahead; remove it from data.future_columns.")
     if data.time_format and not data.time_column:
         raise ConfigError("data.time_format is set but data.time_column is not: name the column it parses.")
     if source.bundled and data.path:
         users = ", ".join(name for name, s in SOURCES.items() if not s.bundled and "path" in s.needs)
         raise ConfigError(f"data.path is set, but data.source={data.source!r} is a bundled dataset that reads "
                           f"no file; to read your file set data.source to one of: {users}.")
+
+
+def check_model(data: DataConfig, model: Any) -> None:
+    """The model settings that need the data's: `model.id_embedding_dim` needs `data.id_column`."""
+    if getattr(model, "id_embedding_dim", None) and not data.id_column:
+        raise ConfigError(f"model.id_embedding_dim={model.id_embedding_dim} embeds the series id, but "
+                          f"data.id_column is not set: name the column that names each series, or remove "
+                          f"model.id_embedding_dim.")
 
 
 def declared_kinds(data: DataConfig, topology: str) -> dict[str, Any] | None:
@@ -396,6 +419,8 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig, topology: st
         write_examples(workdir / f"{split}.jsonl", examples)
         counts[split] = len(examples)
     spec = {"x": x_kind, "y": y_kind, "topology": topology, "source": data.source}
+    if data.future_columns:  # each window's "future": those columns at the horizon steps
+        spec["future"] = {"columns": list(data.future_columns)}
     if "columns" in loaded.info:  # a user CSV: each column's type and missing count
         spec["columns"] = loaded.info["columns"]
     series = loaded.info.get("series")

@@ -311,7 +311,8 @@ def load_csv(data: DataConfig) -> tuple[dict[str, list[dict[str, Any]]], Rows, d
 def _csv_columns(header: list[str], data: DataConfig, path: Path) -> tuple[list[str], list[str]]:
     """The target and feature columns (features: every other column but the time and id, unless listed)."""
     listed = data.feature_columns or ()
-    wanted = [*data.target_columns, *listed] + [c for c in (data.time_column, data.id_column) if c]
+    wanted = [*data.target_columns, *listed, *data.future_columns] + [
+        c for c in (data.time_column, data.id_column) if c]
     missing = [c for c in wanted if c not in header]
     if missing:
         raise DataSourceError(f"data file '{path}' has no column {missing[0]!r} (named in the config); "
@@ -324,6 +325,11 @@ def _csv_columns(header: list[str], data: DataConfig, path: Path) -> tuple[list[
         features = [c for c in header if c not in targets and c not in (data.time_column, data.id_column)]
     else:
         features = list(data.feature_columns)
+    for key in ("time_column", "id_column"):
+        if getattr(data, key) in data.future_columns:
+            raise DataSourceError(f"data.{key}={getattr(data, key)!r} is also in data.future_columns; a known "
+                                  f"future column must be a numeric column of its own.")
+    features += list(data.future_columns)  # known-ahead columns are inputs too (their past, in the encoder)
     return targets, [c for c in dict.fromkeys(features) if c not in targets]
 
 
