@@ -53,7 +53,8 @@ class DataConfig:
     tokenize: str = choice("char", "char", "word")
     target_tokenize: str | None = choice(None, None, "char", "word")  # y of pairs/tfds text; None: = tokenize
     target_reference: str = choice("none", "none", "last", "season")  # numeric y learnt relative to the input's
-    scale: str = choice("global", "global", "window")  # numeric series: train stats, or each window's own (RevIN)
+    # numeric series: train stats (global), each window's own (window, RevIN); auto: window for csv forecasts
+    scale: str = choice("auto", "auto", "global", "window")
     units: dict[str, str] = field(default_factory=dict)  # column -> unit, shown in the model card and /metadata
     lowercase: bool = True
     max_length: int | None = bounded(None, 1)

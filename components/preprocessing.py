@@ -109,11 +109,18 @@ def reference(y_state: dict[str, Any], x: Any) -> Any:
 
 
 def window_spec(x_state: dict[str, Any], y_state: dict[str, Any], data: DataConfig) -> dict[str, Any] | None:
-    """Which input columns are normalised per window (`data.scale: window`): the targets'."""
-    if data.scale != "window":
-        return None
+    """Which input columns are normalised per window (`data.scale: window`): the targets'.
+
+    `auto` (the default) is `window` for a numeric forecast from a user CSV (`data.source: csv`,
+    series targets among the inputs: it won on the forecasting benchmark, see the README) and
+    `global` for everything else (bundled datasets, classifiers)."""
     x_cols, y_cols = x_state.get("columns") or [], y_state.get("columns") or []
-    if x_state["kind"] != "series" or y_state["kind"] != "series" or not y_cols or not set(y_cols) <= set(x_cols):
+    fits = x_state["kind"] == "series" and y_state["kind"] == "series" and bool(y_cols) and set(y_cols) <= set(x_cols)
+    if data.scale == "auto" and not (fits and data.source == "csv"):
+        return None
+    if data.scale == "global":
+        return None
+    if not fits:
         raise ConfigError(
             f"data.scale='window' needs numeric series targets whose columns are also input columns (this data "
             f"maps {x_state['kind']} {x_cols or ''} -> {y_state['kind']} {y_cols or ''}); set data.scale=global.")
