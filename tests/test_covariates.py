@@ -178,3 +178,52 @@ def test_id_embedding_needs_an_id_column(make_config, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^model.id_embedding_dim=4 embeds the series id, but data.id_column is "
                                           r"not set"):
         runner.check(make_config(raw))
+
+
+# --------------------------------------------------------------------------------------------
+# Backtest origins over the validation period (evaluate.backtest.on)
+
+
+@pytest.mark.parametrize("on", ["validation", "both"])
+def test_backtest_origins_over_the_validation_period(tmp_path: Path, on: str) -> None:
+    from components import evaluation as ev
+    from pipeline.config import EvaluateConfig, ModelConfig
+    from tests.test_forecasting import last_value_model, series_preprocess, windows
+
+    rng = np.random.default_rng(7)
+    splits: dict[str, list] = {"train": [], "validation": [], "test": []}
+    for k, name in enumerate(["AAA", "BBB"]):
+        values = (10.0 ** (k + 1) + np.cumsum(rng.normal(0, 1, 90))).reshape(-1, 1)
+        splits["train"] += windows(values[:50], 5, 2, id=name)
+        splits["validation"] += windows(values[50:70], 5, 2, 50, id=name)  # 14 windows per series
+        splits["test"] += windows(values[70:], 5, 2, 70, id=name)
+    pre = series_preprocess(tmp_path, splits)
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = EvaluateConfig(backtest={"origins": 3, "on": on})
+    result = ev.evaluate_forecast(last_value_model(5, 2, pre), pre, out, cfg, ModelConfig(topology="seq2seq"))
+    with (out / "backtest_validation.csv").open() as handle:
+        origins = list(csv.DictReader(handle))
+    assert [r["origin"] for r in origins] == ["1", "2", "3"] and all(r["windows"] == "2" for r in origins)
+    assert origins[0]["time"] == "2021-02-24" and origins[-1]["time"] == "2021-03-09"  # first, last validation window
+    # the model is the last-value forecast: its validation errors are last value's, shown beside it
+    assert all(float(r["model_mae"]) == pytest.approx(float(r["baseline_mae"]), rel=1e-4) for r in origins)
+    assert (out / "backtest_validation_error_by_origin.png").is_file()
+    report = "\n".join(result["report"])
+    assert "## Backtest (validation period)" in report and "reported only: the gate reads test windows" in report
+    test_windows = len(splits["test"])
+    if on == "validation":  # the gate reads the whole test split
+        assert result["examples"] == test_windows and not (out / "backtest.csv").exists()
+    else:  # both: the gate reads the test origins
+        assert result["examples"] == 6 and (out / "backtest.csv").is_file()
+
+
+def test_backtest_on_is_checked() -> None:
+    from pipeline.config import EvaluateConfig
+
+    assert EvaluateConfig(backtest={"origins": 2, "on": "both"}).backtest["on"] == "both"
+    with pytest.raises(ConfigError, match=r"evaluate.backtest.on='tests' is not allowed. Allowed: test, validation, "
+                                          r"both"):
+        EvaluateConfig(backtest={"origins": 2, "on": "tests"})
+    with pytest.raises(ConfigError, match="evaluate.backtest needs origins"):
+        EvaluateConfig(backtest={"on": "validation"})

@@ -41,28 +41,15 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     Also: a table and plot per target column, per-series metrics (`per_series.csv`) with an id
     column, every test forecast (`test_predictions.csv`), and, with `evaluate.backtest`, the
     metrics at K rolling origins (`backtest.csv`, `backtest_error_by_origin.png`; the gate then
-    reads the backtest windows). With several targets the gate is MASE (scale-free).
+    reads the backtest windows; `on: validation | both` adds the origins over the validation
+    period, `backtest_validation.csv`, reported only). With several targets the gate is MASE.
     """
     state = _state(preprocess)
-    test = load_split(preprocess, "test")
-    raw, raw_train = _raw(preprocess), _raw(preprocess, "train")
+    raw_train = _raw(preprocess, "train")
     y_state = state["y"]
-    actual = np.asarray([r["y"] for r in raw], dtype="float64").reshape(len(raw), *test["y"].shape[1:])
     levels = list(getattr(model_cfg, "quantiles", ()) or ())
-    from models.build import model_inputs  # x, or x with the known future values / series ids
-
-    encoded = _predict(model, model_inputs(model_cfg, preprocess.properties["io"], test))
-    encoded = encoded.reshape(*actual.shape[:-1], -1).astype("float32")
-    raw_x = None
-    if y_state.get("reference") or y_state.get("window_scale"):  # the decoding reads the raw input window
-        raw_x = np.asarray([r["x"] for r in raw], dtype="float32").reshape(len(raw), *test["x"].shape[1:])
     codec = Codec.load(preprocess)
-    quantiles = None
-    if levels:  # [N, H, targets, levels] in raw units; the median is the point forecast (as the export does)
-        quantiles = np.asarray(codec.decode_quantiles(encoded, raw_x, len(levels)), dtype="float64")
-        pred = quantiles[..., levels.index(0.5)]
-    else:
-        pred = np.asarray(codec.decode_series(encoded, raw_x), dtype="float64")  # as the export does
+    raw, actual, pred, quantiles = _forecasts(model, preprocess, "test", model_cfg, codec, levels)
     horizon, targets = actual.shape[1], actual.shape[-1]
     x_cols, y_cols = state["x"].get("columns") or [], y_state.get("columns") or []
     names = [str(c) for c in y_cols] if len(y_cols) == targets else [f"target_{j}" for j in range(targets)]
@@ -76,15 +63,11 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     if state["x"]["kind"] == "series" and columns is not None and len(raw):
         x_test = np.asarray([r["x"] for r in raw], dtype="float64")
         x_train = np.asarray([r["x"] for r in raw_train], dtype="float64")
-        if model_cfg.topology == "many_to_many":  # synced: y_t is ahead of x_t by a fixed lag
-            bases = {"persistence (aligned input value)": x_test[:, :horizon][:, :, columns]}
-            lag_season = None
-        else:
-            bases = naive_forecasts(x_test, horizon, columns, season)
-            lag_season = season
-            if season and f"seasonal naive (season {season})" not in bases:
-                notes.append(f"No seasonal-naive baseline: the input window ({x_test.shape[1]} steps) is shorter "
-                             f"than a season ({season}).")
+        bases = _naive(x_test, horizon, columns, season, model_cfg.topology)
+        lag_season = None if model_cfg.topology == "many_to_many" else season
+        if lag_season and f"seasonal naive (season {season})" not in bases:
+            notes.append(f"No seasonal-naive baseline: the input window ({x_test.shape[1]} steps) is shorter "
+                         f"than a season ({season}).")
         per_column, lag = naive_scale(x_train, columns, lag_season, per_column=True)
         scale = float(np.mean(per_column))  # every column has as many differences: the overall MAE
         notes.append(f"MASE scale: in-sample naive MAE on train with lag {lag} = {scale:.4g}"
@@ -134,7 +117,8 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
                      f"its own naive scale); MAE and RMSE pool raw units of every target.")
     full = {name: {k: float(s.value()) for k, s in by.items()} for name, by in samples.items()}
     backtest = None
-    if cfg.backtest.get("origins"):
+    on = cfg.backtest.get("on", "test")
+    if cfg.backtest.get("origins") and on in ("test", "both"):
         origin_idx, short = backtest_origins(raw, int(cfg.backtest["origins"]))
         if origin_idx:
             backtest = {"origins": origin_idx, "note": short}
@@ -158,6 +142,10 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
             f"{k} {v:.4g}" for k, v in full[strongest].items()) + "."]
     else:
         examples = len(actual)
+    if cfg.backtest.get("origins") and on in ("validation", "both"):
+        report += _validation_backtest(
+            model, preprocess, workdir, cfg, model_cfg, codec, levels, columns, season, strongest, main,
+            series_scale if many else None, per_example if not many else None)
     _write_test_predictions(workdir / "test_predictions.csv", raw, actual, pred, names, frequency,
                             model_cfg.topology == "many_to_many", quantiles, levels)
     rows = [{"input": _short(r["x"]), "actual": _short(np.round(a[:, 0], 2).tolist()),
@@ -165,3 +153,51 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
             for r, a, p, b in zip(raw[: cfg.num_examples], actual, pred, bases[strongest])]
     return {"main": main, "gate": [main], "examples": examples, "model": mine, "baselines": sides,
             "samples": samples, "season": season, "rows": rows, "report": report}
+
+
+def _forecasts(model: Any, preprocess: Any, split: str, model_cfg: ModelConfig, codec: Codec,
+               levels: list[float]) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray | None]:
+    """One split's raw rows, actual values, forecasts in raw units (as the export decodes them) and,
+    with `model.quantiles`, every level [N, H, targets, levels] (the median is the point forecast)."""
+    from models.build import model_inputs  # x, or x with the known future values / series ids
+
+    arrays = load_split(preprocess, split)
+    raw = _raw(preprocess, split)
+    actual = np.asarray([r["y"] for r in raw], dtype="float64").reshape(len(raw), *arrays["y"].shape[1:])
+    encoded = _predict(model, model_inputs(model_cfg, preprocess.properties["io"], arrays))
+    encoded = encoded.reshape(*actual.shape[:-1], -1).astype("float32")
+    raw_x = None
+    if codec.y.get("reference") or codec.y.get("window_scale"):  # the decoding reads the raw input window
+        raw_x = np.asarray([r["x"] for r in raw], dtype="float32").reshape(len(raw), *arrays["x"].shape[1:])
+    if levels:
+        quantiles = np.asarray(codec.decode_quantiles(encoded, raw_x, len(levels)), dtype="float64")
+        return raw, actual, quantiles[..., levels.index(0.5)], quantiles
+    return raw, actual, np.asarray(codec.decode_series(encoded, raw_x), dtype="float64"), None
+
+
+def _naive(x: np.ndarray, horizon: int, columns: list[int], season: int | None, topology: str) -> dict[str, np.ndarray]:
+    """The naive forecasts of raw input windows (many_to_many: the aligned input value)."""
+    if topology == "many_to_many":  # synced: y_t is ahead of x_t by a fixed lag
+        return {"persistence (aligned input value)": x[:, :horizon][:, :, columns]}
+    return naive_forecasts(x, horizon, columns, season)
+
+
+def _validation_backtest(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateConfig, model_cfg: ModelConfig,
+                         codec: Codec, levels: list[float], columns: list[int] | None, season: int | None,
+                         strongest: str, main: str, series_scale: dict[Any, np.ndarray] | None,
+                         scale: Any) -> list[str]:
+    """`evaluate.backtest.on: validation | both`: the rolling origins over the validation period,
+    against the test's strongest baseline, in the same units (reported; the gate reads test windows)."""
+    raw, actual, pred, _ = _forecasts(model, preprocess, "validation", model_cfg, codec, levels)
+    origins, note = backtest_origins(raw, int(cfg.backtest["origins"]), "validation")
+    if not origins or columns is None:
+        why = "no validation windows" if not origins else "the targets are not among the inputs (no naive forecast)"
+        return ["", "## Backtest (validation period)", "", f"Not computed: {why}{note}."]
+    x = np.asarray([r["x"] for r in raw], dtype="float64")
+    bases = _naive(x, actual.shape[1], columns, season, model_cfg.topology)
+    name = strongest if strongest in bases else next(iter(bases))
+    if series_scale is not None:  # each window's own series scale (an id unseen in train: the mean scale)
+        fallback = np.mean(list(series_scale.values()), axis=0)
+        scale = np.asarray([series_scale.get(r.get("id"), fallback) for r in raw]).reshape(len(raw), -1)
+    return _backtest(workdir, {"origins": origins, "note": note}, raw, actual, pred, bases[name], name, scale, main,
+                     period="validation")

@@ -66,9 +66,12 @@ def _per_series(workdir: Path, actual: np.ndarray, pred: np.ndarray, base: np.nd
 
 
 def _backtest(workdir: Path, backtest: dict[str, Any], raw: list[dict], actual: np.ndarray, pred: np.ndarray,
-              base: np.ndarray, base_name: str, scale: Any, main: str) -> list[str]:
-    """Metrics at each rolling origin (`backtest.csv`, `backtest_error_by_origin.png`) and their mean."""
+              base: np.ndarray, base_name: str, scale: Any, main: str, period: str = "test") -> list[str]:
+    """Metrics at each rolling origin (`backtest.csv`, `backtest_error_by_origin.png`) and their mean;
+    for the validation period `backtest_validation.csv` / `backtest_validation_error_by_origin.png`."""
     from components.plots import figure
+
+    stem = "backtest" if period == "test" else f"backtest_{period}"
 
     table = []
     for k, idx in enumerate(backtest["origins"]):
@@ -77,19 +80,23 @@ def _backtest(workdir: Path, backtest: dict[str, Any], raw: list[dict], actual: 
         theirs = forecast_metrics(actual[idx], base[idx], per)
         table.append({"origin": k + 1, "time": raw[idx[0]].get("time", ""), "windows": len(idx),
                       **{f"model_{m}": v for m, v in mine.items()}, **{f"baseline_{m}": v for m, v in theirs.items()}})
-    _write_rows(workdir / "backtest.csv", table)
+    _write_rows(workdir / f"{stem}.csv", table)
     mean = {m: float(np.mean([r[f"model_{m}"] for r in table])) for m in ("mae", "rmse", "smape", "mase")}
     base_mean = {m: float(np.mean([r[f"baseline_{m}"] for r in table])) for m in ("mae", "rmse", "smape", "mase")}
-    with figure(workdir / "backtest_error_by_origin.png", f"Backtest: {main.upper()} by forecast origin") as ax:
+    with figure(workdir / f"{stem}_error_by_origin.png",
+                f"Backtest ({period} period): {main.upper()} by forecast origin") as ax:
         origins = [r["origin"] for r in table]
         ax.plot(origins, [r[f"model_{main}"] for r in table], marker="o", label="model")
         ax.plot(origins, [r[f"baseline_{main}"] for r in table], marker=".", linestyle=":", label=base_name)
         ax.axhline(mean[main], color="C0", alpha=0.4)
-        ax.set_xlabel("forecast origin (test period, in time order)")
+        ax.set_xlabel(f"forecast origin ({period} period, in time order)")
         ax.set_ylabel(main.upper())
         ax.legend()
-    lines = ["", "## Backtest", "", f"{len(table)} rolling forecast origins over the test period{backtest['note']}; "
-             f"the gate reads these {sum(r['windows'] for r in table)} windows (`backtest.csv`).", "",
+    gate = (f"the gate reads these {sum(r['windows'] for r in table)} windows" if period == "test"
+            else "reported only: the gate reads test windows")
+    lines = ["", "## Backtest" + ("" if period == "test" else f" ({period} period)"), "",
+             f"{len(table)} rolling forecast origins over the {period} period{backtest['note']}; "
+             f"{gate} (`{stem}.csv`).", "",
              f"| origin | time | windows | model MAE | model MASE | {base_name} MAE |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['origin']} | {r['time']} | {r['windows']} | {r['model_mae']:.4g} | {r['model_mase']:.4g} | "
               f"{r['baseline_mae']:.4g} |" for r in table]

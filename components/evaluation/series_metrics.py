@@ -114,16 +114,16 @@ def later_times(label: Any, frequency: str | None, steps: int) -> list[str]:
     return [t.strftime("%Y-%m-%d") if dated else t.isoformat() for t in stamps]
 
 
-def backtest_origins(raw: list[dict], origins: int) -> tuple[list[np.ndarray], str]:
-    """`origins` rolling forecast origins over the test period: for each series its test windows
-    (in time order) at `origins` evenly spaced positions, first to last; origin k = the k-th of
-    every series. Fewer when a series has fewer test windows (said in the note)."""
+def backtest_origins(raw: list[dict], origins: int, period: str = "test") -> tuple[list[np.ndarray], str]:
+    """`origins` rolling forecast origins over a period (the test split's, or validation's): for each
+    series its windows of that period (in time order) at `origins` evenly spaced positions, first to
+    last; origin k = the k-th of every series. Fewer when a series has fewer windows (said in the note)."""
     groups: dict[Any, list[int]] = {}
     for i, r in enumerate(raw):
         groups.setdefault(r.get("id"), []).append(i)
     shortest = min((len(g) for g in groups.values()), default=0)
     k = min(origins, shortest)
-    note = "" if k == origins else (f" (asked for {origins}, but the shortest series has {shortest} test windows)")
+    note = "" if k == origins else (f" (asked for {origins}, but the shortest series has {shortest} {period} windows)")
     if k == 0:
         return [], note
     picks = [np.asarray(g)[np.round(np.linspace(0, len(g) - 1, k)).astype(int)] for g in groups.values()]
