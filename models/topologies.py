@@ -65,8 +65,16 @@ import keras
 
 from models import cells
 from models.attention import Attention, AttentionPooling, AttentiveRNN
-from models.layers import ConcatContext, FirstStep, FirstStepGate, MaskedMaxPooling, PaddingMask, SeriesMask, StepIndex
-from models.layers import SeriesContext
+from models.layers import (
+    ConcatContext,
+    FirstStep,
+    FirstStepGate,
+    MaskedMaxPooling,
+    PaddingMask,
+    SeriesContext,
+    SeriesMask,
+    StepIndex,
+)
 from models.spec import ConfigError, ModelConfig
 
 DECODER_INPUTS = "decoder_inputs"

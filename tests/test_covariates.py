@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import ConfigError
+from components.config import ConfigError
 
 
 def stores_csv(path: Path, days: int = 60, future_days: int = 0, horizon: int = 2) -> Path:
@@ -187,7 +187,7 @@ def test_id_embedding_needs_an_id_column(make_config, tmp_path: Path) -> None:
 @pytest.mark.parametrize("on", ["validation", "both"])
 def test_backtest_origins_over_the_validation_period(tmp_path: Path, on: str) -> None:
     from components import evaluation as ev
-    from pipeline.config import EvaluateConfig, ModelConfig
+    from components.config import EvaluateConfig, ModelConfig
     from tests.test_forecasting import last_value_model, series_preprocess, windows
 
     rng = np.random.default_rng(7)
@@ -223,7 +223,7 @@ def test_backtest_origins_over_the_validation_period(tmp_path: Path, on: str) ->
 
 
 def test_backtest_on_is_checked() -> None:
-    from pipeline.config import EvaluateConfig
+    from components.config import EvaluateConfig
 
     assert EvaluateConfig(backtest={"origins": 2, "on": "both"}).backtest["on"] == "both"
     with pytest.raises(ConfigError, match=r"evaluate.backtest.on='tests' is not allowed. Allowed: test, validation, "
