@@ -504,12 +504,9 @@ def raw_tensor(values: list[Any], io_x: dict[str, Any]) -> Any:
 
 def jsonable(outputs: dict[str, Any]) -> dict[str, Any]:
     """Tensors -> lists (strings decoded), as the REST server answers them."""
-    out = {}
-    for key, value in outputs.items():
-        arr = np.asarray(value)
-        out[key] = (np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(arr).tolist()
-                    if arr.dtype == object and arr.size else arr.tolist())
-    return out
+    from components.serving import jsonable as answer
+
+    return {key: answer(np.asarray(value)) for key, value in outputs.items()}
 
 
 def data_stats(preprocess: Any) -> list[str]:

@@ -28,7 +28,6 @@ import contextlib
 import json
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import numpy as np
 
 from components import faults
 from components.config import ExportConfig
+from components.serving import HeldServer, ServerProcess, call
 
 
 class InfraValidationError(RuntimeError):
@@ -60,8 +60,6 @@ def agree(expected: dict[str, Any], answered: dict[str, Any], atol: float = 1e-4
 
 def wait_available(url: str, version: int, timeout: float = 120) -> None:
     """Poll the version status until AVAILABLE; a load failure (END) raises at once."""
-    from components.serving import call
-
     deadline = time.monotonic() + timeout
     while True:
         status, body = call(f"{url}/versions/{version}", timeout=10)
@@ -82,49 +80,20 @@ CANDIDATE = "candidate"
 POLL_SECONDS = "0.1"  # the validation server looks for the linked version this often
 
 
-class Prestarted:
-    """A fresh `rnnpipe serve` on an empty private base, started by a thread that lives as long as it.
-
-    The thread that spawns the server must outlive it: the parent-death signal (die_with_parent) fires
-    when the spawning *thread* ends. So the thread starts it, waits for it to be ready, then holds it
-    until `close()`.
-    """
+class Prestarted(HeldServer):
+    """A fresh `rnnpipe serve` on an empty private base (`base`, inside the private folder `home`),
+    started now and held by a thread that lives as long as it (see components.serving.HeldServer:
+    the parent-death signal fires when the spawning *thread* ends)."""
 
     def __init__(self) -> None:
-        from components.serving import ServerProcess
-
         self.home = Path(tempfile.mkdtemp(prefix="rnnpipe-infra-"))
         self.base = self.home / CANDIDATE
         self.base.mkdir()
-        self.server = ServerProcess(self.base, "--model-name", CANDIDATE, "--poll-seconds", POLL_SECONDS,
-                                    log_path=self.home / "server.log")
-        self.url: str | None = None
-        self.error: BaseException | None = None
-        self.ready, self.done = threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=self._hold, name="infra-validation-server", daemon=True)
-        self.thread.start()
-
-    def _hold(self) -> None:
-        try:
-            self.url = self.server.__enter__()
-        except BaseException as exc:  # noqa: BLE001 - reported by wait()
-            self.error = exc
-            return
-        finally:
-            self.ready.set()
-        self.done.wait()
-        self.server.__exit__(None, None, None)
-
-    def wait(self) -> str:
-        """The server's root URL once it listens; raises what stopped it from starting."""
-        self.ready.wait()
-        if self.error is not None:
-            raise self.error
-        return str(self.url)
+        super().__init__(ServerProcess(self.base, "--model-name", CANDIDATE, "--poll-seconds", POLL_SECONDS,
+                                       log_path=self.home / "server.log"), name="infra-validation-server")
 
     def close(self) -> None:
-        self.done.set()
-        self.thread.join()
+        super().close()
         shutil.rmtree(self.home, ignore_errors=True)
 
 
@@ -159,8 +128,6 @@ def serve_candidate(server: Prestarted, saved_model: Path, version: int = 1) -> 
 def validate(server: Prestarted, saved_model: Path, canary: dict[str, Any], signatures: list[str],
              version: int = 1) -> dict[str, Any]:
     """Serve `saved_model` as `version` in the fresh `server`; check it against the canary answers."""
-    from components.serving import call
-
     try:  # a RuntimeError other than InfraValidationError below is the server failing, not the model
         url = f"{serve_candidate(server, saved_model, version)}/v1/models/{CANDIDATE}"
         wait_available(url, version)

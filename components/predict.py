@@ -35,6 +35,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from components.serving.protocol import text as _text
+
 DATA_FILE = "assets.extra/rnnpipe_data.json"  # in the SavedModel: the data settings, topology, io
 INPUT_FIELDS = ("input", "source", "x", "sequence", "text")
 
@@ -337,10 +339,6 @@ def _series_rows(out: dict[str, np.ndarray], i: int, key: Any, time: Any, info: 
 
 def _num(value: Any) -> float:
     return float(f"{float(value):.7g}")  # float32 precision, without the float64 digits
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 # --------------------------------------------------------------------------------------------

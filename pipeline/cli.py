@@ -129,7 +129,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     store_uri(uri)  # a clear error when there is no store here yet
     print(f"MLflow UI on http://{args.host}:{args.port}  (store: {uri}); Ctrl-C to stop")
     print("\n".join(ui_links(uri, f"http://{args.host}:{args.port}")), flush=True)
-    from pipeline.servers import spawn, stop_group
+    from components.serving import spawn, stop_group
 
     # its own process group under a guard: Ctrl-C, SIGTERM or even kill -9 of this process ends
     # the MLflow server and its workers too (nothing keeps holding the port)

@@ -303,7 +303,7 @@ def serve_registered(uri: str, name: str, alias: str = CHAMPION, timeout: float 
     """
     import sys
 
-    from pipeline.servers import local_server
+    from components.serving import local_server
 
     bin_dir = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from PATH
     env = {**os.environ, ENV_URI: uri, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),

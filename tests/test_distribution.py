@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.servers import free_port
+from components.serving import free_port
 from tests.conftest import CONFIGS, ROOT, isolated, tiny
 
 # Runs in a fresh interpreter: logical devices must be set before TensorFlow initialises.

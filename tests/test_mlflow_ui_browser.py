@@ -75,7 +75,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def ui(store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """`rnnpipe ui` on the store, on a free loopback port; yields its base URL and printed lines."""
-    from pipeline.servers import local_server
+    from components.serving import local_server
 
     log_path = tmp_path_factory.mktemp("ui_log") / "ui.log"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}

@@ -80,7 +80,7 @@ def test_a_spawned_helper_group_dies_when_its_parent_is_killed_9() -> None:
     """The guard, the helper and the helper's own child (a worker) all go."""
     proc, pgid = parent("""
         import sys, time
-        from pipeline.servers import spawn
+        from components.serving import spawn
         helper = spawn([sys.executable, "-c",
                         "import subprocess, time; subprocess.Popen(['sleep', '300']); time.sleep(300)"])
         print(helper.pid, flush=True)
@@ -128,7 +128,7 @@ def test_the_prestarted_validation_server_serves_what_is_linked_in_and_dies_with
 
 
 def test_stop_group_ends_a_helper_and_its_workers() -> None:
-    from pipeline.servers import spawn, stop_group
+    from components.serving import spawn, stop_group
 
     helper = spawn([sys.executable, "-c", "import subprocess, time; subprocess.Popen(['sleep', '300']); "
                                           "time.sleep(300)"])
@@ -165,7 +165,7 @@ def test_sigterm_during_training_is_handled_like_ctrl_c(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_rnnpipe_ui_and_its_mlflow_workers_die_when_it_is_killed_9(tmp_path: Path) -> None:
-    from pipeline.servers import answers, free_port
+    from components.serving import answers, free_port
 
     (tmp_path / "m.db").touch()  # a new, empty store: MLflow creates it
     port = free_port()

@@ -47,7 +47,7 @@ def test_stage_cli_rejects_unknown_stage(tmp_path: Path) -> None:
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
     """A real `mlflow server` on a loopback port with a SQLite backend and local artifacts."""
-    from pipeline.servers import local_server
+    from components.serving import local_server
 
     argv = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", "{port}",
             "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
