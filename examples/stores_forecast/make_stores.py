@@ -1,4 +1,7 @@
 # Four stores, daily unit sales for 400 days: a trend, a weekly pattern, noise, and a few missing rows.
+# Prices follow a plan (a cut for 10 days every 90), known ahead: data.future_columns.
+# Also writes plan.csv: stores.csv plus the next 7 days of each store with units empty and the
+# planned price filled (what `rnnpipe predict` reads the known future values from).
 import csv, datetime, math, random
 
 rng = random.Random(0)
@@ -13,3 +16,13 @@ with open("stores.csv", "w", newline="") as f:
             price = 9.99 if d % 90 < 80 else 7.99
             units = (level + slope * d) * (1 + 0.3 * math.sin(2 * math.pi * d / 7)) * (1.2 if price < 9 else 1)
             w.writerow([store, day.isoformat(), round(units + rng.gauss(0, 0.05 * level), 1), price])
+
+with open("stores.csv") as f:
+    history = f.read()
+with open("plan.csv", "w", newline="") as f:
+    f.write(history)
+    w = csv.writer(f)
+    for store in ("berlin", "paris", "rome", "oslo"):
+        for d in range(400, 407):
+            day = datetime.date(2023, 1, 1) + datetime.timedelta(days=d)
+            w.writerow([store, day.isoformat(), "", 9.99 if d % 90 < 80 else 7.99])
