@@ -15,7 +15,6 @@ Run: `python -m bench.fixed_costs [--quick] [--rounds N]`.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -33,8 +32,9 @@ def _measure(workdir: Any, rounds: int, args: Any) -> dict[str, Any]:
     import numpy as np
     from mlflow.models import infer_signature
 
+    from components import stage_files as files
     from components.plots import heatmap, learning_curves
-    from pipeline import registry, runner, tracking
+    from pipeline import registry, runner, store, tracking
 
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     config = common.load_config("names_gender_lstm.yaml", workdir, {
@@ -48,20 +48,21 @@ def _measure(workdir: Any, rounds: int, args: Any) -> dict[str, Any]:
     m = config.model
 
     def keras_old() -> None:  # what _log_keras_model did before issue 16
-        model = keras.saving.load_model(train.path("model.keras"), compile=False, safe_mode=True)
-        ex = tracking._example_inputs(train)
+        model = keras.saving.load_model(files.model_file(train), compile=False, safe_mode=True)
+        ex = tracking._example_inputs(train.path(files.INPUT_EXAMPLE))
         mlflow.keras.log_model(model, name="keras_model", signature=infer_signature(ex, model.predict(ex, verbose=0)),
-                               pip_requirements=tracking._requirements(),
+                               pip_requirements=store.requirements(),
                                tags={"pipeline": config.name, "topology": m.topology, "cell": m.cell})
 
     def pyfunc_old() -> None:
         mlflow.pyfunc.log_model(name=registry.PYFUNC_NAME, python_model=registry.saved_model_pyfunc(),
                                 artifacts={"saved_model": info["path"]}, signature=signature,
-                                input_example=example, pip_requirements=registry._requirements())
+                                input_example=example, pip_requirements=store.requirements())
 
-    history = json.loads(train.path("history.json").read_text())
+    history = files.history(train)
+    keras_logged = train.properties["log"]["keras_model"]
     variants = {
-        "keras_model: log the saved file": lambda: tracker._log_keras_model(train),
+        "keras_model: log the saved file": lambda: tracker._log_keras_model(train, keras_logged),
         "keras_model: reload, predict, re-save": keras_old,
         "pyfunc: log_pyfunc": lambda: registry.log_pyfunc(info["path"], signature, example),
         "pyfunc: mlflow.pyfunc.log_model": pyfunc_old,
@@ -70,7 +71,7 @@ def _measure(workdir: Any, rounds: int, args: Any) -> dict[str, Any]:
                                                   ["female", "male"], ["female", "male"]),
     }
     mlflow.set_tracking_uri(config.tracking.uri)
-    with mlflow.start_run(experiment_id=tracking.experiment_id(config)):
+    with mlflow.start_run(experiment_id=store.experiment_id(config)):
         for fn in variants.values():  # warm-up: imports, first traces
             fn()
         times = common.interleaved(variants, rounds)

@@ -119,6 +119,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def prepare(config_name: str, overrides: dict[str, Any], workdir: Path, quick: bool) -> tuple[Any, Any, list[Any]]:
     """Run the pipeline (blessed, registered) and return (config, result, raw test inputs)."""
+    from components import stage_files as files
     from pipeline import runner
 
     items = {"tracking.enabled": True, "evaluate.compare_to": "none", "evaluate.thresholds": {}, **overrides}
@@ -128,8 +129,8 @@ def prepare(config_name: str, overrides: dict[str, Any], workdir: Path, quick: b
     result = runner.run(config, log=lambda _: None)
     if not result.export_path:
         raise RuntimeError(f"{config_name}: no export ({result.artifacts['evaluate'].properties.get('reasons')})")
-    lines = result.artifacts["preprocess"].path("test_raw.jsonl").read_text().splitlines()
-    return config, result, [json.loads(line)["x"] for line in lines[:256]]
+    rows = files.raw_examples(result.artifacts["preprocess"], "test", limit=256)
+    return config, result, [row["x"] for row in rows]
 
 
 def measure(name: str, urls: dict[str, tuple[str, str]], inputs: list[Any], quick: bool) -> dict[str, Any]:
@@ -176,14 +177,14 @@ def measure(name: str, urls: dict[str, tuple[str, str]], inputs: list[Any], quic
 
 def bench_case(name: str, config_name: str, overrides: dict[str, Any], quick: bool) -> dict[str, Any]:
     from components.serving import ServerProcess
-    from pipeline import registry, tracking
+    from pipeline import registry, store
 
     workdir = common.scratch_dir("serving")
     try:
         common.log(f"== {name}: running the pipeline ({config_name})")
         config, result, inputs = prepare(config_name, overrides, workdir, quick)
         base = Path(result.export_path).parent
-        with ServerProcess(base) as ours, registry.serve_registered(tracking.tracking_uri(config), config.name) \
+        with ServerProcess(base) as ours, registry.serve_registered(store.tracking_uri(config), config.name) \
                 as theirs:
             urls = {"rnnpipe": (ours, f"/v1/models/{base.name}:predict"), "mlflow": (theirs, "/invocations")}
             return measure(name, urls, inputs, quick)

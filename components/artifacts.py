@@ -173,15 +173,21 @@ def discard(stage_dir: Path, fp: str) -> None:
 
 
 @contextlib.contextmanager
-def stage_lock(stage_dir: Path, fp: str) -> Iterator[None]:
-    """Serialise work on one fingerprint across processes (a second run waits, then reuses)."""
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    with open(stage_dir / f".{fp}.lock", "w") as handle:
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created, with its folder) across processes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def stage_lock(stage_dir: Path, fp: str) -> contextlib.AbstractContextManager[None]:
+    """Serialise work on one fingerprint across processes (a second run waits, then reuses)."""
+    return file_lock(stage_dir / f".{fp}.lock")
 
 
 @contextlib.contextmanager

@@ -43,12 +43,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from components import stage_files as files
 from components.config import Config, DataConfig, EvaluateConfig, ExportConfig, ModelConfig, TrainConfig, to_plain
-from components.preprocessing import Codec, load_split
+from components.preprocessing import Codec
+from components.stage_files import SPLITS, load_split
 
 INPUT_NAME = "inputs"
 CANARIES = 8
-SAVED_MODEL_DIR = "saved_model"  # in the export stage's output: what infra_validate serves and push publishes
 GENERATIVE = ("one_to_many", "seq2seq")
 MAX_BEAM_WIDTH = 64  # the largest `beam_width` the generate signature accepts (= model.beam_width's bound)
 MIN_MAX_LENGTH = 64  # seq2seq/one_to_many generate: max_length up to max(2 x default length, this)
@@ -470,9 +471,8 @@ def canary_inputs(preprocess: Any, n: int = CANARIES, extra: list[str] = ()) -> 
     """The first raw x values of the test split (train if the test split is empty); with `extra`
     names (`future`, `series_id`), {"inputs": [x...], name: [values...]} (columnar, as a request)."""
     for split in ("test", "train"):
-        lines = preprocess.path(f"{split}_raw.jsonl").read_text().splitlines()[:n]
-        if lines:
-            rows = [json.loads(line) for line in lines]
+        rows = files.raw_examples(preprocess, split, limit=n)
+        if rows:
             if not extra:
                 return [r["x"] for r in rows]
             meta = {"future": "future", "series_id": "id"}
@@ -511,10 +511,10 @@ def jsonable(outputs: dict[str, Any]) -> dict[str, Any]:
 
 def data_stats(preprocess: Any) -> list[str]:
     """Markdown lines: split sizes, vocabularies, classes, target distribution (train)."""
-    state = json.loads(preprocess.path("preprocessor.json").read_text())
+    state = files.preprocessor_state(preprocess)
     lines = ["| split | examples |", "|---|---|"]
     train_y = None
-    for split in ("train", "validation", "test"):
+    for split in SPLITS:
         arrays = load_split(preprocess, split)
         lines.append(f"| {split} | {len(arrays['y'])} |")
         if split == "train":
@@ -596,7 +596,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
         reason = "not blessed: " + "; ".join(props.get("failures") or props.get("reasons") or ["no reason recorded"])
         return {"gate": False, "reason": reason, "summary": reason, "tags": {"exported": "false"}}
     cfg = model
-    net = load_model(trained.path("model.keras"))
+    net = load_model(files.model_file(trained))
     codec = Codec.load(preprocess)
     io = preprocess.properties["io"]
     extra = extra_signature(codec, cfg)
@@ -609,13 +609,13 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
                              input_signature=[input_signature(io["x"], cfg), *extra])
         expected = jsonable(traced(*raw_inputs(canaries, io["x"])))
     artifacts_json = {"inputs": canaries, "outputs": expected, "signature_name": "serving_default"}
-    (workdir / "canary.json").write_text(json.dumps(artifacts_json, ensure_ascii=False))
+    files.write_canary(workdir, artifacts_json)
     signatures = ["serving_default"] + (["generate"] if is_generative(io, cfg.topology) else [])
     card_config = Config(name=name, data=data, model=cfg, train=train, evaluate=evaluate, export=export).to_dict()
     card_config.pop("sweep", None)
     card_config.pop("tracking", None)
 
-    path = workdir / SAVED_MODEL_DIR
+    path = workdir / files.SAVED_MODEL
     write_saved_model(net, codec, io, path, cfg)
     from components.predict import DATA_FILE, data_description
 
@@ -629,7 +629,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
     faults.point("export:written")
     ctx.log(f"SavedModel {content} (signatures: {', '.join(signatures)}); published by push once validated")
     return {
-        "saved_model": SAVED_MODEL_DIR,
+        "saved_model": files.SAVED_MODEL,
         "content_hash": content,
         "signatures": signatures,
         "blessed": bool(evaluated.properties.get("blessed")),

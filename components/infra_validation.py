@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from components import faults
+from components import stage_files as files
 from components.config import ExportConfig
 from components.serving import HeldServer, ServerProcess, call
 
@@ -160,20 +161,18 @@ def validate(server: Prestarted, saved_model: Path, canary: dict[str, Any], sign
 
 def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig) -> dict[str, Any]:
     """Serve the export in a fresh process, send canaries, compare with in-process answers."""
-    from components.export import SAVED_MODEL_DIR
-
     art = inputs["export"]
     props = art.properties
-    canary = json.loads(art.path("canary.json").read_text())
+    canary = files.canary(art)
     if not export.infra_validate:
-        (workdir / "canary.json").write_text(json.dumps(canary, ensure_ascii=False))
+        files.write_canary(workdir, canary)
         return {"summary": "skipped (export.infra_validate=false)", "validated": False,
                 "content_hash": props["content_hash"]}
     prestarted = bool(_prestarted)
     server = _prestarted.pop() if prestarted else Prestarted()
     started = time.monotonic()
     try:
-        answers = validate(server, art.path(SAVED_MODEL_DIR), canary, props.get("signatures", ["serving_default"]))
+        answers = validate(server, files.saved_model(art), canary, props.get("signatures", ["serving_default"]))
     except InfraValidationError as exc:
         raise InfraValidationError(f"{exc}\nThe export {props['content_hash']} was not published; fix the cause "
                                    f"and rerun (the export stage builds it again).") from None
@@ -181,7 +180,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig) -> dict[
         with contextlib.suppress(OSError):
             shutil.copyfile(server.home / "server.log", workdir / "server.log")
         server.close()
-    (workdir / "canary.json").write_text(json.dumps({**canary, "answers": answers}, ensure_ascii=False))
+    files.write_canary(workdir, {**canary, "answers": answers})
     seconds = time.monotonic() - started
     how = "fresh process started during export" if prestarted else "fresh process"
     sent = canary["inputs"]["inputs"] if isinstance(canary["inputs"], dict) else canary["inputs"]  # named inputs

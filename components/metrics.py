@@ -2,8 +2,8 @@
 
 Every metric an evaluator emits or training logs is registered here with whether higher is
 better, its unit, a display name and whether it can gate a blessing. The gate
-(components/evaluation/), the pusher's champion decision (components/push.py), sweep
-ranking and `rnnpipe runs --sort/--compare` (pipeline/compare.py) and the reports read it;
+(components/evaluation.py), the pusher's champion decision (components/push.py), sweep
+ranking and `rnnpipe runs --sort/--compare` (pipeline/sweep.py, pipeline/runs.py) and the reports read it;
 nothing else decides "lower is better".
 
 Also here: the paired bootstrap that turns per-example results into a confidence interval of

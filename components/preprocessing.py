@@ -36,12 +36,13 @@ from typing import Any
 
 import numpy as np
 
+from components import stage_files as files
 from components.config import ConfigError, DataConfig
 from components.ingestion import read_examples, read_spec
+from components.stage_files import SPLITS, load_split  # noqa: F401 - load_split: also public here
 from components.validation import tokens_of
 
 PAD, UNK, START, END = "", "[UNK]", "<s>", "</s>"
-SPLITS = ("train", "validation", "test")
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +214,7 @@ class Codec:
 
     @classmethod
     def load(cls, artifact: Any) -> Codec:
-        return cls(json.loads(artifact.path("preprocessor.json").read_text()))
+        return cls(files.preprocessor_state(artifact))
 
     # -- TF graph ops (also traced into the SavedModel) -----------------------------------
     def tokenize(self, raw: Any, side: str) -> Any:
@@ -438,18 +439,12 @@ def fit_residuals(train: list, spec: dict[str, Any], data: DataConfig, ref: dict
                     "variance": np.where(second < 1e-8, 1.0, second).tolist()}
 
 
-def load_split(artifact: Any, split: str) -> dict[str, np.ndarray]:
-    """The encoded arrays of one split."""
-    with np.load(artifact.path(f"{split}.npz")) as data:
-        return {k: data[k] for k in data.files}
-
-
 def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str, Any]:
     """Fit on train, encode all splits, save the state and the arrays."""
     ingest = inputs["ingest"]
     spec = read_spec(ingest)
     generated = spec["topology"] in ("one_to_many", "seq2seq") and spec["y"]["kind"] == "tokens"
-    train = read_examples(ingest.path("train.jsonl"), meta=True)
+    train = read_examples(ingest.path(files.examples_file("train")), meta=True)
     x_state = fit_side([e[0] for e in train], spec["x"], data, generated=False)
     ref = reference_spec(spec, data)
     if spec["y"].get("language_model"):  # next-token targets share the input's vocabulary and length
@@ -475,19 +470,21 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     codec = Codec(state)
     dropped = {}
     for split in SPLITS:
-        examples, dropped[split] = usable(read_examples(ingest.path(f"{split}.jsonl"), meta=True), state)
+        examples, dropped[split] = usable(read_examples(ingest.path(files.examples_file(split)), meta=True), state)
         if dropped[split]:
             ctx.log(f"{split}: {dropped[split]} examples have a target class unseen in train; left out")
         xs = [e[0] for e in examples]
         arrays = {"x": codec.encode_inputs(xs), "y": codec.encode_targets([e[1] for e in examples], xs),
                   **codec.extra_arrays(examples)}
-        np.savez(workdir / f"{split}.npz", **arrays)
-        (workdir / f"{split}_raw.jsonl").write_text(  # x, y and any meta of the example (a series' id, time)
+        np.savez(workdir / files.split_file(split), **arrays)
+        (workdir / files.raw_file(split)).write_text(  # x, y and any meta of the example (a series' id, time)
             "".join(json.dumps({"x": x, "y": y, **meta}, ensure_ascii=False) + "\n" for x, y, meta in examples))
     io = io_spec(state)
     io["frequency"] = ingest.properties.get("frequency")  # a series' time step (hourly, daily, ...) or None
-    (workdir / "preprocessor.json").write_text(json.dumps(state, indent=1, ensure_ascii=False))
-    (workdir / "io.json").write_text(json.dumps(io, indent=2))
+    (workdir / files.PREPROCESSOR).write_text(json.dumps(state, indent=1, ensure_ascii=False))
+    (workdir / files.IO).write_text(json.dumps(io, indent=2))
     sizes = {k: io[k].get("vocab_size", io[k].get("num_classes", io[k].get("features"))) for k in ("x", "y")}
     summary = f"x {io['x']['kind']}:{sizes['x']} -> y {io['y']['kind']}:{sizes['y']}"
-    return {"io": io, "dropped": dropped, "summary": summary}
+    datasets = [{"file": files.split_file(split), "context": split, "name": f"{data.source}-{split}",
+                 "digest": files.split_digest(workdir / files.split_file(split))} for split in SPLITS]
+    return {"io": io, "dropped": dropped, "summary": summary, "log": {"datasets": datasets}}

@@ -15,13 +15,16 @@ Publication is atomic and idempotent:
   ASCII numbers (`.invalid-3-...`, `²`, `12.bak`) are ignored;
 - stale `.tmp-*` folders of dead processes are removed.
 The output records the published folder's digest, so a cached push whose folder vanished or
-changed is run again (republished). Registration in MLflow and the champion decision follow
-in the tracker (pipeline/registry.py), keyed by the content hash.
+changed is run again (republished).
+
+Then `register` (the stage's `after` step, run on every pipeline run, whether the push was
+built or cached) registers the published export in this run's model registry (`ctx.register`,
+pipeline/registry.py: idempotent by content hash under the store's lock, tags, the champion
+decision); without tracking there is no registry and nothing is registered.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -29,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from components import faults
-from components.artifacts import fsync_dir
+from components import stage_files as files
+from components.artifacts import file_lock, fsync_dir
 from components.config import ExportConfig
 
 PUBLISHED_FILE = "rnnpipe.json"  # in each published version: which model it holds
@@ -97,8 +101,7 @@ def publish(source: Path, base: Path, content_hash: str, record: dict[str, Any])
         raise PushError(f"cannot create the export base {base}: {exc.strerror or exc}") from None
     if not base.is_dir():
         raise PushError(f"the export base {base} is not a folder")
-    with open(base / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(base / ".lock"):
         clean_stale(base)
         found = find_published(base, content_hash)
         if found:
@@ -106,8 +109,7 @@ def publish(source: Path, base: Path, content_hash: str, record: dict[str, Any])
     tmp = base / f".tmp-{os.getpid()}-{os.urandom(3).hex()}"
     try:
         shutil.copytree(source, tmp)
-        with open(base / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock(base / ".lock"):
             found = find_published(base, content_hash)  # a concurrent run of the same model won
             if found:
                 return (*found, False)
@@ -126,9 +128,8 @@ def publish(source: Path, base: Path, content_hash: str, record: dict[str, Any])
 
 
 def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: str) -> dict[str, Any]:
-    """Publish the validated export; hand the registry what it needs to register it."""
+    """Publish the validated export; record what the registry needs to register it (`register`)."""
     from components.artifacts import dir_digest
-    from components.export import SAVED_MODEL_DIR
 
     exported, validated, evaluated = inputs["export"], inputs["infra_validate"], inputs["evaluate"]
     content = exported.properties["content_hash"]
@@ -141,9 +142,9 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
     record = {"pipeline": name, "export_fingerprint": exported.fingerprint,
               "validated": bool(validated.properties.get("validated"))}
     base = Path(export.dir) / name
-    version, path, new = publish(exported.path(SAVED_MODEL_DIR), base, content, record)
+    version, path, new = publish(files.saved_model(exported), base, content, record)
     ctx.log(f"{'published' if new else 'already published'} as version {version}: {path}")
-    samples = evaluated.path("samples.npz")
+    samples = files.samples_file(evaluated)
     return {
         "path": str(path.resolve()),
         "base_path": str(base.resolve()),
@@ -159,14 +160,28 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
             "content_hash": content,
             "path": str(path.resolve()),
             "version": version,
-            "canary": str(validated.path("canary.json").resolve()),
+            "canary": str(validated.path(files.CANARY).resolve()),
             "input_kind": exported.properties.get("input_kind"),
             "main_metric": evaluation.get("main_metric"),
             "gate_metrics": evaluation.get("gate_metrics", []),
             "metrics": evaluation.get("metrics", {}),
             "data_digest": evaluation.get("data_digest"),
-            "samples": str(samples.resolve()) if samples.is_file() else None,
+            "samples": str(samples.resolve()) if samples else None,
         },
         "tags": {"export_version": str(version), "exported": "true"},
         "summary": str(path),
     }
+
+
+def register(pushed: Any, ctx: Any) -> str | None:
+    """Register the published export in this run's model registry; a line for the user, if any.
+
+    Runs on every pipeline run (a cached push too: each run records its registry version).
+    """
+    if ctx.register is None:  # tracking disabled: no registry
+        return None
+    done = ctx.register(pushed.properties["register"])
+    if not done:  # registration off, or published unblessed (export.require_blessing: false)
+        return None
+    return (f"registry: {done['name']} version {done['version']}, "
+            f"{'champion' if done['champion'] else 'not champion'} ({done['reason']})")

@@ -20,8 +20,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from components import faults
+from components import stage_files as files
 from components.config import ModelConfig, TrainConfig
-from components.preprocessing import load_split
+from components.stage_files import load_split
 
 
 class TrainingDiverged(RuntimeError):
@@ -253,8 +254,8 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
                 shuffle=False,  # the tf.data pipeline shuffles (seeded, each epoch)
                 callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
     hist = read_epoch_log(ctx.scratch / "epochs.csv")
-    net.save(workdir / "model.keras")
-    (workdir / "history.json").write_text(json.dumps(hist, indent=1))
+    net.save(workdir / files.MODEL)
+    (workdir / files.HISTORY).write_text(json.dumps(hist, indent=1))
     learning_curves(hist, workdir / "learning_curves.png")
     (workdir / "cudnn.md").write_text(cudnn.markdown(report))
     from models.build import model_inputs, training_data
@@ -262,13 +263,16 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
     head = {k: v[:5] for k, v in load_split(preprocess, "train").items()}
     # teacher-forced models take two inputs; known future values / series ids ride along by name
     example, _ = training_data(model, io, model_inputs(model, io, head), head["y"])
-    np.savez(workdir / "input_example.npz", **(example if isinstance(example, dict) else {"inputs": example}))
-    _write_signature(net, example, workdir / "signature.json")
+    np.savez(workdir / files.INPUT_EXAMPLE, **(example if isinstance(example, dict) else {"inputs": example}))
+    _write_signature(net, example, workdir / files.SIGNATURE)
     final = {f"final_{k}": v[-1] for k, v in hist.items() if v}
     eligible = cudnn.summary(report)
     return {
         "metrics": {**final, "epochs_trained": len(next(iter(hist.values()), []))},
         "tags": {"cudnn": eligible},
         "params": net.count_params(),
+        "log": {"history": files.HISTORY,
+                "keras_model": {"file": files.MODEL, "signature": files.SIGNATURE, "example": files.INPUT_EXAMPLE,
+                                "tags": {"topology": model.topology, "cell": model.cell, "units": model.units}}},
         "summary": " ".join(f"{k}={v[-1]:.4f}" for k, v in hist.items()),
     }

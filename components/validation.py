@@ -24,9 +24,9 @@ from typing import Any
 
 from components.config import DataConfig
 from components.ingestion import read_examples, read_spec
+from components.stage_files import SPLITS, examples_file
 
 SEQUENCE_KINDS = ("tokens", "series", "labels")
-SPLITS = ("train", "validation", "test")
 OOV_WARNING = 0.05  # share of validation/test tokens unseen in train that deserves a warning
 
 
@@ -259,7 +259,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     """Compute statistics, infer the schema, check every split, write the report."""
     ingest = inputs["ingest"]
     spec = read_spec(ingest)
-    stats = {split: split_stats(ingest.path(f"{split}.jsonl"), spec, data.lowercase) for split in SPLITS}
+    stats = {split: split_stats(ingest.path(examples_file(split)), spec, data.lowercase) for split in SPLITS}
     schema = infer_schema(stats["train"], spec)
     bad = json.loads(ingest.path("bad_rows.json").read_text())
     anomalies = find_anomalies(stats, schema, bad, data, spec)

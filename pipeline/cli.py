@@ -68,9 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{interval} ({c.get('examples', '?')} test examples)")
     if result.export_path:
         print(f"export: {result.export_path}")
-    from pipeline.compare import stage_summary
-
-    print(f"\n{stage_summary(result)}")
+    print(f"\n{runner.stage_summary(result)}")
     print(f"done in {time.time() - started:.1f}s")
     return 0
 
@@ -123,8 +121,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"runs are on a tracking server: open {uri} in a browser")
         return 0
-    from pipeline.compare import ui_links
-    from pipeline.tracking import store_uri
+    from pipeline.runs import ui_links
+    from pipeline.store import store_uri
 
     store_uri(uri)  # a clear error when there is no store here yet
     print(f"MLflow UI on http://{args.host}:{args.port}  (store: {uri}); Ctrl-C to stop")
@@ -143,8 +141,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from components import config as cfgmod
-    from pipeline.compare import sweep_command
     from pipeline.preflight import check_places
+    from pipeline.sweep import sweep_command
 
     # writable folders and a reachable store before the sweep's parent MLflow run exists
     check_places(cfgmod.load(args.config, args.set), os.environ.get("MLFLOW_TRACKING_URI"))
@@ -154,7 +152,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from pipeline.compare import runs_command
+    from pipeline.runs import runs_command
 
     _quiet_libraries()
     return runs_command(args.experiment, args.tracking_uri, args.sort, args.ascending, args.limit,

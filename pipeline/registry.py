@@ -1,7 +1,7 @@
 """The MLflow model registry: validated exports as registered versions, the `champion` alias.
 
-The push stage publishes a validated SavedModel and hands over what to register
-(`properties["register"]`); the tracker calls `register` with it. Registration is idempotent,
+The push stage publishes a validated SavedModel and registers it (components/push.py `register`,
+with `properties["register"]`, through this module's `register` that the runner hands it). Registration is idempotent,
 keyed by the SavedModel's content hash: a retry, a rerun, a `rm -rf exports` followed by a new
 run of the same model, or two concurrent runs never create a second registry version for one
 model (the version is created with its tags in one call, under the store's lock).
@@ -24,14 +24,15 @@ from typing import Any, Iterator
 
 from components import faults
 from components.config import Config
-from pipeline.tracking import ENV_URI, _requirements, _store_lock, tracking_uri
+from components.stage_files import SAMPLES, SAMPLES_RUN_FOLDER
+from pipeline.store import ENV_URI, requirements, store_lock, tracking_uri
 
 CHAMPION = "champion"
 PYFUNC_NAME = "serving_model"
 CONTENT_TAG = "rnnpipe.content_hash"
 EXPORT_PATH_TAG = "rnnpipe.export_path"
 DIGEST_TAG = "rnnpipe.data_digest"
-SAMPLES_ARTIFACT = "evaluation/samples.npz"
+SAMPLES_ARTIFACT = f"{SAMPLES_RUN_FOLDER}/{SAMPLES}"  # where the tracker logged the evaluation's samples
 
 
 def _client(config: Config) -> Any:
@@ -130,7 +131,7 @@ def decide(candidate: dict[str, Any], current: dict[str, Any] | None, confidence
 def register(config: Config, info: dict[str, Any], run_id: str) -> dict[str, Any] | None:
     """Register a published, validated export once (by content hash); move `champion` if it is better.
 
-    Returns {version, champion, reason} (also set as run tags), or None when registration is off
+    Returns {name, version, champion, reason} (also set as run tags), or None when registration is off
     or the model was not blessed (published with `export.require_blessing: false`).
     """
     if not info.get("enabled", True) or not info.get("blessed"):
@@ -139,7 +140,7 @@ def register(config: Config, info: dict[str, Any], run_id: str) -> dict[str, Any
 
     client = _client(config)
     name = config.name
-    with _store_lock(tracking_uri(config)):
+    with store_lock(tracking_uri(config)):
         known = [v for v in _versions(client, name) if v.tags.get(CONTENT_TAG) == info["content_hash"]]
         if known:
             version = str(min(int(v.version) for v in known))
@@ -152,7 +153,7 @@ def register(config: Config, info: dict[str, Any], run_id: str) -> dict[str, Any
         client.set_model_version_tag(name, version, "rnnpipe.champion_decision", reason[:5000])
     mlflow.set_tags({"registered_model": name, "registered_version": version, "champion": str(take).lower(),
                      "champion_reason": reason[:5000]})
-    return {"version": version, "champion": take, "reason": reason}
+    return {"name": name, "version": version, "champion": take, "reason": reason}
 
 
 def _create_version(config: Config, client: Any, info: dict[str, Any], run_id: str) -> str:
@@ -200,7 +201,7 @@ def log_pyfunc(saved_model: str, signature: Any, example: Any, validate: bool = 
 
     model = saved_model_pyfunc()
     public = {"name": PYFUNC_NAME, "python_model": model, "artifacts": {"saved_model": saved_model},
-              "signature": signature, "input_example": example, "pip_requirements": _requirements()}
+              "signature": signature, "input_example": example, "pip_requirements": requirements()}
     if validate:
         return mlflow.pyfunc.log_model(**public)
     try:  # Model.log is what mlflow.pyfunc.log_model calls, with the check switched off

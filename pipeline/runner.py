@@ -1,9 +1,8 @@
 """Runs the stages in order with per-stage caching, `--from/--to` slices and MLflow tracking.
 
-Each stage declares the stages it reads and a `select` function that picks the part of the
-config it may see. That selection is both the stage's keyword arguments and (with the input
-fingerprints and the code version) what its fingerprint hashes, so a stage reruns exactly when
-something it can see changes.
+The stages and their wiring are in pipeline/stages.py; this module runs them: it finds a
+stage's inputs, computes its fingerprint, reuses or builds its output, and hands the output
+to the tracker and to the stage's `after` step (registration).
 """
 
 from __future__ import annotations
@@ -11,67 +10,25 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from components import artifacts
 from components.artifacts import Artifact
 from components.config import Config, ConfigError, to_plain
+from pipeline.stages import STAGE_NAMES, STAGES, Stage, StageContext
+from pipeline.tables import format_table
 
+__all__ = ["STAGES", "STAGE_NAMES", "Stage", "StageContext", "PipelineError", "RunResult", "run", "run_stage",
+           "stage_summary"]
 
-@dataclass(frozen=True)
-class Stage:
-    """One pipeline step: `module.run(inputs, workdir, ctx, **select(config)) -> properties`."""
-
-    name: str
-    module: str
-    inputs: tuple[str, ...]
-    select: Callable[[Config], dict[str, Any]]
-    warm_up: str | None = None  # `module.<warm_up>(config)`: slow set-up started while the stage before builds
-
-
-STAGES: tuple[Stage, ...] = (
-    Stage("ingest", "components.ingestion", (), lambda c: {"data": c.data, "topology": c.model.topology}),
-    Stage("validate", "components.validation", ("ingest",), lambda c: {"data": c.data}),
-    Stage("preprocess", "components.preprocessing", ("ingest", "validate"), lambda c: {"data": c.data}),
-    Stage("train", "components.training", ("preprocess",), lambda c: {"model": c.model, "train": c.train}),
-    Stage(
-        "evaluate",
-        "components.evaluation",
-        ("preprocess", "train"),
-        lambda c: {"evaluate": c.evaluate, "model": c.model, "season": c.data.season},
-    ),
-    Stage(
-        "export",
-        "components.export",
-        ("preprocess", "train", "evaluate"),
-        lambda c: {"export": c.export, "name": c.name, "model": c.model, "data": c.data, "train": c.train,
-                   "evaluate": c.evaluate},
-    ),
-    Stage("infra_validate", "components.infra_validation", ("export",), lambda c: {"export": c.export},
-          warm_up="prestart"),  # its fresh server starts while the export is written
-    Stage("push", "components.push", ("export", "infra_validate", "evaluate"),
-          lambda c: {"export": c.export, "name": c.name}),
-)
-STAGE_NAMES = tuple(s.name for s in STAGES)
 CURRENT = "CURRENT"  # in each stage folder: the fingerprint of the output last used there
 RUN_ID_FILE = "mlflow_run_id"
 
 
 class PipelineError(RuntimeError):
     """A stage failed for a reason the user can act on (bad data, divergence, not blessed...)."""
-
-
-@dataclass
-class StageContext:
-    """What the runner hands a stage besides its inputs and config."""
-
-    stage: str
-    log: Callable[[str], None]
-    scratch: Path = Path(".")
-    callbacks: list[Any] = field(default_factory=list)
-    forced: bool = False
 
 
 @dataclass
@@ -108,7 +65,7 @@ def check(config: Config) -> None:
     if kinds:  # e.g. a bidirectional language model fails here, not at the train stage
         build.check_io(config.model, kinds)
     from pipeline.preflight import check_places
-    from pipeline.tracking import ENV_URI
+    from pipeline.store import ENV_URI
 
     check_places(config, os.environ.get(ENV_URI))  # writable folders, a reachable store
 
@@ -140,8 +97,6 @@ def run(
         run_dir.mkdir(parents=True, exist_ok=True)
         result = RunResult(tracker.run_id, run_dir, {}, {}, {})
         total = last + 1
-        from components.infra_validation import discard_prestarted
-
         try:
             for index, stage in enumerate(STAGES[: last + 1]):
                 produced = _run_stage(stage, config, root, result, force=index >= first and from_stage is not None,
@@ -151,7 +106,9 @@ def run(
                 if produced is None:  # gate closed (e.g. not blessed): later stages do not run
                     break
         finally:
-            discard_prestarted()  # a validation server started during export that nobody used
+            for stage in STAGES:  # e.g. a validation server started during export that nobody used
+                if stage.cancel_warm_up:
+                    stage.cancel_warm_up()
         artifacts.write_json(run_dir / "run.json", {
             "run_id": result.run_id,
             "stages": {k: str(v.uri) for k, v in result.artifacts.items()},
@@ -160,6 +117,16 @@ def run(
         })
         tracker.finish(result)
     return result
+
+
+def stage_summary(result: Any) -> str:
+    """The closing table of `rnnpipe run`: every stage, whether it was cached, its seconds."""
+    rows = [[name, ("cached" if result.cached[name] else "ran") if name in result.cached else "not run",
+             result.seconds.get(name)] for name in STAGE_NAMES]
+    cached = sum(result.cached.values())
+    total = round(sum(result.seconds.values()), 3)
+    rows.append(["total", f"{len(result.cached) - cached} ran, {cached} cached", total])
+    return format_table(["stage", "status", "seconds"], rows)
 
 
 def run_stage(config: Config, name: str, run_dir: str | Path, log: Callable[[str], None] = print) -> Artifact:
@@ -222,16 +189,17 @@ def _as_worker(config: Config, last: int) -> tuple[Config, int]:
 def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, force: bool,
                may_build: bool, tracker: Any, log: Callable[[str], None], label: str,
                then: Stage | None = None) -> Artifact | None:
-    import importlib
-
     missing = [i for i in stage.inputs if i not in result.artifacts]
     if missing:
         log(f"{label:<24} skipped (no {', '.join(missing)} output)")
         return None
     inputs = {name: result.artifacts[name] for name in stage.inputs}
-    kwargs = {**stage.select(config), **tracker.stage_inputs(stage.name)}
+    kwargs = stage.select(config)
     fp = artifacts.fingerprint(stage.name, to_plain(kwargs), inputs)
     stage_dir = root / stage.name
+    ctx = StageContext(stage.name, log=lambda msg: log(f"    {msg}"),
+                       scratch=stage_dir / f".scratch-{fp}",  # survives a kill: resumable work (checkpoints)
+                       callbacks=tracker.callbacks(), forced=force, register=tracker.registry())
     start = time.time()
     with artifacts.stage_lock(stage_dir, fp):
         artifacts.clean_stale(stage_dir)
@@ -243,24 +211,21 @@ def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, f
                     f"--from needs a cached '{stage.name}' output for this config, and there is none; "
                     f"run without --from first."
                 )
-            module = importlib.import_module(stage.module)
-            scratch = stage_dir / f".scratch-{fp}"  # survives a kill: resumable work (checkpoints)
-            scratch.mkdir(parents=True, exist_ok=True)
-            ctx = StageContext(stage.name, log=lambda msg: log(f"    {msg}"), scratch=scratch,
-                               callbacks=tracker.callbacks(stage.name), forced=force)
+            ctx.scratch.mkdir(parents=True, exist_ok=True)
             log(f"{label:<24} running...")
             if then is not None and then.warm_up:  # e.g. the validation server starts while export builds
-                getattr(importlib.import_module(then.module), then.warm_up)(config)
+                then.warm_up(config)
             with artifacts.building(stage_dir, fp) as tmp:
-                properties = module.run(inputs, tmp, ctx, **kwargs)
+                properties = stage.run(inputs, tmp, ctx, **kwargs)
                 art = artifacts.commit(tmp, stage.name, fp, properties or {})
-            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.rmtree(ctx.scratch, ignore_errors=True)
     seconds = time.time() - start
     artifacts.write_text(stage_dir / CURRENT, art.fingerprint)
     result.artifacts[stage.name] = art
     result.cached[stage.name] = cached
     result.seconds[stage.name] = round(seconds, 3)
-    note = tracker.log_stage(stage.name, art, cached)
+    tracker.log_stage(stage.name, art, cached)
+    note = stage.after(art, ctx) if stage.after else None
     summary = art.properties.get("summary", "")
     log(f"{label:<24} {'cached' if cached else 'done'} in {seconds:.1f}s  {summary}".rstrip())
     if note:

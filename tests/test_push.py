@@ -132,7 +132,7 @@ def test_damaged_cache_is_reported_and_rebuilt(make_config: Any) -> None:
 def test_an_emptied_or_half_created_store_is_an_error_not_a_fresh_start(make_config: Any) -> None:
     import sqlite3
 
-    from pipeline import tracking
+    from pipeline import store
     from tests.conftest import tiny
 
     config = make_config(**tiny(export__infra_validate="false"))
@@ -142,7 +142,7 @@ def test_an_emptied_or_half_created_store_is_an_error_not_a_fresh_start(make_con
     with pytest.raises(ConfigError, match=r"is empty \(0 bytes\), but a store with run history was created there"):
         runner.run(config, to_stage="ingest", **QUIET)
     with pytest.raises(ConfigError, match="is empty"):
-        tracking.store_uri(config.tracking.uri)
+        store.store_uri(config.tracking.uri)
     db.unlink()
     with pytest.raises(ConfigError, match="is missing"):
         runner.run(config, to_stage="ingest", **QUIET)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline import registry, runner, tracking
+from pipeline import registry, runner, store
 from tests.serving_support import blessed_names_run
 
 NAMES = ["Mary", "john", "Zoë"]
@@ -47,7 +47,7 @@ def test_registered_pyfunc_has_signature_example_and_answers_raw(blessed: tuple[
     import pandas as pd
 
     config, result = blessed
-    tracking.use_store(config.tracking.uri)  # not mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI
+    store.use_store(config.tracking.uri)  # not mlflow.set_tracking_uri: it exports MLFLOW_TRACKING_URI
     model = mlflow.pyfunc.load_model(f"models:/{config.name}@{registry.CHAMPION}")
     inputs = model.metadata.get_input_schema()
     assert inputs.input_names() == ["inputs"] and inputs.inputs[0].type.name == "string"

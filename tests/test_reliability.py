@@ -99,10 +99,10 @@ def test_stale_running_runs_are_closed_on_the_next_start(make_config) -> None:
     import mlflow
     from mlflow import MlflowClient
 
-    from pipeline import tracking
+    from pipeline import store
 
     config = make_config(**tiny())
-    exp = tracking.experiment_id(config)
+    exp = store.experiment_id(config)
     client = MlflowClient(tracking_uri=config.tracking.uri)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

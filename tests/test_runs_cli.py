@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import cli, compare
+from pipeline import cli, runs
 
 T0 = 1_800_000_000_000  # ms; runs start a minute apart
 
@@ -147,7 +147,7 @@ def test_ui_checks_the_store_and_prints_a_link_per_experiment(store, capsys, tmp
     assert code == 2 and "no MLflow store" in capsys.readouterr().err
     assert cli.main(["ui", "--tracking-uri", "http://mlflow.example:5000"]) == 0
     assert "tracking server: open http://mlflow.example:5000" in capsys.readouterr().out
-    links = compare.ui_links(store["uri"], "http://127.0.0.1:5000")
+    links = runs.ui_links(store["uri"], "http://127.0.0.1:5000")
     assert len(links) == 2 and all("workflowType=machine_learning" in link for link in links)
     assert any(link.strip().startswith("names_gender_lstm: http://127.0.0.1:5000/#/experiments/") for link in links)
 

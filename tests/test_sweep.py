@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from components.config import ConfigError, SweepConfig, from_dict
-from pipeline import compare
+from pipeline import sweep, tables
 from tests.conftest import CONFIGS, isolated, tiny
 
 
 def test_grid_values_are_read_as_yaml() -> None:
-    grid = compare.parse_grid(["model.cell=simple_rnn,lstm,gru", "model.units=32, 64",
+    grid = sweep.parse_grid(["model.cell=simple_rnn,lstm,gru", "model.units=32, 64",
                                "train.learning_rate=[0.001, 0.01]", "model.bidirectional=true,false"])
     assert grid == {"model.cell": ("simple_rnn", "lstm", "gru"), "model.units": (32, 64),
                     "train.learning_rate": (0.001, 0.01), "model.bidirectional": (True, False)}
@@ -29,48 +29,48 @@ def test_grid_values_are_read_as_yaml() -> None:
 ])
 def test_bad_grid_options_are_one_clear_error(items: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        compare.parse_grid(items)
+        sweep.parse_grid(items)
 
 
 def test_plan_is_the_full_grid_or_a_seeded_random_draw() -> None:
     grid = {"model.cell": ("lstm", "gru"), "model.units": (8, 16, 32)}
-    full = compare.plan(grid)
+    full = sweep.plan(grid)
     assert full[:2] == [{"model.cell": "lstm", "model.units": 8}, {"model.cell": "lstm", "model.units": 16}]
     assert len(full) == 6 and len({tuple(c.values()) for c in full}) == 6
-    drawn = compare.plan(grid, budget=3, seed=7)
+    drawn = sweep.plan(grid, budget=3, seed=7)
     assert len(drawn) == 3 and all(c in full for c in drawn) and len({tuple(c.values()) for c in drawn}) == 3
-    assert drawn == compare.plan(grid, budget=3, seed=7)  # reproducible
-    assert any(compare.plan(grid, budget=3, seed=s) != drawn for s in range(8))
-    assert compare.plan(grid, budget=50) == full  # a budget above the grid size runs the grid
+    assert drawn == sweep.plan(grid, budget=3, seed=7)  # reproducible
+    assert any(sweep.plan(grid, budget=3, seed=s) != drawn for s in range(8))
+    assert sweep.plan(grid, budget=50) == full  # a budget above the grid size runs the grid
 
 
 def test_direction_and_ranking() -> None:
-    assert compare.lower_is_better("val_loss") and compare.lower_is_better("test_mae")
-    assert compare.lower_is_better("test_perplexity") and not compare.lower_is_better("test_accuracy")
+    assert sweep.lower_is_better("val_loss") and sweep.lower_is_better("test_mae")
+    assert sweep.lower_is_better("test_perplexity") and not sweep.lower_is_better("test_accuracy")
     # the registry, not a name pattern: error rates and MASE are lower-is-better (the regex said otherwise)
-    assert compare.lower_is_better("test_token_error_rate") and compare.lower_is_better("test_mase")
-    assert compare.lower_is_better("test_beam_token_error_rate") and compare.lower_is_better("test_smape")
-    assert not compare.lower_is_better("test_exact_match") and not compare.lower_is_better("baseline_macro_f1")
-    g2p = [compare.Trial(i, {"model.cell": c}, status="FINISHED", metrics={"test_token_error_rate": v})
+    assert sweep.lower_is_better("test_token_error_rate") and sweep.lower_is_better("test_mase")
+    assert sweep.lower_is_better("test_beam_token_error_rate") and sweep.lower_is_better("test_smape")
+    assert not sweep.lower_is_better("test_exact_match") and not sweep.lower_is_better("baseline_macro_f1")
+    g2p = [sweep.Trial(i, {"model.cell": c}, status="FINISHED", metrics={"test_token_error_rate": v})
            for i, c, v in ((1, "simple_rnn", 0.22), (2, "lstm", 0.16), (3, "gru", 0.15))]
-    minimize = compare.lower_is_better("test_token_error_rate")
-    assert [t.index for t in compare.rank(g2p, "test_token_error_rate", minimize)] == [3, 2, 1]  # lowest first
-    trials = [compare.Trial(1, {"model.cell": "lstm"}, status="FINISHED",
+    minimize = sweep.lower_is_better("test_token_error_rate")
+    assert [t.index for t in sweep.rank(g2p, "test_token_error_rate", minimize)] == [3, 2, 1]  # lowest first
+    trials = [sweep.Trial(1, {"model.cell": "lstm"}, status="FINISHED",
                             metrics={"test_accuracy": 0.7, "val_loss": 0.5}),
-              compare.Trial(2, {"model.cell": "gru"}, status="FAILED", error="boom"),
-              compare.Trial(3, {"model.cell": "simple_rnn"}, status="FINISHED",
+              sweep.Trial(2, {"model.cell": "gru"}, status="FAILED", error="boom"),
+              sweep.Trial(3, {"model.cell": "simple_rnn"}, status="FINISHED",
                             metrics={"test_accuracy": 0.9, "val_loss": 0.6}),
-              compare.Trial(4, {"model.cell": "lstm"}, status="FINISHED",
+              sweep.Trial(4, {"model.cell": "lstm"}, status="FINISHED",
                             metrics={"test_accuracy": 0.7, "val_loss": 0.4})]
-    assert [t.index for t in compare.rank(trials, "test_accuracy", minimize=False)] == [3, 4, 1, 2]
-    assert [t.index for t in compare.rank(trials, "val_loss", minimize=True)] == [4, 1, 3, 2]
-    headers, rows = compare.ranking(trials, "test_accuracy", False, ["model.cell"])
+    assert [t.index for t in sweep.rank(trials, "test_accuracy", minimize=False)] == [3, 4, 1, 2]
+    assert [t.index for t in sweep.rank(trials, "val_loss", minimize=True)] == [4, 1, 3, 2]
+    headers, rows = sweep.ranking(trials, "test_accuracy", False, ["model.cell"])
     assert headers[:4] == ["rank", "test_accuracy", "val_loss", "cell"]
     assert rows[0][:4] == [1, 0.9, 0.6, "simple_rnn"] and rows[-1][:5] == [None, None, None, "gru", "FAILED"]
-    table = compare.format_table(headers, rows)
+    table = tables.format_table(headers, rows)
     assert table.splitlines()[0].startswith("rank  test_accuracy") and "FAILED" in table.splitlines()[-1]
-    assert compare.markdown_table(headers, rows).splitlines()[1].startswith("| --- |")
-    parsed = list(csv.reader(io.StringIO(compare.csv_table(headers, rows))))
+    assert tables.markdown_table(headers, rows).splitlines()[1].startswith("| --- |")
+    parsed = list(csv.reader(io.StringIO(tables.csv_table(headers, rows))))
     assert parsed[0] == headers and parsed[1][3] == "simple_rnn" and parsed[-1][0] == ""
 
 
@@ -97,21 +97,21 @@ def test_yaml_sweep_section_is_validated_and_left_out_of_run_params(tmp_path: Pa
         with pytest.raises(ConfigError, match=message):
             from_dict({**raw, "sweep": bad})
     # the command line lays its grid over the YAML's
-    sweep = compare.resolve(config, {"model.units": (4, 8)}, budget=None, seed=3)
-    assert sweep.grid == {"model.cell": ("lstm", "gru"), "model.units": (4, 8)}
-    assert (sweep.random, sweep.seed, sweep.metric) == (1, 3, "val_loss")
+    resolved = sweep.resolve(config, {"model.units": (4, 8)}, budget=None, seed=3)
+    assert resolved.grid == {"model.cell": ("lstm", "gru"), "model.units": (4, 8)}
+    assert (resolved.random, resolved.seed, resolved.metric) == (1, 3, "val_loss")
     with pytest.raises(ConfigError, match="nothing to sweep"):
-        compare.resolve(from_dict(_raw(tmp_path)))
+        sweep.resolve(from_dict(_raw(tmp_path)))
 
 
 def test_a_bad_value_stops_the_sweep_before_any_work(tmp_path: Path) -> None:
     config = from_dict(_raw(tmp_path))
     with pytest.raises(ConfigError, match="model.cell='lstmm' is not allowed. Did you mean 'lstm'"):
-        compare.run_sweep(config, SweepConfig(grid={"model.cell": ("gru", "lstmm")}), log=lambda _: None)
+        sweep.run_sweep(config, SweepConfig(grid={"model.cell": ("gru", "lstmm")}), log=lambda _: None)
     with pytest.raises(ConfigError, match="unknown config key 'model.celll'"):
-        compare.run_sweep(config, SweepConfig(grid={"model.celll": ("gru",)}), log=lambda _: None)
+        sweep.run_sweep(config, SweepConfig(grid={"model.celll": ("gru",)}), log=lambda _: None)
     with pytest.raises(ConfigError, match="--to 'evaluation' is not a stage"):
-        compare.run_sweep(config, SweepConfig(grid={"model.cell": ("gru",)}), to_stage="evaluation")
+        sweep.run_sweep(config, SweepConfig(grid={"model.cell": ("gru",)}), to_stage="evaluation")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "mlruns").exists()
 
 
@@ -125,8 +125,8 @@ def test_when_every_trial_fails_the_parent_run_fails_too(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(runner, "run", broken)
     config = from_dict(_raw(tmp_path))
-    with pytest.raises(compare.SweepFailed, match=r"all 2 trials failed; first error: OSError: disk full \(lstm\)"):
-        compare.run_sweep(config, SweepConfig(grid={"model.cell": ("lstm", "gru")}), log=lambda _: None)
+    with pytest.raises(sweep.SweepFailed, match=r"all 2 trials failed; first error: OSError: disk full \(lstm\)"):
+        sweep.run_sweep(config, SweepConfig(grid={"model.cell": ("lstm", "gru")}), log=lambda _: None)
     client = MlflowClient(config.tracking.uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     parent = next(r for r in runs if r.data.tags.get("rnnpipe.sweep"))

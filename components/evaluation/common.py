@@ -11,17 +11,18 @@ from typing import Any
 
 import numpy as np
 
+from components import stage_files as files
 from components.preprocessing import PAD
 
 BATCH = 256
 
 
 def _raw(preprocess: Any, split: str = "test") -> list[dict[str, Any]]:
-    return [json.loads(line) for line in preprocess.path(f"{split}_raw.jsonl").read_text().splitlines()]
+    return files.raw_examples(preprocess, split)
 
 
 def _state(preprocess: Any) -> dict[str, Any]:
-    return json.loads(preprocess.path("preprocessor.json").read_text())
+    return files.preprocessor_state(preprocess)
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -4,23 +4,11 @@ strongest baseline or the champion), `strongest_baselines` and the test data dig
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
-
-import numpy as np
 
 from components import metrics as registry
 from components.config import EvaluateConfig
-from components.preprocessing import load_split
-
-
-def data_digest(preprocess: Any, split: str = "test") -> str:
-    """A content hash of one encoded split: equal digests mean the same examples in the same order."""
-    digest = hashlib.sha256()
-    for key, array in sorted(load_split(preprocess, split).items()):
-        digest.update(f"{key}{array.dtype}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()[:16]
+from components.stage_files import data_digest  # noqa: F401 - the test data digest, public here too
 
 
 def _fmt_interval(c: dict[str, Any]) -> str:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from components import metrics as registry
+from components import stage_files as files
 from components.config import EvaluateConfig, ModelConfig
 from components.evaluation.classification import evaluate_classification, evaluate_tagging
 from components.evaluation.common import _write_rows
@@ -66,7 +67,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, evaluate: EvaluateConfig, mode
     from models import load_model
 
     preprocess, train = inputs["preprocess"], inputs["train"]
-    net = load_model(train.path("model.keras"))
+    net = load_model(files.model_file(train))
     kind = preprocess.properties["io"]["y"]["kind"]
     result = TASKS[kind](net, preprocess, workdir, evaluate, model, season=season)
     digest = data_digest(preprocess)
@@ -78,12 +79,12 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, evaluate: EvaluateConfig, mode
     blessed, reasons = judged["blessed"], judged["reasons"]
     main = result["main"]
     gate = list(evaluate.gate_metrics) or result["gate"]
-    registry.save_samples(workdir / "samples.npz", {side: {k: s for k, s in by.items() if k in gate}
+    registry.save_samples(workdir / files.SAMPLES, {side: {k: s for k, s in by.items() if k in gate}
                                                     for side, by in result["samples"].items()})
     strongest = strongest_baselines(result)
     (workdir / "metrics.json").write_text(json.dumps({"model": result["model"], "baselines": result["baselines"],
                                                       "strongest_baseline": strongest}, indent=2))
-    (workdir / "blessing.json").write_text(json.dumps({**judged, "champion": champion and {
+    (workdir / files.BLESSING).write_text(json.dumps({**judged, "champion": champion and {
         k: v for k, v in champion.items() if k != "samples"}, "data_digest": digest}, indent=2))
     _write_rows(workdir / "predictions.csv", result["rows"])
     (workdir / "evaluation.md").write_text(_report(result, judged, evaluate))
@@ -108,6 +109,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, evaluate: EvaluateConfig, mode
         "data_digest": digest,
         "season": result.get("season"),
         "tags": {"blessed": str(blessed).lower()},
+        "log": {"files": {files.SAMPLES: files.SAMPLES_RUN_FOLDER}},  # the registry reads a champion's back
         "summary": f"test_{main}={result['model'][main]:.4f} (best baseline {base_main[0]}: {base_main[1]:.4f}) "
                    f"{'blessed' if blessed else 'not blessed'}",
     }

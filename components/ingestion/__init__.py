@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from components import stage_files as files
 from components.config import ConfigError, DataConfig
 from models.spec import TOPOLOGIES
 
@@ -412,11 +413,11 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig, topology: st
     loaded = source.load(data)
     x_kind, y_kind = resolve_kinds(task, loaded, data, topology)
     counts = {}
-    for split in bundled.SPLITS:
+    for split in files.SPLITS:
         examples = _drop_empty(task.make(loaded.splits.get(split, []), data), split, loaded, x_kind)
         if data.max_examples is not None and len(examples) > data.max_examples:
             examples = _sample(examples, data.max_examples, data.split_seed)
-        write_examples(workdir / f"{split}.jsonl", examples)
+        write_examples(workdir / files.examples_file(split), examples)
         counts[split] = len(examples)
     spec = {"x": x_kind, "y": y_kind, "topology": topology, "source": data.source}
     if data.future_columns:  # each window's "future": those columns at the horizon steps
@@ -427,7 +428,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig, topology: st
     if series:  # a user CSV: series, frequency, what was missing / filled, steps per split
         spec["series"] = series
     frequency = loaded.info["frequency"] if "frequency" in loaded.info else source.frequency
-    (workdir / "spec.json").write_text(json.dumps(spec, indent=2))
+    (workdir / files.SPEC).write_text(json.dumps(spec, indent=2))
     (workdir / "bad_rows.json").write_text(
         json.dumps({"total_rows": loaded.total_rows, "bad_rows": loaded.bad_rows}, indent=2)
     )
@@ -499,4 +500,4 @@ def read_examples(path: Path, meta: bool = False) -> list[Example]:
 
 
 def read_spec(artifact: Any) -> dict[str, Any]:
-    return json.loads(artifact.path("spec.json").read_text())
+    return files.spec(artifact)

@@ -21,8 +21,6 @@ tasks cut from a split never cross a split boundary.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -33,7 +31,9 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-SPLITS = ("train", "validation", "test")
+from components.artifacts import file_lock
+from components.stage_files import SPLITS
+
 DEFAULT_DATA_DIR = Path(os.environ.get("RNNPIPE_TFDS_DIR", Path.home() / ".cache" / "rnnpipe" / "tfds"))
 WEATHER = ("drizzle", "fog", "rain", "snow", "sun")
 
@@ -264,19 +264,11 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
 }
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 def prepare(name: str, data_dir: str | Path | None = None) -> dict[str, list[dict[str, Any]]]:
     """Build (once, cached) the bundled dataset `name`; returns its splits as records."""
     root = Path(data_dir or DEFAULT_DATA_DIR)
     tfds.disable_progress_bar()
-    with _lock(root / f".{name}.lock"):
+    with file_lock(root / f".{name}.lock"):
         builder = BUILDERS[name](data_dir=str(root))
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(try_download_gcs=False)

@@ -28,9 +28,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from components.config import DataConfig
+from components.stage_files import SPLITS
 
 from . import timeseries
-from .bundled import SPLITS, hash_split, time_split
+from .bundled import hash_split, time_split
 
 HEADER_NAMES = {"input", "output", "source", "target", "x", "y", "sequence", "text", "label"}
 

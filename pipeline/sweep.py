@@ -1,99 +1,28 @@
-"""Compare runs: `rnnpipe sweep` (grid or random search), `rnnpipe runs` and `rnnpipe runs --compare`.
+"""`rnnpipe sweep`: grid or random search, each trial a child MLflow run of one parent run.
 
-A sweep runs the pipeline once per combination of config values, each trial a child MLflow run
-of one parent run. All trials share the pipeline's stage cache, so stages that do not see the
-swept keys (ingest, validate, preprocess when only model.* / train.* vary) run once. A trial
-that fails ends FAILED and the others go on. The ranked table (metric, swept values, wall time)
-is printed and logged on the parent as `sweep/ranking.csv` and `sweep/ranking.md`.
+All trials share the pipeline's stage cache, so stages that do not see the swept keys (ingest,
+validate, preprocess when only model.* / train.* vary) run once. A trial that fails ends FAILED
+and the others go on. The ranked table (metric, swept values, wall time) is printed and logged
+on the parent as `sweep/ranking.csv` and `sweep/ranking.md`.
 
-MLflow calls live in pipeline/tracking.py; this module plans, ranks and formats.
+MLflow calls live in pipeline/tracking.py and pipeline/run_queries.py; this module plans, ranks
+and formats.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import random
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any, Callable, Sequence
 
 import yaml
 
 from components.config import Config, ConfigError, SweepConfig, with_overrides
-
-# Tags and params `rnnpipe runs` shows for every run (column -> where to look).
-KEY_COLUMNS = {"topology": "model.topology", "cell": "model.cell", "units": "model.units",
-               "layers": "model.num_layers"}
-
-
-# --------------------------------------------------------------------------------------------
-# Tables
-
-
-def _cell(value: Any) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain-text table; numeric columns are right-aligned."""
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    right = [bool(cells) and all(_numeric(r[i]) or r[i] == "-" for r in cells) for i in range(len(headers))]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """The same table as GitHub markdown."""
-    def line(values: Sequence[str]) -> str:
-        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
-
-    return "\n".join([line(headers), line(["---"] * len(headers)), *(line([_cell(v) for v in r]) for r in rows)])
-
-
-def csv_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """The same table as CSV (raw values; empty for missing)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(headers)
-    writer.writerows([["" if v is None else v for v in row] for row in rows])
-    return out.getvalue()
-
-
-def stage_summary(result: Any) -> str:
-    """The closing table of `rnnpipe run`: every stage, whether it was cached, its seconds."""
-    from pipeline.runner import STAGE_NAMES
-
-    rows = [[name, ("cached" if result.cached[name] else "ran") if name in result.cached else "not run",
-             result.seconds.get(name)] for name in STAGE_NAMES]
-    cached = sum(result.cached.values())
-    total = round(sum(result.seconds.values()), 3)
-    rows.append(["total", f"{len(result.cached) - cached} ran, {cached} cached", total])
-    return format_table(["stage", "status", "seconds"], rows)
-
-
-# --------------------------------------------------------------------------------------------
-# Sweeps
+from pipeline import run_queries, tracking
+from pipeline.store import tracking_uri
+from pipeline.tables import csv_table, format_table, markdown_table
 
 
 @dataclass
@@ -211,7 +140,7 @@ def resolve(config: Config, grid: dict[str, tuple[Any, ...]] | None = None, budg
 def run_sweep(config: Config, sweep: SweepConfig, to_stage: str | None = "evaluate",
               log: Callable[[str], None] = print) -> SweepResult:
     """Run every trial as a child run of one parent run; returns the ranked trials."""
-    from pipeline import runner, tracking
+    from pipeline import runner
 
     if to_stage is not None and to_stage not in runner.STAGE_NAMES:
         raise ConfigError(f"--to {to_stage!r} is not a stage. Stages: {', '.join(runner.STAGE_NAMES)}.")
@@ -235,7 +164,7 @@ def run_sweep(config: Config, sweep: SweepConfig, to_stage: str | None = "evalua
         for trial, child in zip(trials, configs):
             what = " ".join(f"{k}={v}" for k, v in trial.overrides.items())
             log(f"\n== trial {trial.index}/{len(trials)}: {what}")
-            _run_trial(trial, child, to_stage, log, runner, tracking)
+            _run_trial(trial, child, to_stage, log, runner)
             log(f"== trial {trial.index}/{len(trials)}: {trial.status.lower()} in {trial.seconds:.1f}s"
                 + (f"  {trial.error}" if trial.error else ""))
         metric = sweep.metric or next((f"test_{t.main_metric}" for t in trials if t.main_metric), "val_loss")
@@ -260,7 +189,7 @@ class SweepFailed(RuntimeError):
 
 
 def _run_trial(trial: Trial, config: Config, to_stage: str | None, log: Callable[[str], None],
-               runner: Any, tracking: Any) -> None:
+               runner: Any) -> None:
     """One child run; an exception marks the trial FAILED (the child run ends FAILED) and is not raised."""
     start = time.time()
     try:
@@ -284,7 +213,7 @@ def _run_trial(trial: Trial, config: Config, to_stage: str | None, log: Callable
     finally:
         trial.seconds = time.time() - start
     if trial.run_id:  # what the MLflow UI shows: the run's name and latest metrics
-        record = tracking.find_run(tracking.tracking_uri(config), trial.run_id)
+        record = run_queries.find_run(tracking_uri(config), trial.run_id)
         trial.run_name = record.name
         if trial.status == "FINISHED":
             trial.metrics = dict(record.metrics)
@@ -318,118 +247,4 @@ def sweep_command(config_path: str, sets: Sequence[str], grid_items: Sequence[st
         print(f"{len(result.failed)} of {len(result.trials)} trials failed: "
               + "; ".join(f"trial {t.index}: {t.error}" for t in result.failed))
         return 1
-    return 0
-
-
-# --------------------------------------------------------------------------------------------
-# rnnpipe runs, rnnpipe ui
-
-
-def ui_links(uri: str, base: str) -> list[str]:
-    """One link per experiment straight to its training runs.
-
-    MLflow 3's UI opens an experiment on its GenAI views unless the URL (or the "Model training"
-    switch at the top left) asks for the model-training ones.
-    """
-    from pipeline import tracking
-
-    names = {i: n for i, n in tracking.experiment_names(uri).items() if n != "Default"}
-    return [f"  {name}: {base}/#/experiments/{i}/runs?workflowType=machine_learning" for i, name in names.items()]
-
-
-
-def _when(ms: int | None) -> str:
-    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M") if ms else "-"
-
-
-def _metric_columns(runs: Sequence[Any], sort: str | None, wanted: Sequence[str] | None) -> list[str]:
-    if wanted:
-        return list(wanted)
-    present = {k for r in runs for k in r.metrics}
-    tests = sorted(k for k in present if k.startswith("test_"))[:3]
-    columns = [m for m in ["val_loss", *tests] if m in present]
-    return [sort, *[c for c in columns if c != sort]] if sort else columns
-
-
-def runs_table(runs: Sequence[Any], sort: str | None = None, metrics: Sequence[str] | None = None) -> str:
-    """The `rnnpipe runs` table; a sweep's trials follow their parent (unless sorted by a metric)."""
-    ids = {r.run_id for r in runs}
-    if not sort:
-        children: dict[str, list[Any]] = {}
-        for r in runs:
-            if r.parent_id in ids:
-                children.setdefault(r.parent_id, []).insert(0, r)
-        runs = [x for r in runs if r.parent_id not in ids for x in (r, *children.get(r.run_id, []))]
-    show_exp = len({r.experiment for r in runs}) > 1
-    columns = _metric_columns(runs, sort, metrics)
-    headers = [*(["experiment"] if show_exp else []), "run", "id", "status", "started", "secs", *KEY_COLUMNS,
-               *columns, "blessed", "export"]
-    rows = []
-    for r in runs:
-        name = ("↳ " if not sort and r.parent_id in ids else "") + r.name
-        keys = [r.params.get(p) or r.params.get(f"sweep.grid.{p}") or r.tags.get(c) for c, p in KEY_COLUMNS.items()]
-        rows.append([*([r.experiment] if show_exp else []), name, r.run_id[:8], r.status, _when(r.start_ms),
-                     round(r.seconds) if r.seconds is not None else None, *keys,
-                     *(r.metrics.get(m) for m in columns), r.tags.get("blessed"), r.tags.get("export_version")])
-    return format_table(headers, rows)
-
-
-def compare_table(a: Any, b: Any) -> str:
-    """Two runs side by side: what differs in params, metrics and key tags."""
-    def ordered(keys: set[str]) -> list[str]:
-        return sorted(keys, key=lambda k: (not k.startswith("test_"), not k.startswith("val_"), k))
-
-    params = [k for k in sorted(set(a.params) | set(b.params)) if a.params.get(k) != b.params.get(k)]
-    metrics = [k for k in ordered(set(a.metrics) | set(b.metrics))
-               if a.metrics.get(k) != b.metrics.get(k) or k.startswith("test_") or k == "val_loss"]
-    tags = [k for k in ("status", "topology", "cell", "dataset", "cudnn", "blessed", "export_version")
-            if _tag(a, k) != _tag(b, k)]
-    head = ["", "A", "B"]
-    out = [format_table(head, [["run", a.name, b.name], ["id", a.run_id, b.run_id],
-                               ["experiment", a.experiment, b.experiment]])]
-    same = len(set(a.params) & set(b.params)) - len([k for k in params if k in a.params and k in b.params])
-    out.append(f"\nparams that differ ({len(params)}; {same} equal, not shown)")
-    out.append(format_table(["param", "A", "B"], [[k, a.params.get(k), b.params.get(k)] for k in params])
-               if params else "(none)")
-    out.append("\nmetrics (test_* and val_loss, then the others that differ; better: which run is better)")
-    rows = [[k, a.metrics.get(k), b.metrics.get(k),
-             b.metrics[k] - a.metrics[k] if k in a.metrics and k in b.metrics else None, _better(k, a, b)]
-            for k in metrics]
-    out.append(format_table(["metric", "A", "B", "B - A", "better"], rows) if rows else "(none)")
-    if tags:
-        out.append("\ntags that differ")
-        out.append(format_table(["tag", "A", "B"], [[k, _tag(a, k), _tag(b, k)] for k in tags]))
-    return "\n".join(out)
-
-
-def _better(metric: str, a: Any, b: Any) -> str:
-    """'A', 'B', '=' or '' (unknown direction, or a side without the metric)."""
-    from components.metrics import lookup
-
-    spec = lookup(metric)
-    if spec is None or spec.name == "examples" or metric not in a.metrics or metric not in b.metrics:
-        return ""
-    delta = spec.improvement(b.metrics[metric], a.metrics[metric])
-    return "=" if delta == 0 else ("B" if delta > 0 else "A")
-
-
-def _tag(run: Any, key: str) -> str | None:
-    return run.status if key == "status" else run.tags.get(key)
-
-
-def runs_command(experiment: str | None, tracking_uri: str | None, sort: str | None, ascending: bool | None,
-                 limit: int, metrics: Sequence[str] | None, compare: Sequence[str] | None) -> int:
-    """`rnnpipe runs`: the table of recent runs, or two runs compared."""
-    from pipeline import tracking
-
-    uri = tracking.store_uri(tracking_uri)
-    if compare:
-        print(compare_table(*(tracking.find_run(uri, ref) for ref in compare)))
-        return 0
-    asc = ascending if ascending is not None else bool(sort and lower_is_better(sort))
-    runs = tracking.search_runs(uri, experiment, sort, asc, limit)
-    order = f"by {sort} ({'ascending' if asc else 'descending'})" if sort else "newest first"
-    print(f"{len(runs)} run{'' if len(runs) == 1 else 's'} in {experiment or 'all experiments'} ({uri}), {order}")
-    if runs:
-        print(runs_table(runs, sort, metrics))
     return 0

@@ -1,0 +1,128 @@
+"""The files stages hand each other: one name and one reader for each (TFX's typed artifacts).
+
+A stage writes its output files under these names; a later stage, the tracker or a tool reads
+them with these functions, so each file name between stages is written once, here. An output's
+record (`artifact.json`: properties, manifest, digest) is pipeline/artifacts.py's.
+
+| stage      | files                                                                    |
+|------------|--------------------------------------------------------------------------|
+| ingest     | `spec.json`, `<split>.jsonl`                                             |
+| preprocess | `preprocessor.json`, `io.json`, `<split>.npz`, `<split>_raw.jsonl`       |
+| train      | `model.keras`, `history.json`, `signature.json`, `input_example.npz`     |
+| evaluate   | `samples.npz`, `blessing.json`                                           |
+| export     | `saved_model/`, `canary.json`                                            |
+| infra_validate | `canary.json` (with the served answers)                              |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+SPLITS = ("train", "validation", "test")
+
+SPEC = "spec.json"  # ingest: the data's kinds, sizes and topology
+PREPROCESSOR = "preprocessor.json"  # preprocess: the fitted codec state
+IO = "io.json"  # preprocess: the encoded inputs' and targets' shapes and kinds
+MODEL = "model.keras"  # train: the trained Keras model
+HISTORY = "history.json"  # train: per-epoch metrics {name: [epoch 0, epoch 1, ...]}
+SIGNATURE = "signature.json"  # train: the MLflow signature of model.keras
+INPUT_EXAMPLE = "input_example.npz"  # train: a few encoded input rows
+SAMPLES = "samples.npz"  # evaluate: per-example results of the gate metrics (the champion's, later)
+SAMPLES_RUN_FOLDER = "evaluation"  # where the tracker logs samples.npz in the MLflow run (the registry reads it)
+BLESSING = "blessing.json"  # evaluate: the gate's decision and reasons
+SAVED_MODEL = "saved_model"  # export: the SavedModel folder infra_validate serves and push publishes
+CANARY = "canary.json"  # export, infra_validate: canary inputs and the in-process (and served) answers
+
+
+def examples_file(split: str) -> str:
+    """ingest: one {"x": ..., "y": ...} example per line."""
+    return f"{split}.jsonl"
+
+
+def split_file(split: str) -> str:
+    """preprocess: the encoded arrays `x`, `y` of one split."""
+    return f"{split}.npz"
+
+
+def raw_file(split: str) -> str:
+    """preprocess: the examples of one split as read (x, y and meta such as a series' id and time)."""
+    return f"{split}_raw.jsonl"
+
+
+def _json(artifact: Any, name: str) -> Any:
+    return json.loads(artifact.path(name).read_text())
+
+
+def spec(ingest: Any) -> dict[str, Any]:
+    """The ingest output's data spec (kinds, sizes, topology)."""
+    return _json(ingest, SPEC)
+
+
+def preprocessor_state(preprocess: Any) -> dict[str, Any]:
+    """The fitted preprocessing state (the codec's vocabularies, scales, ...)."""
+    return _json(preprocess, PREPROCESSOR)
+
+
+def load_split(preprocess: Any, split: str) -> dict[str, Any]:
+    """The encoded arrays of one split."""
+    import numpy as np
+
+    with np.load(preprocess.path(split_file(split))) as data:
+        return {k: data[k] for k in data.files}
+
+
+def raw_examples(preprocess: Any, split: str = "test", limit: int | None = None) -> list[dict[str, Any]]:
+    """The examples of one split as read, in the encoded arrays' order."""
+    lines = preprocess.path(raw_file(split)).read_text().splitlines()
+    return [json.loads(line) for line in lines[:limit]]
+
+
+def data_digest(preprocess: Any, split: str = "test") -> str:
+    """A content hash of one encoded split: equal digests mean the same examples in the same order."""
+    return split_digest(preprocess.path(split_file(split)))
+
+
+def split_digest(path: Path) -> str:
+    """The content hash of an encoded split's file (see data_digest)."""
+    import numpy as np
+
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    digest = hashlib.sha256()
+    for key, array in sorted(arrays.items()):
+        digest.update(f"{key}{array.dtype}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def model_file(train: Any) -> Path:
+    """The trained Keras model's file."""
+    return train.path(MODEL)
+
+
+def history(train: Any) -> dict[str, list[float]]:
+    """Per-epoch metrics of the training."""
+    return _json(train, HISTORY)
+
+
+def samples_file(evaluate: Any) -> Path | None:
+    """The evaluation's per-example results, if it wrote them."""
+    path = evaluate.path(SAMPLES)
+    return path if path.is_file() else None
+
+
+def saved_model(export: Any) -> Path:
+    """The export output's SavedModel folder."""
+    return export.path(SAVED_MODEL)
+
+
+def canary(artifact: Any) -> dict[str, Any]:
+    """Canary inputs and answers (`inputs`, `outputs`, `signature_name`; after infra validation `answers`)."""
+    return _json(artifact, CANARY)
+
+
+def write_canary(workdir: Path, canary: dict[str, Any]) -> None:
+    (Path(workdir) / CANARY).write_text(json.dumps(canary, ensure_ascii=False))
