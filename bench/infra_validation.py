@@ -4,8 +4,8 @@ A tiny names -> gender pipeline is run once; then `runner.run(config, from_stage
 infra_validate, push rebuilt) is repeated, interleaved (ABBA, medians):
 - prestarted: the runner starts the fresh validation server on an empty private base when the export
   stage starts building; infra_validate links the export in and waits for it (what rnnpipe does);
-- after export: `components.infra_validation.prestart` disabled, so infra_validate starts the server
-  itself once the export exists (what rnnpipe did before).
+- after export: the infra_validate stage's `warm_up` (`components.infra_validation.prestart`)
+  disabled, so infra_validate starts the server itself once the export exists (what rnnpipe did before).
 Reported: seconds of export + infra_validate (the critical path), wall and CPU; CPU includes the
 server child processes (RUSAGE_CHILDREN), since the prestarted server's work is moved, not removed.
 
@@ -31,23 +31,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _measure(workdir: Any, rounds: int, args: Any) -> dict[str, Any]:
-    from components import infra_validation
-    from pipeline import runner
+    from pipeline import runner, stages
 
     config = common.load_config("names_gender_lstm.yaml", workdir, {
         "data.max_examples": 300, "train.epochs": 1, "model.units": 16, "export.require_blessing": False})
     runner.run(config, log=lambda _: None)
-    real = infra_validation.prestart
+    real = stages.STAGES
     times: dict[str, dict[str, list[float]]] = {}
 
     def variant(name: str, prestart: Any) -> None:
-        infra_validation.prestart = prestart
+        stages.STAGES = stages.replace_stage(real, "infra_validate", warm_up=prestart)
         try:
             wall, cpu = time.perf_counter(), _cpu()
             result = runner.run(config, from_stage="export", log=lambda _: None)
             wall, cpu = time.perf_counter() - wall, _cpu() - cpu
         finally:
-            infra_validation.prestart = real
+            stages.STAGES = real
         row = times.setdefault(name, {"export+infra_validate s": [], "export s": [], "infra_validate s": [],
                                       "whole call wall s": [], "whole call CPU s (with children)": []})
         row["export s"].append(result.seconds["export"])
@@ -56,7 +55,9 @@ def _measure(workdir: Any, rounds: int, args: Any) -> dict[str, Any]:
         row["whole call wall s"].append(wall)
         row["whole call CPU s (with children)"].append(cpu)
 
-    variants = {"prestarted during export": lambda: variant("prestarted during export", real),
+    from components.infra_validation import prestart
+
+    variants = {"prestarted during export": lambda: variant("prestarted during export", prestart),
                 "started after export": lambda: variant("started after export", lambda _config: None)}
     for fn in variants.values():  # warm-up
         fn()

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from components import artifacts
 from components.artifacts import Artifact
 from components.config import Config, ConfigError, to_plain
+from pipeline import stages as wiring
 from pipeline.stages import STAGE_NAMES, STAGES, Stage, StageContext
 from pipeline.tables import format_table
 
@@ -82,7 +83,7 @@ def run(
         if value is not None and value not in STAGE_NAMES:
             raise ConfigError(f"{opt} {value!r} is not a stage. Stages: {', '.join(STAGE_NAMES)}.")
     first = STAGE_NAMES.index(from_stage) if from_stage else 0
-    last = STAGE_NAMES.index(to_stage) if to_stage else len(STAGES) - 1
+    last = STAGE_NAMES.index(to_stage) if to_stage else len(STAGE_NAMES) - 1
     if first > last:
         raise ConfigError(f"--from {from_stage} comes after --to {to_stage}.")
     check(config)
@@ -98,15 +99,16 @@ def run(
         result = RunResult(tracker.run_id, run_dir, {}, {}, {})
         total = last + 1
         try:
-            for index, stage in enumerate(STAGES[: last + 1]):
+            pipeline = wiring.STAGES  # looked up now: a test may have replaced a stage (stages.replace_stage)
+            for index, stage in enumerate(pipeline[: last + 1]):
                 produced = _run_stage(stage, config, root, result, force=index >= first and from_stage is not None,
                                       may_build=index >= first, tracker=tracker, log=log,
                                       label=f"[{index + 1}/{total}] {stage.name}",
-                                      then=STAGES[index + 1] if index < last else None)
+                                      then=pipeline[index + 1] if index < last else None)
                 if produced is None:  # gate closed (e.g. not blessed): later stages do not run
                     break
         finally:
-            for stage in STAGES:  # e.g. a validation server started during export that nobody used
+            for stage in pipeline:  # e.g. a validation server started during export that nobody used
                 if stage.cancel_warm_up:
                     stage.cancel_warm_up()
         artifacts.write_json(run_dir / "run.json", {
@@ -139,7 +141,7 @@ def run_stage(config: Config, name: str, run_dir: str | Path, log: Callable[[str
     if name not in STAGE_NAMES:
         raise ConfigError(f"stage {name!r} does not exist. Stages: {', '.join(STAGE_NAMES)}.")
     check(config)
-    stage = STAGES[STAGE_NAMES.index(name)]
+    stage = wiring.STAGES[STAGE_NAMES.index(name)]
     root = Path(run_dir)
     result = RunResult(None, root, {}, {}, {})
     for upstream in stage.inputs:

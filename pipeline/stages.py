@@ -16,6 +16,7 @@ this costs little (`rnnpipe --help` does not import it at all).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -89,3 +90,9 @@ def create_pipeline() -> tuple[Stage, ...]:
 
 STAGES = create_pipeline()
 STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def replace_stage(pipeline: tuple[Stage, ...], name: str, **changes: Any) -> tuple[Stage, ...]:
+    """The pipeline with one stage's fields changed (tests and benches: a failing or instrumented
+    stage, `monkeypatch.setattr(stages, "STAGES", replace_stage(stages.STAGES, "train", run=...))`)."""
+    return tuple(dataclasses.replace(s, **changes) if s.name == name else s for s in pipeline)

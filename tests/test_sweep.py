@@ -141,7 +141,7 @@ def test_sweep_nests_trials_shares_cached_stages_and_survives_a_failing_trial(
     from mlflow import MlflowClient
 
     import components.training
-    from pipeline import cli
+    from pipeline import cli, stages
 
     real_train = components.training.run
 
@@ -150,7 +150,7 @@ def test_sweep_nests_trials_shares_cached_stages_and_survives_a_failing_trial(
             raise RuntimeError("simulated out-of-memory")
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(components.training, "run", train)
+    monkeypatch.setattr(stages, "STAGES", stages.replace_stage(stages.STAGES, "train", run=train))
     path = tmp_path / "names.yaml"
     path.write_text(yaml.safe_dump(_raw(tmp_path, export__infra_validate="false")))
     code = cli.main(["sweep", str(path), "--grid", "model.cell=lstm,simple_rnn,gru", "--metric", "val_loss"])
