@@ -29,6 +29,7 @@ def run_config(path: Path, cell: str | None, store: Path, quick: bool) -> dict[s
     """One pipeline run; returns the row for the table."""
     from components import config as cfgmod
     from components import metrics
+    from components import stage_files as files
     from pipeline import runner
 
     sets = [f"runs_dir={store / 'runs'}", f"export.dir={store / 'exports'}",
@@ -47,7 +48,7 @@ def run_config(path: Path, cell: str | None, store: Path, quick: bool) -> dict[s
     comparisons = evaluate.get("comparisons", [])
     gate = next((c for c in comparisons if c["metric"] == main), comparisons[0] if comparisons else {})
     main = gate.get("metric", main)  # the metric the gate read (e.g. names_generate gates on perplexity)
-    scored = json.loads(result.artifacts["evaluate"].path("metrics.json").read_text())["baselines"]
+    scored = json.loads(result.artifacts["evaluate"].path(files.METRICS).read_text())["baselines"]
     return {"config": path.stem, "topology": config.model.topology, "cell": config.model.cell,
             "epochs": config.train.epochs, "metric": main, "model": round(mine, 4), "baseline": round(base, 4),
             "baseline_name": gate.get("reference", ""), "ci": [gate.get("low"), gate.get("high")],

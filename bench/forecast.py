@@ -105,10 +105,10 @@ def autoets(history: np.ndarray, horizon: int, season: int | None) -> np.ndarray
 def score(series: Series, result: Any, origins: int) -> dict[str, float]:
     """MASE of the model and each reference on the backtest windows."""
     from components import evaluation as ev
+    from components import stage_files as files
 
     pre, evaluated = result.artifacts["preprocess"], result.artifacts["evaluate"]
-    raw = [json.loads(line) for line in pre.path("test_raw.jsonl").read_text().splitlines()]
-    train = [json.loads(line) for line in pre.path("train_raw.jsonl").read_text().splitlines()]
+    raw, train = files.raw_examples(pre, "test"), files.raw_examples(pre, "train")
     season, horizon, _ = SHAPES[series.frequency]
     chosen = np.concatenate(ev.backtest_origins(raw, origins)[0])
     with evaluated.path("test_predictions.csv").open() as handle:

@@ -57,7 +57,7 @@ MAX_LM_LENGTH = 4096  # language model generate: max_length up to this
 CONTRACT_FILE = "assets.extra/serving_contract.json"  # in the SavedModel folder; TF Serving ignores it
 
 
-def input_signature(io_x: dict[str, Any], cfg: ModelConfig | None = None) -> Any:
+def input_signature(io_x: dict[str, Any], cfg: ModelConfig) -> Any:
     """The raw input TensorSpec for the x side (strings or float32).
 
     A numeric series has a dynamic time axis ([None, None, F]) unless `model.unroll` fixes it to
@@ -70,7 +70,7 @@ def input_signature(io_x: dict[str, Any], cfg: ModelConfig | None = None) -> Any
         return tf.TensorSpec([None], tf.string, name=INPUT_NAME)
     if kind == "vector":
         return tf.TensorSpec([None, io_x["features"]], tf.float32, name=INPUT_NAME)
-    steps = io_x.get("length") if cfg is not None and cfg.unroll else None
+    steps = io_x.get("length") if cfg.unroll else None
     return tf.TensorSpec([None, steps, io_x["features"]], tf.float32, name=INPUT_NAME)
 
 
@@ -437,13 +437,11 @@ def serving_function(model: Any, codec: Codec, io: dict[str, Any], cfg: ModelCon
     return SERVERS[io["y"]["kind"]](model, codec, cfg)
 
 
-def write_saved_model(model: Any, codec: Codec, io: dict[str, Any], path: Path,
-                      cfg: ModelConfig | None = None) -> None:
+def write_saved_model(model: Any, codec: Codec, io: dict[str, Any], path: Path, cfg: ModelConfig) -> None:
     """Write a SavedModel with `serving_default` (and `generate` for generative models) to `path`."""
     import keras
     import tensorflow as tf
 
-    cfg = cfg or ModelConfig()
     archive = keras.export.ExportArchive()
     archive.track(model)
     for layer in codec.layers.values():
@@ -550,8 +548,8 @@ def model_card(name: str, version: int | None, io: dict[str, Any], card: dict[st
     rows = sorted({k.split("_", 1)[1] for k in metrics if k.startswith(("test_", "baseline_"))})
     table = ["| metric | model | strongest baseline |", "|---|---|---|"] + [
         f"| {m} | {_fmt(metrics.get(f'test_{m}'))} | {_fmt(metrics.get(f'baseline_{m}'))} |" for m in rows]
-    cudnn = train.path("cudnn.md").read_text().replace("# cuDNN eligibility", "").strip() \
-        if train.path("cudnn.md").is_file() else "(no report)"
+    cudnn = train.path(files.CUDNN_REPORT).read_text().replace("# cuDNN eligibility", "").strip() \
+        if train.path(files.CUDNN_REPORT).is_file() else "(no report)"
     model = card.get("model", {})
     lines = [
         f"# Model card: {name}" + (f" version {version}" if version else ""), "",

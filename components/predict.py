@@ -61,6 +61,7 @@ def resolve(target: str) -> tuple[Path, dict[str, Any]]:
     """EXPORT_OR_CONFIG -> (SavedModel folder, its data description)."""
     from components import config as cfgmod
     from components.push import version_number
+    from components.stage_files import SAVED_MODEL
 
     path = Path(target)
     if not path.exists():
@@ -75,8 +76,8 @@ def resolve(target: str) -> tuple[Path, dict[str, Any]]:
             raise PredictError(f"config {target!r} has no published export under {path} yet: run it first "
                                f"(rnnpipe run {target}).")
     if not (path / "saved_model.pb").is_file():
-        if (path / "saved_model" / "saved_model.pb").is_file():  # an export stage output
-            path = path / "saved_model"
+        if (path / SAVED_MODEL / "saved_model.pb").is_file():  # an export stage output
+            path = path / SAVED_MODEL
         else:
             versions = sorted((n, p) for p in path.iterdir() if p.is_dir()
                               for n in [version_number(p.name)] if n is not None and (p / "saved_model.pb").is_file())

@@ -6,10 +6,11 @@ record (`artifact.json`: properties, manifest, digest) is pipeline/artifacts.py'
 
 | stage      | files                                                                    |
 |------------|--------------------------------------------------------------------------|
-| ingest     | `spec.json`, `<split>.jsonl`                                             |
+| ingest     | `spec.json`, `<split>.jsonl`, `bad_rows.json`                            |
 | preprocess | `preprocessor.json`, `io.json`, `<split>.npz`, `<split>_raw.jsonl`       |
-| train      | `model.keras`, `history.json`, `signature.json`, `input_example.npz`     |
-| evaluate   | `samples.npz`, `blessing.json`                                           |
+| train      | `model.keras`, `history.json`, `signature.json`, `input_example.npz`,    |
+|            | `cudnn.md`                                                               |
+| evaluate   | `samples.npz`, `blessing.json`, `metrics.json`                           |
 | export     | `saved_model/`, `canary.json`                                            |
 | infra_validate | `canary.json` (with the served answers)                              |
 """
@@ -24,15 +25,18 @@ from typing import Any
 SPLITS = ("train", "validation", "test")
 
 SPEC = "spec.json"  # ingest: the data's kinds, sizes and topology
+BAD_ROWS = "bad_rows.json"  # ingest: malformed rows (file:line), reported by validate
 PREPROCESSOR = "preprocessor.json"  # preprocess: the fitted codec state
 IO = "io.json"  # preprocess: the encoded inputs' and targets' shapes and kinds
 MODEL = "model.keras"  # train: the trained Keras model
 HISTORY = "history.json"  # train: per-epoch metrics {name: [epoch 0, epoch 1, ...]}
 SIGNATURE = "signature.json"  # train: the MLflow signature of model.keras
 INPUT_EXAMPLE = "input_example.npz"  # train: a few encoded input rows
+CUDNN_REPORT = "cudnn.md"  # train: per-layer cuDNN eligibility (the export's model card quotes it)
 SAMPLES = "samples.npz"  # evaluate: per-example results of the gate metrics (the champion's, later)
 SAMPLES_RUN_FOLDER = "evaluation"  # where the tracker logs samples.npz in the MLflow run (the registry reads it)
 BLESSING = "blessing.json"  # evaluate: the gate's decision and reasons
+METRICS = "metrics.json"  # evaluate: the model's and every baseline's test metrics
 SAVED_MODEL = "saved_model"  # export: the SavedModel folder infra_validate serves and push publishes
 CANARY = "canary.json"  # export, infra_validate: canary inputs and the in-process (and served) answers
 

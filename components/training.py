@@ -257,7 +257,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
     net.save(workdir / files.MODEL)
     (workdir / files.HISTORY).write_text(json.dumps(hist, indent=1))
     learning_curves(hist, workdir / "learning_curves.png")
-    (workdir / "cudnn.md").write_text(cudnn.markdown(report))
+    (workdir / files.CUDNN_REPORT).write_text(cudnn.markdown(report))
     from models.build import model_inputs, training_data
 
     head = {k: v[:5] for k, v in load_split(preprocess, "train").items()}

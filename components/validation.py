@@ -24,7 +24,7 @@ from typing import Any
 
 from components.config import DataConfig
 from components.ingestion import read_examples, read_spec
-from components.stage_files import SPLITS, examples_file
+from components.stage_files import BAD_ROWS, SPLITS, examples_file
 
 SEQUENCE_KINDS = ("tokens", "series", "labels")
 OOV_WARNING = 0.05  # share of validation/test tokens unseen in train that deserves a warning
@@ -261,7 +261,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     spec = read_spec(ingest)
     stats = {split: split_stats(ingest.path(examples_file(split)), spec, data.lowercase) for split in SPLITS}
     schema = infer_schema(stats["train"], spec)
-    bad = json.loads(ingest.path("bad_rows.json").read_text())
+    bad = json.loads(ingest.path(BAD_ROWS).read_text())
     anomalies = find_anomalies(stats, schema, bad, data, spec)
     for name, value in (("statistics", stats), ("schema", schema), ("anomalies", anomalies)):
         (workdir / f"{name}.json").write_text(json.dumps(value, indent=1, ensure_ascii=False))

@@ -82,7 +82,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, evaluate: EvaluateConfig, mode
     registry.save_samples(workdir / files.SAMPLES, {side: {k: s for k, s in by.items() if k in gate}
                                                     for side, by in result["samples"].items()})
     strongest = strongest_baselines(result)
-    (workdir / "metrics.json").write_text(json.dumps({"model": result["model"], "baselines": result["baselines"],
+    (workdir / files.METRICS).write_text(json.dumps({"model": result["model"], "baselines": result["baselines"],
                                                       "strongest_baseline": strongest}, indent=2))
     (workdir / files.BLESSING).write_text(json.dumps({**judged, "champion": champion and {
         k: v for k, v in champion.items() if k != "samples"}, "data_digest": digest}, indent=2))

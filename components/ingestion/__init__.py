@@ -429,7 +429,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig, topology: st
         spec["series"] = series
     frequency = loaded.info["frequency"] if "frequency" in loaded.info else source.frequency
     (workdir / files.SPEC).write_text(json.dumps(spec, indent=2))
-    (workdir / "bad_rows.json").write_text(
+    (workdir / files.BAD_ROWS).write_text(
         json.dumps({"total_rows": loaded.total_rows, "bad_rows": loaded.bad_rows}, indent=2)
     )
     ctx.log(f"{data.source}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
