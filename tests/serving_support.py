@@ -6,7 +6,8 @@
   on to a blessed, infra-validated, registered export; computed once per session.
 - `predict`, `assert_serves`: calls against a running server (a base URL), shared by
   tests/test_serving.py (a ServerProcess) and tests/test_hardening.py (a ServerThread).
-- `wait_for`: poll a condition with a deadline (no test sleeps a fixed time or asserts on one).
+- `wait_for`, `wait_available`: poll a condition (a version AVAILABLE) with a deadline (no test sleeps a
+  fixed time or asserts on one).
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ def wait_for(check: Any, what: str = "the condition", timeout: float = 60) -> No
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def wait_available(url: str, model: str, version: int) -> None:
+    """Wait until the server at `url` reports `model` `version` AVAILABLE (loaded by its poller)."""
+    from components.serving import call
+
+    def available() -> bool:
+        status, body = call(f"{url}/v1/models/{model}")
+        rows = body.get("model_version_status", []) if status == 200 else []
+        return any(r["version"] == str(version) and r["state"] == "AVAILABLE" for r in rows)
+
+    wait_for(available, f"{model} version {version} to be AVAILABLE")
 
 
 def toy_saved_model(path: Path, scale: float = 1.0) -> Path:

@@ -21,7 +21,8 @@ import numpy as np, tensorflow as tf, yaml
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
-from components import config as cfgmod, runner
+from components import config as cfgmod
+from pipeline import runner
 raw, out = json.loads(sys.argv[1]), {}
 for name, dist, batch in (("mirrored", "mirrored", 8), ("single", "none", 16)):
     cfg = cfgmod.with_overrides(cfgmod.from_dict(raw), {"train.distribution": dist, "train.batch_size": batch,

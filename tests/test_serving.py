@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from components.serving import ServerProcess, call
-from tests.serving_support import TOY_ROWS, assert_serves, predict, toy_saved_model, wait_for
+from tests.serving_support import TOY_ROWS, assert_serves, predict, toy_saved_model, wait_available, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, names_run: Any) -> Path:
 
 @pytest.fixture(scope="module")
 def server(served: Path) -> Any:
-    with ServerProcess(served, "--timeout", "1", "--max-request-bytes", "200000", "--poll-seconds", "0.2") as url:
+    with ServerProcess(served, "--timeout", "3", "--max-request-bytes", "200000", "--poll-seconds", "0.2") as url:
         yield url
 
 
@@ -106,6 +106,7 @@ def test_names_export_answers_like_in_process(server: str, names_run: Any) -> No
     import tensorflow as tf
 
     names = ["Mary", "john", "Zoë", "x"]
+    wait_available(server, "names", 1)  # loaded by the poller, not on demand within --timeout
     status, body = predict(server, {"instances": names}, model="names")
     assert status == 200, body
     fn = tf.saved_model.load(names_run[1].export_path).signatures["serving_default"]
@@ -205,7 +206,7 @@ def test_body_over_the_limit_gets_413(server: str) -> None:
 
 
 def test_slow_request_gets_504_and_others_are_still_served(server: str) -> None:
-    status, answer = predict(server, {"signature_name": "sleep", "inputs": 8.0})  # --timeout 1
+    status, answer = predict(server, {"signature_name": "sleep", "inputs": 12.0})  # --timeout 3
     assert status == 504 and "Timed out" in answer["error"], answer  # only the timeout answers 504
     assert_serves(server)  # another signature, another worker: not stuck behind the slow one
     # the same signature answers again once the slow call is done (waited for, not timed)
@@ -221,11 +222,7 @@ def test_new_version_is_picked_up_without_restart(server: str, served: Path, tmp
     staged = toy_saved_model(served / "hot" / ".staging", scale=2.0)
     os.rename(staged, served / "hot" / "2")  # atomic, as the export stage publishes
 
-    def available() -> bool:
-        rows = call(f"{server}/v1/models/hot")[1]["model_version_status"]
-        return any(r["version"] == "2" and r["state"] == "AVAILABLE" for r in rows)
-
-    wait_for(available)
+    wait_available(server, "hot", 2)
     assert predict(server, {"inputs": [[1, 2, 3]]}, model="hot")[1]["outputs"]["y"] == [[2.0, 4.0, 6.0]]
     assert predict(server, {"inputs": [[1, 2, 3]]}, model="hot", version=1)[1]["outputs"]["y"] == [[1.0, 2.0, 3.0]]
     shutil.rmtree(served / "hot" / "2")  # removed on disk: unloaded, version 1 answers again
