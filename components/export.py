@@ -43,14 +43,16 @@ from typing import Any, Callable
 
 import numpy as np
 
+from components import kinds
 from components import stage_files as files
 from components.config import Config, DataConfig, EvaluateConfig, ExportConfig, ModelConfig, TrainConfig, to_plain
+from components.kinds.base import input_checks
+from components.kinds.series import align_right
 from components.preprocessing import Codec
 from components.stage_files import SPLITS, load_split
 
 INPUT_NAME = "inputs"
 CANARIES = 8
-GENERATIVE = ("one_to_many", "seq2seq")
 MAX_BEAM_WIDTH = 64  # the largest `beam_width` the generate signature accepts (= model.beam_width's bound)
 MIN_MAX_LENGTH = 64  # seq2seq/one_to_many generate: max_length up to max(2 x default length, this)
 MAX_LM_LENGTH = 4096  # language model generate: max_length up to this
@@ -63,15 +65,8 @@ def input_signature(io_x: dict[str, Any], cfg: ModelConfig) -> Any:
     A numeric series has a dynamic time axis ([None, None, F]) unless `model.unroll` fixes it to
     the training window (the unrolled graph has a static length).
     """
-    import tensorflow as tf
-
-    kind = io_x["kind"]
-    if kind in ("tokens", "category"):
-        return tf.TensorSpec([None], tf.string, name=INPUT_NAME)
-    if kind == "vector":
-        return tf.TensorSpec([None, io_x["features"]], tf.float32, name=INPUT_NAME)
     steps = io_x.get("length") if cfg.unroll else None
-    return tf.TensorSpec([None, steps, io_x["features"]], tf.float32, name=INPUT_NAME)
+    return kinds.of(io_x).input_signature(io_x, steps, INPUT_NAME)
 
 
 def extra_signature(codec: Codec, cfg: ModelConfig) -> list[Any]:
@@ -111,30 +106,17 @@ def input_contract(codec: Codec, cfg: ModelConfig) -> dict[str, Any]:
     "padding"} (series), "generate": {"max_beam_width", "max_length", "default_length"} (seq2seq /
     one_to_many tokens) or {"max_length"} (language model)}.
     """
-    x, contract = codec.x, {"inputs": {"kind": codec.x["kind"]}}
-    if x["kind"] == "series":
-        window = int(x["length"])
-        ref = codec.y.get("reference") or {}
-        low = int(codec.y["length"]) if ref.get("mode") == "season" else 1
-        fixed = cfg.unroll or (cfg.topology == "many_to_many" and bool(ref))
-        contract["inputs"] = {
-            "kind": "series", "features": int(x["features"]), "trained_steps": window,
-            "min_steps": window if fixed else min(low, window), "max_steps": window if fixed else None,
-            "padding": "a step that is NaN in every feature is padding; padding steps come after the real "
-                       "steps (right-padded) and are masked; every row needs min_steps real steps; "
-                       "other NaN or infinite values are refused"}
-    if codec.y.get("language_model"):
-        contract["generate"] = {"max_length": MAX_LM_LENGTH, "default_length": default_length(codec, cfg)}
-    elif codec.y["kind"] == "tokens" and cfg.topology in GENERATIVE:
-        contract["generate"] = {"max_beam_width": MAX_BEAM_WIDTH, "max_length": max_generate_length(codec, cfg),
-                                "default_length": default_length(codec, cfg)}
+    from models.io import generates
+
+    x = codec.x
     extra = {spec.name for spec in extra_signature(codec, cfg)}
     future = list(codec.state["future"]["columns"]) if "future" in extra else []
-    if x["kind"] == "series" and x.get("columns"):  # the input's last axis, in order (model card, /metadata)
-        targets = set(codec.y.get("columns") or [])
-        contract["inputs"]["columns"] = [{"name": str(c), "role": "target" if c in targets else
-                                          "future" if c in future else "feature",
-                                          "unit": (x.get("units") or {}).get(c, "")} for c in x["columns"]]
+    contract = {"inputs": kinds.of(x).input_contract(codec, cfg, future)}
+    if codec.y.get("language_model"):
+        contract["generate"] = {"max_length": MAX_LM_LENGTH, "default_length": default_length(codec, cfg)}
+    elif generates(cfg.topology, codec.y):
+        contract["generate"] = {"max_beam_width": MAX_BEAM_WIDTH, "max_length": max_generate_length(codec, cfg),
+                                "default_length": default_length(codec, cfg)}
     if future:  # the decoder's known future values (their past values are `inputs` columns too)
         contract["future"] = {
             "columns": [{"name": str(c), "unit": (x.get("units") or {}).get(c, "")} for c in future],
@@ -146,23 +128,13 @@ def input_contract(codec: Codec, cfg: ModelConfig) -> dict[str, Any]:
             "known": len(codec.state["series_id"]["vocabulary"]),
             "rule": "string [batch]: the series id (data.id_column) of each row; an id not seen in training "
                     "uses the shared unseen-id embedding"}
-    if codec.y["kind"] == "label":  # the order of the `probabilities` output (the server's /metadata)
-        contract["classes"] = [str(c) for c in codec.y["classes"]]
+    contract.update(kinds.of(codec.y).output_contract(codec))
     return contract
 
 
 def contract_markdown(contract: dict[str, Any]) -> list[str]:
     """Model-card lines describing `input_contract` (for the "Serving" section)."""
-    lines = []
-    x = contract["inputs"]
-    if x["kind"] == "series":
-        most = "no upper limit" if x["max_steps"] is None else f"at most {x['max_steps']}"
-        lines.append(f"- Input windows: [batch, steps, {x['features']}] with at least {x['min_steps']} steps, {most} "
-                     f"(trained on {x['trained_steps']}); {x['padding']}. Out of range: HTTP 400.")
-        if x.get("columns"):
-            lines.append("- Input columns (the last axis, in this order): " + ", ".join(
-                f"{i}: `{c['name']}` ({c['role']}" + (f", {c['unit']})" if c["unit"] else ")")
-                for i, c in enumerate(x["columns"])) + ".")
+    lines = kinds.kind(contract["inputs"]["kind"]).contract_lines(contract["inputs"])
     if contract.get("future"):
         f = contract["future"]
         lines.append(f"- `future`: [batch, {f['steps']}, {f['features']}], the known values of "
@@ -183,98 +155,16 @@ def contract_markdown(contract: dict[str, Any]) -> list[str]:
     return lines
 
 
-def check_series(raw: Any, contract: dict[str, Any]) -> tuple[Any, Any]:
-    """Validate a raw series batch [B, T, F] against the contract; returns (it, real steps per row [B]).
-
-    Raises InvalidArgumentError (TF) for: partial NaN steps, infinite values, padding before a real step, fewer
-    than min_steps real steps in a row, more than max_steps steps.
-    """
-    import tensorflow as tf
-
-    x = contract["inputs"]
-    raw = tf.convert_to_tensor(raw, tf.float32)
-    nan = tf.math.is_nan(raw)
-    pad = tf.reduce_all(nan, axis=-1)
-    lengths = tf.reduce_sum(tf.cast(~pad, tf.int32), axis=1)
-    steps = tf.shape(raw)[1]
-    checks = [
-        (tf.reduce_all(tf.reduce_any(nan, -1) == pad),
-         "inputs: a step is NaN in some features but not all; a padding step is NaN in every feature, "
-         "missing values are not accepted"),
-        (tf.reduce_all(~tf.math.is_inf(raw)), "inputs: infinite values are not accepted"),
-        (tf.reduce_all(~pad == tf.sequence_mask(lengths, steps)),
-         "inputs: padding (all-NaN) steps must come after the real steps of a row (right-padded)"),
-        (tf.reduce_all(lengths >= x["min_steps"]),
-         f"inputs: every row needs at least {x['min_steps']} real steps (this model's minimum; trained on "
-         f"{x['trained_steps']})"),
-    ]
-    if x["max_steps"] is not None:
-        checks.append((steps <= x["max_steps"], f"inputs: at most {x['max_steps']} steps (this model's maximum)"))
-    deps = [tf.debugging.Assert(ok, [tf.constant(why)]) for ok, why in checks]
-    with tf.control_dependencies(deps):
-        return tf.identity(raw), lengths
-
-
-def align_right(raw: Any, lengths: Any) -> Any:
-    """Right-padded rows [B, T, F] -> the same rows with their real steps moved to the end (padding first)."""
-    import tensorflow as tf
-
-    steps = tf.shape(raw)[1]
-    index = tf.math.floormod(tf.range(steps)[None, :] - (steps - lengths)[:, None], steps)
-    return tf.gather(raw, index, batch_dims=1)
-
-
-def checked_inputs(codec: Codec, cfg: ModelConfig) -> Callable[[Any], tuple[Any, Any]]:
-    """raw -> (raw, real steps per row or None): validates series inputs (`check_series`), else passes."""
-    if codec.x["kind"] != "series":
-        return lambda raw: (raw, None)
-    contract = input_contract(codec, cfg)
-    return lambda raw: check_series(raw, contract)
-
-
 def is_generative(io: dict[str, Any], topology: str) -> bool:
     """Token outputs produced step by step (seq2seq / one_to_many text, language models)."""
-    return io["y"]["kind"] == "tokens" and (topology in GENERATIVE or bool(io["y"].get("language_model")))
+    from models.io import generates
+
+    return generates(topology, io["y"]) or bool(io["y"].get("language_model"))
 
 
 # --------------------------------------------------------------------------------------------
-# Raw-in / raw-out functions, one per kind of target
-
-
-def classify(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any], dict[str, Any]]:
-    """Raw inputs -> {label, probabilities}."""
-    import tensorflow as tf
-
-    check = checked_inputs(codec, cfg)
-
-    def fn(inputs: Any) -> dict[str, Any]:
-        inputs, _ = check(inputs)
-        probs = model(codec.encode(inputs, "x"), training=False)
-        return {"label": tf.gather(codec.class_names(), tf.argmax(probs, -1)), "probabilities": probs}
-
-    return fn
-
-
-def tag(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any], dict[str, Any]]:
-    """Raw sequences -> one label per step ('' past the end of a token input or on a series' padding)."""
-    import tensorflow as tf
-
-    check = checked_inputs(codec, cfg)
-
-    def fn(inputs: Any) -> dict[str, Any]:
-        inputs, lengths = check(inputs)
-        encoded = codec.encode(inputs, "x")
-        probs = model(encoded, training=False)
-        labels = tf.gather(codec.class_names(), tf.argmax(probs, -1))
-        confidence = tf.reduce_max(probs, -1)
-        if codec.x["kind"] in ("tokens", "series"):
-            valid = (tf.not_equal(encoded, 0) if lengths is None else
-                     tf.sequence_mask(lengths, tf.shape(encoded)[1]))
-            labels = tf.where(valid, labels, "")
-            confidence = tf.where(valid, confidence, 0.0)
-        return {"labels": labels, "confidence": confidence}
-
-    return fn
+# Raw-in / raw-out functions of the targets whose serving needs more than their kind (label and
+# labels: `serve` in components/kinds): numeric forecasts (with the extra inputs) and token generation
 
 
 def forecast(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any], dict[str, Any]]:
@@ -294,7 +184,7 @@ def forecast(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any], dict
 
     import tensorflow as tf
 
-    check = checked_inputs(codec, cfg)
+    check = input_checks(codec, cfg)
     named: dict[str, int] = {}
     if cfg.topology in ("many_to_one", "many_to_many", "seq2seq"):
         for j, column in enumerate(codec.y.get("columns") or []):
@@ -361,7 +251,7 @@ def generate_text(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any],
         return lambda inputs: {"tokens": continue_text(model, codec, codec.encode(inputs, "x"),
                                                        default_length(codec, cfg), 0.0)}
     generate = generator(model, codec, cfg)
-    check = checked_inputs(codec, cfg)
+    check = input_checks(codec, cfg)
 
     def fn(inputs: Any) -> dict[str, Any]:
         inputs, _ = check(inputs)
@@ -397,7 +287,7 @@ def beam_generate(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[..., d
 
     generate = generator(model, codec, cfg)
     cap = max_generate_length(codec, cfg)
-    check = checked_inputs(codec, cfg)
+    check = input_checks(codec, cfg)
 
     def fn(inputs: Any, max_length: Any, beam_width: Any) -> dict[str, Any]:
         steps = check_range(max_length, "max_length", 1, cap)
@@ -427,14 +317,9 @@ def lm_generate(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[..., dic
     return fn
 
 
-SERVERS: dict[str, Callable[[Any, Codec, ModelConfig], Callable[[Any], dict[str, Any]]]] = {
-    "label": classify, "labels": tag, "series": forecast, "tokens": generate_text,
-}
-
-
 def serving_function(model: Any, codec: Codec, io: dict[str, Any], cfg: ModelConfig) -> Callable:
     """The raw-in/raw-out function `serving_default` exports for this kind of target."""
-    return SERVERS[io["y"]["kind"]](model, codec, cfg)
+    return kinds.of(io["y"]).serve(model, codec, cfg)
 
 
 def write_saved_model(model: Any, codec: Codec, io: dict[str, Any], path: Path, cfg: ModelConfig) -> None:
@@ -493,11 +378,8 @@ def raw_inputs(values: Any, io_x: dict[str, Any]) -> list[Any]:
 
 
 def raw_tensor(values: list[Any], io_x: dict[str, Any]) -> Any:
-    import tensorflow as tf
 
-    if io_x["kind"] in ("tokens", "category"):
-        return tf.constant([str(v) for v in values])
-    return tf.constant(np.asarray(values, dtype="float32"))
+    return kinds.of(io_x).raw_tensor(values)
 
 
 def jsonable(outputs: dict[str, Any]) -> dict[str, Any]:
@@ -530,11 +412,8 @@ def data_stats(preprocess: Any) -> list[str]:
         if "features" in s:
             facts.append(f"{s['features']} features")
         lines.append(f"- {side}: " + ", ".join(facts))
-    y = state["y"]
-    if y["kind"] == "label" and train_y is not None and len(train_y):
-        counts = np.bincount(train_y, minlength=len(y["classes"]))
-        lines.append("- train target distribution: " + ", ".join(
-            f"{c} {n / counts.sum():.1%}" for c, n in zip(y["classes"], counts)))
+    if train_y is not None and len(train_y):
+        lines += kinds.of(state["y"]).distribution(state["y"], train_y)
     return lines
 
 

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from components import kinds
 from components.serving.protocol import text as _text
 
 DATA_FILE = "assets.extra/rnnpipe_data.json"  # in the SavedModel: the data settings, topology, io
@@ -210,11 +211,7 @@ def _predict_series(call: Callable[[Any], dict[str, np.ndarray]], info: dict[str
     header = (["id"] if has_id else []) + ["time", "step"]
     targets = [str(c) for c in (info["columns"]["y"] or loaded["targets"])]
     levels = info.get("quantiles") or []
-    if y["kind"] == "series":
-        for name in targets:
-            header += [name] + [f"{name}_q{q:g}" for q in levels]
-    else:
-        header += ["label", "confidence"]
+    header += kinds.of(y).window_header(targets, levels)
     rows: list[list[Any]] = []
     for start, batch in _batches(inputs, batch_size):
         named = {}
@@ -313,33 +310,10 @@ def check_future_times(got: list[tuple[Any, list[float]]], time: Any, frequency:
 
 def _series_rows(out: dict[str, np.ndarray], i: int, key: Any, time: Any, info: dict[str, Any], data: Any,
                  frequency: str | None, has_id: bool, levels: list[float]) -> list[list[Any]]:
-    from components.evaluation import later_times
-
     lead = [key] if has_id else []
-    topology, kind = info["topology"], info["io"]["y"]["kind"]
-    if kind == "label":  # the class data.horizon steps after the window
-        when = later_times(time, frequency, data.horizon)[-1]
-        return [lead + [when, data.horizon, _text(out["label"][i]), float(np.max(out["probabilities"][i]))]]
-    if kind == "labels":  # a label per input step: the last one is the latest
-        return [lead + [time or "", 0, _text(out["labels"][i][-1]), float(out["confidence"][i][-1])]]
-    series = out["series"][i]  # [steps, targets]
-    quantiles = out.get("quantiles")
-    if topology == "many_to_many":  # each step's value `horizon` steps ahead: the last step's is past the end
-        steps = [(data.horizon, series[-1], None if quantiles is None else quantiles[i][-1])]
-    else:
-        steps = [(k + 1, series[k], None if quantiles is None else quantiles[i][k]) for k in range(len(series))]
-    times = later_times(time, frequency, max(s for s, _, _ in steps))
-    rows = []
-    for step, values, qs in steps:
-        row = lead + [times[step - 1], step]
-        for j, value in enumerate(values):
-            row += [_num(value)] + ([_num(v) for v in qs[j]] if qs is not None and levels else [])
-        rows.append(row)
-    return rows
+    return kinds.of(info["io"]["y"]).window_rows(out, i, lead, time, info["topology"], data, frequency, levels)
 
 
-def _num(value: Any) -> float:
-    return float(f"{float(value):.7g}")  # float32 precision, without the float64 digits
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,20 +359,17 @@ def read_inputs(source: Path, numeric: bool) -> tuple[list[tuple[int, Any]], Any
 
 def _predict_lines(call: Callable[[Any], dict[str, np.ndarray]], info: dict[str, Any], source: Path,
                    batch_size: int, log: Any) -> tuple[list[str], list[list[Any]], list[dict]]:
-    import tensorflow as tf
 
-    kind = info["io"]["x"]["kind"]
-    numeric = kind in ("vector", "series")
+    kind = kinds.of(info["io"]["x"])
+    numeric = not kind.strings
     items, file_rows = read_inputs(source, numeric)
     bad = _report_bad(file_rows, log)
     if not items:
         raise PredictError(f"--input {str(source)!r} has no usable rows.")
     header: list[str] = []
     rows: list[list[Any]] = []
-    for start, batch in _batches(items, batch_size if not numeric or kind == "vector" else 1):
-        values = [v for _, v in batch]
-        x = tf.constant(np.asarray(values, dtype="float32")) if numeric else tf.constant([str(v) for v in values])
-        out = call(x)
+    for start, batch in _batches(items, batch_size if not numeric or not kind.sequence else 1):
+        out = call(kind.raw_tensor([v for _, v in batch]))
         if not header:
             header = ["line", "input", *sorted(out)]
         for i, (number, value) in enumerate(batch):

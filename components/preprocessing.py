@@ -30,19 +30,20 @@ the train ids in sorted order, 0 for an id unseen in train), which `model.id_emb
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from components import kinds
 from components import stage_files as files
 from components.config import ConfigError, DataConfig
 from components.ingestion import read_examples, read_spec
+from components.kinds.series import pairing, reference, target_columns, window_stats
+from components.kinds.tokens import END, PAD, START, UNK
 from components.stage_files import SPLITS, load_split  # noqa: F401 - load_split: also public here
-from components.validation import tokens_of
 
-PAD, UNK, START, END = "", "[UNK]", "<s>", "</s>"
+__all__ = ["END", "PAD", "START", "UNK", "Codec", "fit_side", "io_spec", "load_split", "reference", "run"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,32 +52,8 @@ PAD, UNK, START, END = "", "[UNK]", "<s>", "</s>"
 
 def fit_side(values: list[Any], spec: dict[str, Any], data: DataConfig, generated: bool) -> dict[str, Any]:
     """Fitted state of one side (x or y) from its train values."""
-    kind = spec["kind"]
     state: dict[str, Any] = dict(spec)
-    if kind == "tokens":
-        lowercase = data.lowercase and not generated
-        toks = [tokens_of(v, spec.get("tokenize", "char"), lowercase) for v in values]
-        counts = Counter(t for seq in toks for t in seq)
-        state["lowercase"] = lowercase
-        state["generated"] = generated
-        state["vocabulary"] = ([START, END] if generated else []) + [t for t, _ in counts.most_common()]
-        longest = max((len(t) for t in toks), default=1) + (1 if generated else 0)
-        state["length"] = min(longest, data.max_length + int(generated)) if data.max_length else longest
-    elif kind in ("label", "category"):
-        state["classes"] = sorted({str(v) for v in values})
-    elif kind == "labels":
-        state["classes"] = sorted({str(t) for seq in values for t in seq})
-        state["length"] = max(len(v) for v in values)
-    elif kind in ("vector", "series"):
-        arr = np.asarray(values, dtype="float64")
-        flat = arr.reshape(-1, arr.shape[-1])
-        state["mean"] = np.nanmean(flat, axis=0).tolist()
-        variance = np.nanvar(flat, axis=0)
-        # a feature constant in train (e.g. an always-blank pixel) is centred, not blown up
-        state["variance"] = np.where(variance < 1e-8, 1.0, variance).tolist()
-        state["features"] = int(arr.shape[-1])
-        if kind == "series":
-            state["length"] = int(arr.shape[1])
+    kinds.of(spec).fit(values, state, data, generated)
     return state
 
 
@@ -84,29 +61,13 @@ def reference_spec(spec: dict[str, Any], data: DataConfig) -> dict[str, Any] | N
     """Where the reference forecast of a numeric target comes from in x (`data.target_reference`)."""
     if data.target_reference == "none":
         return None
-    x, y = spec["x"], spec["y"]
-    x_cols, y_cols = x.get("columns") or [], y.get("columns") or []
-    if x["kind"] != "series" or y["kind"] != "series" or not y_cols or not set(y_cols) <= set(x_cols):
+    columns = target_columns(spec["x"], spec["y"])
+    if columns is None:
         raise ConfigError(
             f"data.target_reference={data.target_reference!r} needs numeric series targets whose columns are "
-            f"also input columns (this data maps {x['kind']} {x_cols or ''} -> {y['kind']} {y_cols or ''}); "
+            f"also input columns (this data maps {pairing(spec['x'], spec['y'])}); "
             f"set data.target_reference=none.")
-    return {"mode": data.target_reference, "columns": [x_cols.index(c) for c in y_cols]}
-
-
-def reference(y_state: dict[str, Any], x: Any) -> Any:
-    """The reference forecast [B, H, targets] read from raw inputs x [B, T, F] (TF op; numpy in is fine).
-
-    `season`: the last H input steps of the target columns (seasonal naive, season = horizon);
-    `last`: the last input value repeated H times.
-    """
-    import tensorflow as tf
-
-    ref, horizon = y_state["reference"], y_state["length"]
-    cols = tf.gather(tf.cast(x, "float32"), ref["columns"], axis=2)
-    if ref["mode"] == "season":
-        return cols[:, -horizon:, :]
-    return tf.repeat(cols[:, -1:, :], horizon, axis=1)
+    return {"mode": data.target_reference, "columns": columns}
 
 
 def window_spec(x_state: dict[str, Any], y_state: dict[str, Any], data: DataConfig) -> dict[str, Any] | None:
@@ -115,56 +76,22 @@ def window_spec(x_state: dict[str, Any], y_state: dict[str, Any], data: DataConf
     `auto` (the default) is `window` for a numeric forecast from a user CSV (`data.source: csv`,
     series targets among the inputs: it won on the forecasting benchmark, see the README) and
     `global` for everything else (bundled datasets, classifiers)."""
-    x_cols, y_cols = x_state.get("columns") or [], y_state.get("columns") or []
-    fits = x_state["kind"] == "series" and y_state["kind"] == "series" and bool(y_cols) and set(y_cols) <= set(x_cols)
-    if data.scale == "auto" and not (fits and data.source == "csv"):
+    columns = target_columns(x_state, y_state)
+    if data.scale == "auto" and not (columns is not None and data.source == "csv"):
         return None
     if data.scale == "global":
         return None
-    if not fits:
+    if columns is None:
         raise ConfigError(
             f"data.scale='window' needs numeric series targets whose columns are also input columns (this data "
-            f"maps {x_state['kind']} {x_cols or ''} -> {y_state['kind']} {y_cols or ''}); set data.scale=global.")
-    columns = [x_cols.index(c) for c in y_cols]
+            f"maps {pairing(x_state, y_state)}); set data.scale=global.")
     return {"columns": columns, "floor": [1e-3 * float(x_state["variance"][c]) for c in columns]}
-
-
-def window_stats(spec: dict[str, Any], x: Any) -> tuple[Any, Any]:
-    """Per-window location and scale [B, 1, C] of the raw input's target columns (TF op; NaN steps ignored)."""
-    import tensorflow as tf
-
-    cols = tf.gather(tf.cast(x, "float32"), spec["columns"], axis=2)
-    valid = tf.logical_not(tf.math.is_nan(cols))
-    count = tf.maximum(tf.reduce_sum(tf.cast(valid, "float32"), axis=1, keepdims=True), 1.0)
-    mean = tf.reduce_sum(tf.where(valid, cols, 0.0), axis=1, keepdims=True) / count
-    var = tf.reduce_sum(tf.where(valid, tf.square(cols - mean), 0.0), axis=1, keepdims=True) / count
-    return mean, tf.sqrt(var + tf.constant(spec["floor"], "float32"))
 
 
 def io_spec(state: dict[str, Any]) -> dict[str, Any]:
     """What the model builder needs to know about each side."""
-    out = {}
-    for side in ("x", "y"):
-        s = state[side]
-        entry: dict[str, Any] = {"kind": s["kind"]}
-        if s["kind"] == "tokens":
-            entry["vocab_size"] = len(s["vocabulary"]) + 2  # + padding and unknown
-            entry["length"] = s["length"]
-            if side == "y" and s.get("generated"):
-                entry["start_id"], entry["end_id"] = 2, 3
-            if s.get("language_model"):
-                entry["language_model"] = True  # y = x shifted by one token, same vocabulary
-        elif s["kind"] == "category":
-            entry["vocab_size"] = len(s["classes"]) + 1  # + unknown
-        elif s["kind"] in ("label", "labels"):
-            entry["num_classes"] = len(s["classes"])
-            if "length" in s:
-                entry["length"] = s["length"]
-        else:
-            entry["features"] = s["features"]
-            if "length" in s:
-                entry["length"] = s["length"]
-        out[side] = entry
+    out = {side: {"kind": state[side]["kind"], **kinds.of(state[side]).io_entry(state[side], side)}
+           for side in ("x", "y")}
     if state.get("future"):  # the decoder's known future values [B, horizon, columns]
         out["future"] = {"features": state["future"]["features"], "length": state["future"]["length"]}
     if state.get("series_id"):  # the series id (model.id_embedding_dim): train ids + 1 unseen bucket
@@ -186,18 +113,7 @@ class Codec:
         self.x, self.y = state["x"], state["y"]
         self.layers: dict[str, Any] = {}
         for side in ("x", "y"):
-            s = state[side]
-            if s["kind"] == "tokens":
-                self.layers[side] = keras.layers.StringLookup(
-                    vocabulary=s["vocabulary"], mask_token=PAD, oov_token=UNK, name=f"{side}_lookup")
-            elif s["kind"] == "category":
-                self.layers[side] = keras.layers.StringLookup(
-                    vocabulary=s["classes"], num_oov_indices=1, mask_token=None, name=f"{side}_lookup")
-            elif s["kind"] in ("vector", "series"):
-                self.layers[side] = keras.layers.Normalization(
-                    mean=s["mean"], variance=s["variance"], name=f"{side}_norm")
-                self.layers[f"{side}_invert"] = keras.layers.Normalization(
-                    mean=s["mean"], variance=s["variance"], invert=True, name=f"{side}_denorm")
+            self.layers.update(kinds.of(state[side]).layers(state[side], side))
         for name, layer in self.layers.items():  # built layers can be tracked by ExportArchive
             features = state[name.split("_")[0]].get("features")
             layer.build((None, features) if features else (None,))
@@ -231,26 +147,7 @@ class Codec:
 
     def encode(self, raw: Any, side: str = "x") -> Any:
         """Raw values of one side -> the model's input tensor."""
-        import tensorflow as tf
-
-        kind = self.state[side]["kind"]
-        if kind == "tokens":
-            return tf.cast(self.layers[side](self.tokenize(raw, side)), "int32")
-        if kind == "category":
-            return tf.cast(self.layers[side](raw), "int32")
-        if kind in ("vector", "series"):
-            raw = tf.cast(raw, "float32")
-            out = tf.cast(self.layers[side](raw), "float32")
-            spec = self.state[side].get("window_scale") if side == "x" else None
-            if spec:  # the target columns in window units, the other features globally scaled
-                loc, scale = window_stats(spec, raw)
-                scaled = (tf.gather(raw, spec["columns"], axis=2) - loc) / scale
-                where = {c: i for i, c in enumerate(spec["columns"])}
-                features = self.state[side]["features"]
-                spread = tf.gather(scaled, [where.get(f, 0) for f in range(features)], axis=2)
-                out = tf.where(tf.constant([f in where for f in range(features)]), spread, out)
-            return out
-        raise ValueError(f"cannot encode a {kind!r} side")
+        return kinds.of(self.state[side]).encode(self, raw, side)
 
     def encode_future(self, raw: Any) -> Any:
         """Raw known future values [B, H, n] -> the model's `future` input (train scaling of those columns)."""
@@ -330,68 +227,18 @@ class Codec:
         Numeric targets with a reference (`data.target_reference`) are encoded as their
         difference from the reference forecast read from the raw inputs `xs`.
         """
-        s = self.y
-        kind = s["kind"]
-        if kind == "label":
-            index = {c: i for i, c in enumerate(s["classes"])}
-            return np.array([index[str(v)] for v in ys], dtype="int32")
-        if kind == "labels":
-            index = {c: i for i, c in enumerate(s["classes"])}
-            out = np.zeros((len(ys), s["length"]), dtype="int32")
-            for row, seq in enumerate(ys):
-                ids = [index[str(t)] for t in seq][: s["length"]]
-                out[row, : len(ids)] = ids
-            return out
-        if kind == "tokens":
-            vocab = {t: i + 2 for i, t in enumerate(s["vocabulary"])}
-            out = np.zeros((len(ys), s["length"]), dtype="int32")
-            for row, value in enumerate(ys):
-                ids = [vocab.get(t, 1) for t in tokens_of(value, s.get("tokenize", "char"), s.get("lowercase", False))]
-                ids = ids[: s["length"] - 1] + [vocab[END]] if s.get("generated") else ids[: s["length"]]
-                out[row, : len(ids)] = ids
-            return out
-        if not ys:
-            return np.zeros((0, *self.shape("y")), dtype="float32")
-        values = np.asarray(ys, dtype="float32")
-        if s.get("window_scale"):
-            raw_x = np.asarray(xs, dtype="float32")
-            loc, scale = window_stats(s["window_scale"], raw_x)
-            base = reference(s, raw_x) if s.get("reference") else loc
-            return ((values - np.asarray(base)) / np.asarray(scale)).astype("float32")
-        if s.get("reference"):
-            values = values - np.asarray(reference(s, np.asarray(xs, dtype="float32")))
-        return np.asarray(self.encode(values, "y"))
+        return kinds.of(self.y).encode_targets(self, ys, xs)
 
     def shape(self, side: str) -> tuple[int, ...]:
         """The encoded shape of one example of a side (without the batch axis)."""
-        s = self.state[side]
-        if s["kind"] in ("tokens", "labels"):
-            return (s["length"],)
-        if s["kind"] == "vector":
-            return (s["features"],)
-        if s["kind"] == "series":
-            return (s["length"], s["features"])
-        return ()
+        return kinds.of(self.state[side]).shape(self.state[side])
 
     def encode_inputs(self, xs: list[Any]) -> np.ndarray:
         """Raw x values -> model inputs via the graph encoder, padded to the fitted length."""
-        import tensorflow as tf
-
-        kind = self.x["kind"]
+        kind = kinds.of(self.x)
         if not xs:  # an empty split (e.g. data.val_fraction=0)
-            return np.zeros((0, *self.shape("x")), dtype="int32" if kind in ("tokens", "category") else "float32")
-        if kind in ("tokens", "category"):
-            raw = tf.constant([str(v) for v in xs])
-        else:
-            raw = tf.constant(np.asarray(xs, dtype="float32"))
-        encoded = np.asarray(self.encode(raw, "x"))
-        length = self.x.get("length")
-        if kind == "tokens" and length:
-            padded = np.zeros((len(xs), length), dtype="int32")
-            width = min(length, encoded.shape[1])
-            padded[:, :width] = encoded[:, :width]
-            return padded
-        return encoded
+            return np.zeros((0, *self.shape("x")), dtype=kind.dtype)
+        return kind.pad(np.asarray(self.encode(kind.raw_tensor(xs), "x")), self.x)
 
 
 def extra_states(spec: dict[str, Any], x_state: dict[str, Any], train: list[Any]) -> dict[str, Any]:
@@ -413,11 +260,10 @@ def extra_states(spec: dict[str, Any], x_state: dict[str, Any], train: list[Any]
 
 def usable(examples: list, state: dict[str, Any]) -> tuple[list, int]:
     """Drop (and count) examples whose target class never occurs in train."""
-    y = state["y"]
-    if y["kind"] not in ("label", "labels"):
+    known = kinds.of(state["y"]).target_filter(state["y"])
+    if known is None:
         return examples, 0
-    known = set(y["classes"])
-    ok = [e for e in examples if (str(e[1]) in known if y["kind"] == "label" else set(map(str, e[1])) <= known)]
+    ok = [e for e in examples if known(e[1])]
     return ok, len(examples) - len(ok)
 
 
@@ -443,7 +289,9 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     """Fit on train, encode all splits, save the state and the arrays."""
     ingest = inputs["ingest"]
     spec = read_spec(ingest)
-    generated = spec["topology"] in ("one_to_many", "seq2seq") and spec["y"]["kind"] == "tokens"
+    from models.io import generates
+
+    generated = generates(spec["topology"], spec["y"])
     train = read_examples(ingest.path(files.examples_file("train")), meta=True)
     x_state = fit_side([e[0] for e in train], spec["x"], data, generated=False)
     ref = reference_spec(spec, data)

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from components import kinds
 from components.config import DataConfig
 from components.ingestion import read_examples, read_spec
+from components.kinds.tokens import tokens_of
 from components.stage_files import BAD_ROWS, SPLITS, examples_file
 
-SEQUENCE_KINDS = ("tokens", "series", "labels")
+__all__ = ["DataValidationError", "run", "side_stats", "tokens_of", "type_error"]
 OOV_WARNING = 0.05  # share of validation/test tokens unseen in train that deserves a warning
 
 
@@ -34,33 +35,13 @@ class DataValidationError(RuntimeError):
     """The data cannot be trained on; the message lists why."""
 
 
-def tokens_of(value: str, tokenize: str, lowercase: bool = False) -> list[str]:
-    """Split a raw string the way the model's graph does (chars or whitespace words)."""
-    value = value.lower() if lowercase else value
-    return list(value) if tokenize == "char" else value.split()
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def type_error(value: Any, kind: str) -> str | None:
     """Why `value` is not a valid raw value of `kind` (None when it is, or when it is missing)."""
     if value is None or value == "" or value == []:
         return None
-    if kind == "tokens":
-        ok = isinstance(value, str)
-    elif kind in ("label", "category"):
-        ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
-    elif kind == "labels":
-        ok = isinstance(value, list) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value)
-    elif kind == "vector":
-        ok = isinstance(value, list) and all(_is_number(v) or v is None for v in value)
-    elif kind == "series":
-        ok = isinstance(value, list) and all(
-            isinstance(step, list) and all(_is_number(v) or v is None for v in step) for step in value)
-    else:
+    if kind not in kinds.KINDS:
         return f"unknown kind {kind!r}"
+    ok = kinds.kind(kind).type_ok(value)
     return None if ok else f"{type(value).__name__} value {json.dumps(value)[:60]} is not a {kind} value"
 
 
@@ -76,56 +57,13 @@ def side_stats(values: list[Any], spec: dict[str, Any], lowercase: bool) -> dict
     missing = sum(v is None or v == "" or v == [] for v in values)
     stats["missing"] = missing
     present = [v for i, v in enumerate(values) if i not in bad and not (v is None or v == "" or v == [])]
-    if kind in ("label", "category"):
-        stats["classes"] = dict(Counter(map(str, present)).most_common())
-    elif kind == "tokens":
-        lower = lowercase and spec.get("lowercase", True)
-        toks = [tokens_of(v, spec.get("tokenize", "char"), lower) for v in present]
-        stats["lengths"] = [len(t) for t in toks]
-        stats["vocabulary"] = dict(Counter(t for seq in toks for t in seq).most_common())
-    elif kind == "labels":
-        stats["lengths"] = [len(v) for v in present]
-        stats["classes"] = dict(Counter(str(t) for seq in present for t in seq).most_common())
-    else:  # vector / series: numbers
-        rows = list(present)
-        if kind == "series":
-            stats["lengths"] = [len(v) for v in rows]
-            rows = [step for seq in rows for step in seq]
-        stats.update(_numeric(rows, spec.get("columns")))
+    stats.update(kinds.kind(kind).stats(present, spec, lowercase))
     if "lengths" in stats:
         lengths = stats["lengths"]
         stats["length_min"] = min(lengths, default=0)
         stats["length_max"] = max(lengths, default=0)
         stats["length_mean"] = sum(lengths) / len(lengths) if lengths else 0.0
     return stats
-
-
-def _numeric(rows: list[list[float]], names: list[str] | None = None) -> dict[str, Any]:
-    widths = Counter(len(r) for r in rows)
-    width = widths.most_common(1)[0][0] if widths else 0
-    cols = list(zip(*[r for r in rows if len(r) == width])) if rows else []
-    out: dict[str, Any] = {"features": width, "ragged": sum(n for w, n in widths.items() if w != width),
-                           "columns": []}
-    for j, col in enumerate(cols):
-        finite = [float(v) for v in col if v is not None and math.isfinite(float(v))]
-        out["columns"].append({
-            "name": names[j] if names and j < len(names) else f"f{j}",
-            "min": min(finite, default=None),
-            "max": max(finite, default=None),
-            "mean": sum(finite) / len(finite) if finite else None,
-            "missing": len(col) - len(finite),
-            "histogram": _histogram(finite),
-        })
-    return out
-
-
-def _histogram(values: list[float], bins: int = 20) -> dict[str, list[float]]:
-    import numpy as np
-
-    if not values:
-        return {"edges": [], "counts": []}
-    counts, edges = np.histogram(values, bins=bins)
-    return {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist()}
 
 
 def sides(spec: dict[str, Any]) -> tuple[str, ...]:

@@ -232,7 +232,9 @@ def _pyfunc_signature(info: dict[str, Any]) -> tuple[Any, Any]:
     inputs, outputs = canary["inputs"][:2], canary["outputs"]
     if not inputs:
         return None, None
-    if info.get("input_kind") in ("tokens", "category"):
+    from components import kinds
+
+    if info.get("input_kind") in kinds.KINDS and kinds.kind(info["input_kind"]).strings:
         example = pd.DataFrame({"inputs": [str(v) for v in inputs]})
     else:
         example = np.asarray(inputs, dtype="float32")
