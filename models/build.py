@@ -96,29 +96,30 @@ def _gpu_visible() -> bool:
 
 def check_io(model: ModelConfig, io: dict[str, Any]) -> None:
     """The checks that need the data's kinds (x/y "kind" is enough: ingestion's spec can be passed early)."""
+    from models.io import side
     from models.topologies import fit_error
 
     x, y = io["x"]["kind"], io["y"]["kind"]
     problem = fit_error(model.topology, x, y)
     if problem:
         raise ConfigError(problem)
-    if model.topology == "many_to_many" and model.bidirectional and y in ("tokens", "series"):
-        what = "next-token (language model)" if y == "tokens" else "shifted-series (forecast)"
+    what = side(io["y"]).shifted
+    if model.topology == "many_to_many" and model.bidirectional and what:
         raise ConfigError(
             f"model.bidirectional=true cannot learn a {what} target with many_to_many: the backward RNN "
             f"would read the very steps it must predict. Use model.bidirectional=false (bidirectional "
             f"many_to_many is for tagging, y kind 'labels').")
-    if model.quantiles and y != "series":
+    if model.quantiles and side(io["y"]).output != "values":
         raise ConfigError(f"model.quantiles is for numeric forecasts (y kind 'series'); this data's target is {y}. "
                           f"Remove model.quantiles.")
     if getattr(model, "id_embedding_dim", None):
         if "series_id" not in io:
             raise ConfigError("model.id_embedding_dim embeds the series id, but this data has none: set "
                               "data.id_column (a csv of many series) or remove model.id_embedding_dim.")
-        if x != "series" or y != "series":
+        if not (side(io["x"]).sequence and not side(io["x"]).ids and side(io["y"]).output == "values"):
             raise ConfigError(f"model.id_embedding_dim is for numeric forecasts (series -> series; this data "
                               f"maps {x} -> {y}); remove model.id_embedding_dim.")
-    if model.unroll and x == "tokens":
+    if model.unroll and side(io["x"]).ids and side(io["x"]).sequence:
         raise ConfigError("model.unroll=true needs a fixed number of steps, but token inputs are variable-length "
                           "(padded per batch); set model.unroll=false.")
 
@@ -135,7 +136,9 @@ def build_model(model: ModelConfig, io: dict[str, Any]) -> Any:
 
 def generates(model: ModelConfig, io: dict[str, Any]) -> bool:
     """True when the model emits tokens one step at a time (teacher-forced in training)."""
-    return model.topology in ("one_to_many", "seq2seq") and io["y"]["kind"] == "tokens"
+    from models.io import generates as decodes
+
+    return decodes(model.topology, io["y"])
 
 
 def loss_and_metrics(io: dict[str, Any], model: ModelConfig | None = None) -> tuple[Any, list[Any]]:
@@ -143,12 +146,13 @@ def loss_and_metrics(io: dict[str, Any], model: ModelConfig | None = None) -> tu
     `model.quantiles`: the pinball loss over those levels)."""
     import keras
 
+    from models.io import side
     from models.layers import PinballLoss, TokenAccuracy
 
-    kind = io["y"]["kind"]
-    if kind == "tokens":
+    output = side(io["y"]).output
+    if output == "tokens":
         return keras.losses.SparseCategoricalCrossentropy(ignore_class=0), [TokenAccuracy()]
-    if kind in ("label", "labels"):
+    if output == "classes":
         return "sparse_categorical_crossentropy", ["accuracy"]
     if model is not None and model.quantiles:
         return PinballLoss(model.quantiles), []

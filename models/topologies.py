@@ -65,6 +65,7 @@ import keras
 
 from models import cells
 from models.attention import Attention, AttentionPooling, AttentiveRNN
+from models.io import classes, side
 from models.layers import (
     ConcatContext,
     FirstStep,
@@ -111,22 +112,18 @@ class Context:
 
 def input_layer(io_x: dict[str, Any], name: str = "inputs", static_length: bool = False) -> keras.KerasTensor:
     """The model input for an encoded x side (time axis fixed only when `static_length`)."""
-    kind = io_x["kind"]
-    steps = io_x.get("length") if static_length else None
-    if kind == "tokens":
-        return keras.Input(shape=(steps,), dtype="int32", name=name)
-    if kind == "category":
-        return keras.Input(shape=(), dtype="int32", name=name)
-    if kind == "vector":
-        return keras.Input(shape=(io_x["features"],), dtype="float32", name=name)
-    return keras.Input(shape=(steps, io_x["features"]), dtype="float32", name=name)
+    facts = side(io_x)
+    steps = (io_x.get("length") if static_length else None,) if facts.sequence else ()
+    if facts.ids:
+        return keras.Input(shape=steps, dtype="int32", name=name)
+    return keras.Input(shape=(*steps, io_x["features"]), dtype="float32", name=name)
 
 
 def extra_names(cfg: ModelConfig, io: dict[str, Any]) -> list[str]:
     """The named inputs beside x: `future` [B, H, n] (`data.future_columns`, the seq2seq series decoder)
     and `series_id` [B] int32 (`model.id_embedding_dim`, with `data.id_column`)."""
     names = []
-    if io.get("future") and cfg.topology == "seq2seq" and io["y"]["kind"] == "series":
+    if io.get("future") and cfg.topology == "seq2seq" and side(io["y"]).output == "values":
         names.append(FUTURE)
     if getattr(cfg, "id_embedding_dim", None) and io.get("series_id"):
         names.append(SERIES_ID)
@@ -158,23 +155,24 @@ def model_inputs(inputs: Any, extra: dict[str, Any]) -> Any:
 def embed_sequence(io_x: dict[str, Any], cfg: ModelConfig, x: Any, parts: Parts | None = None,
                    name: str = "embedding") -> Any:
     """Token ids -> masked embeddings (0 = padding); a numeric series -> `SeriesMask` (all-NaN steps masked)."""
-    parts = parts or Parts()
-    if io_x["kind"] == "series":
-        return parts("series_mask", lambda n: SeriesMask(name=n))(x)
-    if io_x["kind"] != "tokens":
+    parts, facts = parts or Parts(), side(io_x)
+    if not facts.sequence:
         return x
+    if not facts.ids:
+        return parts("series_mask", lambda n: SeriesMask(name=n))(x)
     return parts(name, lambda n: keras.layers.Embedding(io_x["vocab_size"], cfg.embedding_dim, mask_zero=True,
                                                         name=n))(x)
 
 
 def condition(cfg: ModelConfig, io_x: dict[str, Any], parts: Parts, x: Any) -> Any:
     """A fixed input as a vector [B, D]: category -> embedding, vector -> as is."""
-    if io_x["kind"] == "category":
+    facts = side(io_x)
+    if facts.sequence:
+        raise ConfigError(f"a {io_x['kind']!r} input is a sequence; this topology takes a fixed vector or category")
+    if facts.ids:
         return parts("embedding", lambda n: keras.layers.Embedding(io_x["vocab_size"], cfg.embedding_dim,
                                                                    name=n))(x)
-    if io_x["kind"] == "vector":
-        return x
-    raise ConfigError(f"a {io_x['kind']!r} input is a sequence; this topology takes a fixed vector or category")
+    return x
 
 
 def head(io_y: dict[str, Any], x: Any, parts: Parts | None = None, name: str = "outputs") -> Any:
@@ -185,9 +183,8 @@ def head(io_y: dict[str, Any], x: Any, parts: Parts | None = None, name: str = "
     head (dense horizon*features, reshaped to [B, H, F]).
     """
     parts = parts or Parts()
-    kind = io_y["kind"]
-    if kind in ("label", "labels", "tokens"):
-        size = io_y["num_classes"] if kind != "tokens" else io_y["vocab_size"]
+    if side(io_y).output in ("classes", "tokens"):
+        size = classes(io_y)
         return parts(name, lambda n: keras.layers.Dense(size, activation="softmax", dtype="float32", name=n))(x)
     features = io_y["features"]
     if len(x.shape) == 2:
@@ -258,7 +255,7 @@ def many_to_many(cfg: ModelConfig, io: dict[str, Any]) -> keras.Model:
 
 def step_width(cfg: ModelConfig, io: dict[str, Any]) -> int:
     """The decoder's per-step input size (before any every-step context): embedding or one-hot position."""
-    return cfg.embedding_dim if io["y"]["kind"] == "tokens" else int(io["y"]["length"])
+    return cfg.embedding_dim if side(io["y"]).output == "tokens" else int(io["y"]["length"])
 
 
 def one_to_many_context(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: Any) -> Context:
@@ -353,7 +350,7 @@ def decoder_steps(cfg: ModelConfig, io: dict[str, Any], parts: Parts, inputs: An
     Returns (the decoder_inputs Input or None, the step tensor [B, L, D]).
     """
     io_y = io["y"]
-    if io_y["kind"] != "tokens":
+    if side(io_y).output != "tokens":
         return None, parts("decoder_steps", lambda n: StepIndex(io_y["length"], name=n))(inputs)
     if tokens is None:
         tokens = keras.Input(shape=(io_y["length"] if cfg.unroll else None,), dtype="int32", name=DECODER_INPUTS)

@@ -9,11 +9,13 @@ stages ask it instead of comparing kind names:
   needs, written to io.json), and the codec pieces `layers` (Keras preprocessing layers),
   `encode` (raw -> model input, a TF op also traced into the SavedModel), `encode_targets`
   (raw targets -> training arrays), `shape`, `pad`, `target_filter`;
-- export / predict / registry: `strings` (raw values are text), `raw_tensor`, `input_signature`;
-  `serve` (the raw-in/raw-out `serving_default` of a target of this kind, see
-  components/export.py), `window_header` / `window_rows` (`rnnpipe predict` on time-series files);
-- evaluation: `evaluator` (the function of components/evaluation that judges a target of this
-  kind, with its baselines).
+- export / predict / registry: `strings` (raw values are text), `raw_tensor`, `input_signature`,
+  `input_contract` / `contract_lines` / `checked_inputs` (what the SavedModel accepts as this x
+  side and how it checks it), `output_contract`, `serve` (the raw-in/raw-out `serving_default` of a
+  target of this kind; token generation itself stays in components/export.py), `distribution`
+  (model card), `window_header` / `window_rows` (`rnnpipe predict` on time-series files);
+- evaluation: `evaluate` (the evaluator of a target of this kind, with its baselines, in
+  components/evaluation), `zero_pads` (id 0 is padding: such steps do not count).
 
 Modules: tokens.py (text -> token ids; generated sequences, language models), category.py (one
 class name as an input), label.py (one class as a target), labels.py (a class per step), vector.py

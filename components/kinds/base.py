@@ -105,7 +105,12 @@ class Kind:
         raise ValueError(f"a {self.name!r} target is not predicted from series files")
 
     # -- evaluation ------------------------------------------------------------------------
-    evaluator = ""  # the name of the function in components/evaluation that judges this target
+    zero_pads = False  # encoded id 0 is padding (a step that does not count)
+
+    def evaluate(self, model: Any, preprocess: Any, workdir: Any, cfg: Any, model_cfg: Any,
+                 **kwargs: Any) -> dict[str, Any]:
+        """Judge a trained model on a target of this kind, with its baselines (components/evaluation)."""
+        raise ValueError(f"a {self.name!r} side is not an evaluated target")
 
 
 def input_checks(codec: Any, cfg: Any) -> Callable[[Any], tuple[Any, Any]]:

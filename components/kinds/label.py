@@ -16,7 +16,6 @@ from components.kinds.category import Category
 
 class Label(Category):
     name = "label"
-    evaluator = "evaluate_classification"
 
     def io_entry(self, state: dict[str, Any], side: str) -> dict[str, Any]:
         return {"num_classes": len(state["classes"]), **super(Category, self).io_entry(state, side)}
@@ -65,6 +64,11 @@ class Label(Category):
 
         when = later_times(time, frequency, data.horizon)[-1]
         return [lead + [when, data.horizon, text(out["label"][i]), float(np.max(out["probabilities"][i]))]]
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from components.evaluation import evaluate_classification
+
+        return evaluate_classification(*args, **kwargs)
 
 
 KIND = Label()

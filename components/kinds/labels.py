@@ -17,7 +17,6 @@ from components.kinds.base import Kind, input_checks
 class Labels(Kind):
     name = "labels"
     sequence = True
-    evaluator = "evaluate_tagging"
 
     def type_ok(self, value: Any) -> bool:
         return isinstance(value, list) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value)
@@ -79,6 +78,11 @@ class Labels(Kind):
         from components.serving.protocol import text
 
         return [lead + [time or "", 0, text(out["labels"][i][-1]), float(out["confidence"][i][-1])]]
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from components.evaluation import evaluate_tagging
+
+        return evaluate_tagging(*args, **kwargs)
 
 
 KIND = Labels()

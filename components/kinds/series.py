@@ -60,7 +60,6 @@ def pairing(x: dict[str, Any], y: dict[str, Any]) -> str:
 class Series(Vector):
     name = "series"
     sequence = True
-    evaluator = "evaluate_forecast"
 
     def type_ok(self, value: Any) -> bool:
         return isinstance(value, list) and all(
@@ -175,6 +174,11 @@ class Series(Vector):
                 row += [_num(value)] + ([_num(v) for v in qs[j]] if qs is not None and levels else [])
             rows.append(row)
         return rows
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from components.evaluation import evaluate_forecast
+
+        return evaluate_forecast(*args, **kwargs)
 
 
 def check_series(raw: Any, contract: dict[str, Any]) -> tuple[Any, Any]:

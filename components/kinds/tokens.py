@@ -28,7 +28,7 @@ def tokens_of(value: str, tokenize: str, lowercase: bool = False) -> list[str]:
 class Tokens(Kind):
     name = "tokens"
     sequence = True
-    evaluator = "evaluate_tokens"
+    zero_pads = True
 
     def type_ok(self, value: Any) -> bool:
         return isinstance(value, str)
@@ -95,6 +95,11 @@ class Tokens(Kind):
         from components.export import generate_text
 
         return generate_text(model, codec, cfg)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from components.evaluation import evaluate_tokens
+
+        return evaluate_tokens(*args, **kwargs)
 
 
 KIND = Tokens()
