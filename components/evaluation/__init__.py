@@ -2,7 +2,7 @@
 
 What lives where (stage.py's docstring describes the metrics, baselines and blessing):
 
-- stage.py: `run` (the stage) and `TASKS`, the evaluator for each kind of target.
+- stage.py: `run` (the stage); each kind of target picks its evaluator (`evaluate` in components/kinds).
 - common.py: helpers every evaluator shares (preprocessed rows and state, batched prediction,
   table cells, vocabulary, accuracy-by-position plot, CSV tables).
 - classification.py: label targets: classification and tagging.
@@ -50,10 +50,10 @@ from components.evaluation.series_metrics import (
     quantile_samples,
     season_length,
 )
-from components.evaluation.stage import TASKS, run
+from components.evaluation.stage import run
 
 __all__ = [
-    "BATCH", "SEASONS", "TASKS", "accuracy_by_position", "backtest_origins", "bless", "classification_metrics",
+    "BATCH", "SEASONS", "accuracy_by_position", "backtest_origins", "bless", "classification_metrics",
     "data_digest", "degenerate", "edit_distance", "evaluate_classification", "evaluate_forecast",
     "evaluate_generation", "evaluate_language_model", "evaluate_tagging", "evaluate_tokens", "forecast_metrics",
     "forecast_samples", "generate_batches", "ids_to_tokens", "later_times", "naive_forecasts", "naive_scale",

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from components import kinds
 from components.config import EvaluateConfig, ModelConfig
 from components.evaluation.common import _predict, _raw, _short, _state, accuracy_by_position
 from components.metrics import Sample, mean_sample
@@ -75,9 +76,9 @@ def evaluate_classification(model: Any, preprocess: Any, workdir: Path, cfg: Eva
 def step_mask(x: np.ndarray, y: np.ndarray, state: dict[str, Any]) -> np.ndarray:
     """Which steps count: real (non-padding) input tokens, or every step of a numeric window."""
     steps = y.shape[1]
-    if state["y"]["kind"] == "tokens":
+    if kinds.of(state["y"]).zero_pads:
         return y != 0
-    if state["x"]["kind"] == "tokens":
+    if kinds.of(state["x"]).zero_pads:
         mask = np.zeros(y.shape, dtype=bool)
         width = min(steps, x.shape[1])
         mask[:, :width] = x[:, :width] != 0

@@ -26,6 +26,7 @@ from components.evaluation.series_metrics import (
     quantile_samples,
     season_length,
 )
+from components.kinds.series import target_columns
 from components.metrics import Sample
 from components.preprocessing import Codec, load_split
 
@@ -60,7 +61,7 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     ids = [r.get("id") for r in raw]
     many = any(i is not None for i in ids)
     lag = None
-    if state["x"]["kind"] == "series" and columns is not None and len(raw):
+    if target_columns(state["x"], y_state) is not None and len(raw):  # a numeric input series with the targets
         x_test = np.asarray([r["x"] for r in raw], dtype="float64")
         x_train = np.asarray([r["x"] for r in raw_train], dtype="float64")
         bases = _naive(x_test, horizon, columns, season, model_cfg.topology)

@@ -4,7 +4,8 @@ a paired-bootstrap confidence interval against the strongest of them, and the bl
 inputs -> outputs: preprocess, train (+ the champion, when comparing with it) ->
 `metrics.json` (model and every baseline), `evaluation.md` (report), `blessing.json` (blessed,
 reasons, intervals), `samples.npz` (per-example results of the gate metrics, what a later
-champion comparison resamples), task plots and `predictions.csv`, by the kind of target (`TASKS`):
+champion comparison resamples), task plots and `predictions.csv`, by the kind of target (its
+`evaluate`, components/kinds):
 
 - label (one_to_one, many_to_one): accuracy, macro F1, per-class precision/recall,
   confusion-matrix PNG; baselines: majority class, stratified random (train class frequencies).
@@ -41,24 +42,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from components import kinds
 from components import metrics as registry
 from components import stage_files as files
 from components.config import EvaluateConfig, ModelConfig
-from components.evaluation.classification import evaluate_classification, evaluate_tagging
 from components.evaluation.common import _write_rows
-from components.evaluation.forecast import evaluate_forecast
 from components.evaluation.gate import bless, data_digest, strongest_baselines
 from components.evaluation.report import _report
-from components.evaluation.sequences import evaluate_tokens
-
-TASKS: dict[str, Callable[..., dict[str, Any]]] = {
-    "label": evaluate_classification,
-    "labels": evaluate_tagging,
-    "tokens": evaluate_tokens,
-    "series": evaluate_forecast,
-}
 
 
 def run(inputs: dict, workdir: Path, ctx: Any, *, evaluate: EvaluateConfig, model: ModelConfig,
@@ -68,8 +60,8 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, evaluate: EvaluateConfig, mode
 
     preprocess, train = inputs["preprocess"], inputs["train"]
     net = load_model(files.model_file(train))
-    kind = preprocess.properties["io"]["y"]["kind"]
-    result = TASKS[kind](net, preprocess, workdir, evaluate, model, season=season)
+    result = kinds.of(preprocess.properties["io"]["y"]).evaluate(net, preprocess, workdir, evaluate, model,
+                                                                  season=season)
     digest = data_digest(preprocess)
     if champion and champion.get("samples") and champion.get("data_digest") == digest:
         champion = {**champion, "samples": registry.load_samples(champion["samples"]).get("model", {})}

@@ -158,7 +158,7 @@ class Series(Vector):
     def window_rows(self, out: dict[str, Any], i: int, lead: list[Any], time: Any, topology: str, data: Any,
                     frequency: str | None, levels: list[float]) -> list[list[Any]]:
         """One row per forecast step (many_to_many: the last step's value, `horizon` steps ahead)."""
-        from components.evaluation import later_times
+        from components.evaluation.series_metrics import later_times
 
         series = out["series"][i]  # [steps, targets]
         quantiles = out.get("quantiles")
@@ -176,7 +176,7 @@ class Series(Vector):
         return rows
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        from components.evaluation import evaluate_forecast
+        from components.evaluation.forecast import evaluate_forecast
 
         return evaluate_forecast(*args, **kwargs)
 

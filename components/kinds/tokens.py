@@ -97,7 +97,7 @@ class Tokens(Kind):
         return generate_text(model, codec, cfg)
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        from components.evaluation import evaluate_tokens
+        from components.evaluation.sequences import evaluate_tokens
 
         return evaluate_tokens(*args, **kwargs)
 
