@@ -127,9 +127,11 @@ def _report_bad(rows: Any, log: Any) -> list[dict[str, Any]]:
 
 
 def run(target: str, input_path: str, output: str | None = None, batch_size: int = 256,
-        log: Any = sys.stderr) -> dict[str, Any]:
-    """Predict every row / series of `input_path`; returns {output, rows, bad}."""
+        log: Any = None) -> dict[str, Any]:
+    """Predict every row / series of `input_path`; returns {output, rows, bad} (progress to `log`, default stderr)."""
     import tensorflow as tf
+
+    log = log if log is not None else sys.stderr  # read when called: a stream bound at import time may be closed
 
     source = Path(input_path)
     if not source.is_file():
