@@ -12,7 +12,8 @@ stages ask it instead of comparing kind names:
 - export / predict / registry: `strings` (raw values are text), `raw_tensor`, `input_signature`,
   `input_contract` / `contract_lines` / `checked_inputs` (what the SavedModel accepts as this x
   side and how it checks it), `output_contract`, `serve` (the raw-in/raw-out `serving_default` of a
-  target of this kind; token generation itself stays in components/export.py), `distribution`
+  target of this kind: label and labels here; numeric forecasts, which also take the named extra
+  inputs, and token generation stay in components/export.py), `distribution`
   (model card), `window_header` / `window_rows` (`rnnpipe predict` on time-series files);
 - evaluation: `evaluate` (the evaluator of a target of this kind, with its baselines, in
   components/evaluation), `zero_pads` (id 0 is padding: such steps do not count).

@@ -5,7 +5,8 @@ State: as `vector` plus `length` (the window / horizon), and for targets optiona
 read from the raw inputs) and `window_scale` (`data.scale: window`, RevIN-style: the target
 columns of each input window normalised by that window's own mean and standard deviation; the
 targets in the same window units). Served as {"series": float [B, T, F]} in raw units, plus one
-output per target column (`forecast`).
+output per target column (`forecast` in components/export.py, which also feeds the named extra
+inputs: known future values, the series id). Input checks of served windows: `check_series`.
 """
 
 from __future__ import annotations
