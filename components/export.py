@@ -30,7 +30,7 @@ at least `min_steps` (1, or the horizon for a seasonal-naive reference), at most
 (none, or the training window for `model.unroll`); an all-NaN step is padding (trailing only),
 masked by the model. Anything else raises InvalidArgumentError with the reason. The accepted
 range, the beam/length maxima and the padding rule are written to
-`assets.extra/serving_contract.json` in the SavedModel (`CONTRACT_FILE`; see `input_contract`).
+`assets.extra/serving_contract.json` in the SavedModel (`files.SERVING_CONTRACT`; see `input_contract`).
 
 Only a blessed model is exported unless `export.require_blessing` is false.
 """
@@ -46,17 +46,20 @@ import numpy as np
 from components import kinds
 from components import stage_files as files
 from components.config import Config, DataConfig, EvaluateConfig, ExportConfig, ModelConfig, TrainConfig, to_plain
-from components.kinds.base import input_checks
-from components.kinds.series import align_right
+from components.kinds.series import extra_signature
+from components.kinds.tokens import (
+    MAX_BEAM_WIDTH,
+    MAX_LM_LENGTH,
+    beam_generate,
+    default_length,
+    lm_generate,
+    max_generate_length,
+)
 from components.preprocessing import Codec
 from components.stage_files import SPLITS, load_split
 
 INPUT_NAME = "inputs"
 CANARIES = 8
-MAX_BEAM_WIDTH = 64  # the largest `beam_width` the generate signature accepts (= model.beam_width's bound)
-MIN_MAX_LENGTH = 64  # seq2seq/one_to_many generate: max_length up to max(2 x default length, this)
-MAX_LM_LENGTH = 4096  # language model generate: max_length up to this
-CONTRACT_FILE = "assets.extra/serving_contract.json"  # in the SavedModel folder; TF Serving ignores it
 
 
 def input_signature(io_x: dict[str, Any], cfg: ModelConfig) -> Any:
@@ -69,38 +72,8 @@ def input_signature(io_x: dict[str, Any], cfg: ModelConfig) -> Any:
     return kinds.of(io_x).input_signature(io_x, steps, INPUT_NAME)
 
 
-def extra_signature(codec: Codec, cfg: ModelConfig) -> list[Any]:
-    """The TensorSpecs of the named inputs beside `inputs` (in this order): `future` float32 [B, H, n]
-    (`data.future_columns`, seq2seq) and `series_id` string [B] (`model.id_embedding_dim`)."""
-    import tensorflow as tf
-
-    from components.preprocessing import io_spec
-    from models.topologies import FUTURE, extra_names
-
-    names = extra_names(cfg, io_spec(codec.state))
-    specs = []
-    if FUTURE in names:
-        f = codec.state["future"]
-        specs.append(tf.TensorSpec([None, f["length"], f["features"]], tf.float32, name=FUTURE))
-    if "series_id" in names:
-        specs.append(tf.TensorSpec([None], tf.string, name="series_id"))
-    return specs
-
-
-def check_future(raw: Any, codec: Codec) -> Any:
-    """The known future values [B, H, n]: finite numbers (InvalidArgumentError otherwise)."""
-    import tensorflow as tf
-
-    raw = tf.convert_to_tensor(raw, tf.float32)
-    ok = tf.reduce_all(tf.math.is_finite(raw))
-    why = (f"future: the known future values of {', '.join(codec.state['future']['columns'])} at each of the "
-           f"{codec.state['future']['length']} horizon steps must be finite numbers")
-    with tf.control_dependencies([tf.debugging.Assert(ok, [tf.constant(why)])]):
-        return tf.identity(raw)
-
-
 def input_contract(codec: Codec, cfg: ModelConfig) -> dict[str, Any]:
-    """What the exported signatures accept, as JSON-ready data (written to CONTRACT_FILE).
+    """What the exported signatures accept, as JSON-ready data (written to files.SERVING_CONTRACT).
 
     {"inputs": {"kind", "features", "min_steps", "max_steps" (None: no limit), "trained_steps",
     "padding"} (series), "generate": {"max_beam_width", "max_length", "default_length"} (seq2seq /
@@ -162,161 +135,6 @@ def is_generative(io: dict[str, Any], topology: str) -> bool:
     return generates(topology, io["y"]) or bool(io["y"].get("language_model"))
 
 
-# --------------------------------------------------------------------------------------------
-# Raw-in / raw-out functions of the targets whose serving needs more than their kind (label and
-# labels: `serve` in components/kinds): numeric forecasts (with the extra inputs) and token generation
-
-
-def forecast(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any], dict[str, Any]]:
-    """Raw inputs -> numbers in raw units (the model predicts normalised values).
-
-    Series inputs: right-padded rows are right-aligned for the reference forecast (it reads the
-    last real steps); per-step outputs (many_to_many) are NaN on padding steps.
-
-    Outputs: `series` [batch, steps, targets]; a forecaster (many_to_one, many_to_many, seq2seq)
-    also names one output per target column (the column name, made [A-Za-z0-9_]): [batch,
-    steps], or one number per row when it forecasts a single step (many_to_one or seq2seq
-    with horizon 1), so a scalar forecast comes back as a scalar, not [[[x]]]. With
-    `model.quantiles` those are the median, and `quantiles` [batch, steps, targets, levels] holds
-    every level (in the order of `model.quantiles`).
-    """
-    import re
-
-    import tensorflow as tf
-
-    check = input_checks(codec, cfg)
-    named: dict[str, int] = {}
-    if cfg.topology in ("many_to_one", "many_to_many", "seq2seq"):
-        for j, column in enumerate(codec.y.get("columns") or []):
-            key = re.sub(r"[^A-Za-z0-9_]+", "_", str(column)).strip("_")
-            if not key or key[0].isdigit() or key in ("series", "quantiles") or key in named:
-                key = f"target_{j}" + (f"_{key}" if key and key not in ("series", "quantiles") else "")
-            named[key] = j
-    scalar = cfg.topology != "many_to_many" and codec.y.get("length") == 1
-    levels = list(cfg.quantiles)
-    extra = [spec.name for spec in extra_signature(codec, cfg)]
-
-    def fn(inputs: Any, *more: Any) -> dict[str, Any]:
-        inputs, lengths = check(inputs)
-        encoded = codec.encode(inputs, "x")
-        if extra:  # the known future values and / or the series id, by name
-            given = dict(zip(extra, more))
-            encoded = {"inputs": encoded}
-            if "future" in given:
-                encoded["future"] = codec.encode_future(check_future(given["future"], codec))
-            if "series_id" in given:
-                encoded["series_id"] = codec.encode_ids(given["series_id"])
-        values = model(encoded, training=False)  # series decoders are not autoregressive
-        reference = inputs if lengths is None else align_right(inputs, lengths)
-        quantiles = None
-        if levels:  # [B, H, F, Q] in raw units; the median is the point forecast
-            quantiles = codec.decode_quantiles(values, reference, len(levels))
-            out = quantiles[..., levels.index(0.5)]
-        else:
-            out = tf.cast(codec.decode_series(tf.cast(values, "float32"), reference), "float32")
-        if lengths is not None and cfg.topology == "many_to_many":
-            real = tf.sequence_mask(lengths, tf.shape(out)[1])[..., None]
-            out = tf.where(real, out, tf.constant(float("nan")))
-            if quantiles is not None:
-                quantiles = tf.where(real[..., None], quantiles, tf.constant(float("nan")))
-        outputs = {"series": out}
-        if quantiles is not None:
-            outputs["quantiles"] = quantiles
-        for key, j in named.items():
-            outputs[key] = out[:, 0, j] if scalar else out[:, :, j]
-        return outputs
-
-    return fn
-
-
-def generator(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[..., dict[str, Any]]:
-    """models/decoding.py's generate(encoded, max_length, beam_width) -> {ids, scores[, attention]}."""
-    from components.preprocessing import io_spec
-    from models.decoding import make_generator
-
-    return make_generator(model, cfg, io_spec(codec.state))
-
-
-def default_length(codec: Codec, cfg: ModelConfig) -> int:
-    """Output tokens generated by default: model.max_output_length, else the target length
-    (a language model continues its prompt by model.max_output_length or 32 tokens)."""
-    if codec.y.get("language_model"):
-        return int(cfg.max_output_length or 32)
-    return int(cfg.max_output_length or codec.y.get("length") or 32)
-
-
-def generate_text(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[[Any], dict[str, Any]]:
-    """Raw inputs -> the greedily generated sequence, one string per row."""
-    if codec.y.get("language_model"):
-        return lambda inputs: {"tokens": continue_text(model, codec, codec.encode(inputs, "x"),
-                                                       default_length(codec, cfg), 0.0)}
-    generate = generator(model, codec, cfg)
-    check = input_checks(codec, cfg)
-
-    def fn(inputs: Any) -> dict[str, Any]:
-        inputs, _ = check(inputs)
-        return {"tokens": codec.join_tokens(generate(codec.encode(inputs, "x"), default_length(codec, cfg), 1)["ids"])}
-
-    return fn
-
-
-def max_generate_length(codec: Codec, cfg: ModelConfig) -> int:
-    """The largest `max_length` the seq2seq / one_to_many `generate` signature accepts."""
-    return max(2 * default_length(codec, cfg), MIN_MAX_LENGTH)
-
-
-def check_range(value: Any, name: str, low: int, high: int) -> Any:
-    """An int32 scalar checked to lie in [low, high] (InvalidArgumentError naming it otherwise)."""
-    import tensorflow as tf
-
-    ok = (value >= low) & (value <= high)
-    with tf.control_dependencies([tf.debugging.Assert(ok, [tf.constant(
-            f"{name} must be between {low} and {high} for this model, got"), value])]):
-        return tf.identity(value)
-
-
-def beam_generate(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[..., dict[str, Any]]:
-    """The `generate` signature: raw inputs, max_length, beam_width -> {tokens, scores}.
-
-    One general beam search (the width is a run-time value; 1 runs the greedy loop) decodes up
-    to `max_length` tokens, so `scores` is the summed log-probability of exactly the returned
-    tokens. `beam_width` outside 1..MAX_BEAM_WIDTH or `max_length` outside
-    1..max_generate_length raise InvalidArgumentError (HTTP 400), never a silent clamp.
-    """
-    import tensorflow as tf
-
-    generate = generator(model, codec, cfg)
-    cap = max_generate_length(codec, cfg)
-    check = input_checks(codec, cfg)
-
-    def fn(inputs: Any, max_length: Any, beam_width: Any) -> dict[str, Any]:
-        steps = check_range(max_length, "max_length", 1, cap)
-        width = check_range(beam_width, "beam_width", 1, MAX_BEAM_WIDTH)
-        inputs, _ = check(inputs)
-        out = generate(codec.encode(inputs, "x"), steps, width)
-        return {"tokens": codec.join_tokens(out["ids"]), "scores": tf.cast(out["scores"], tf.float32)}
-
-    return fn
-
-
-def continue_text(model: Any, codec: Codec, encoded: Any, steps: Any, temperature: Any) -> Any:
-    """A language model continues each prompt by `steps` tokens (`models.decoding.continue_ids`), as strings [B]."""
-    from models.decoding import continue_ids
-
-    return codec.join_tokens(continue_ids(model, encoded, steps, temperature))
-
-
-def lm_generate(model: Any, codec: Codec, cfg: ModelConfig) -> Callable[..., dict[str, Any]]:
-    """A language model's `generate` signature: prompts, max_length, temperature -> continuations."""
-    import tensorflow as tf
-
-    def fn(inputs: Any, max_length: Any, temperature: Any) -> dict[str, Any]:
-        steps = check_range(tf.convert_to_tensor(max_length, tf.int32), "max_length", 1, MAX_LM_LENGTH)
-        return {"tokens": continue_text(model, codec, codec.encode(inputs, "x"), steps, temperature)}
-
-    return fn
-
-
 def serving_function(model: Any, codec: Codec, io: dict[str, Any], cfg: ModelConfig) -> Callable:
     """The raw-in/raw-out function `serving_default` exports for this kind of target."""
     return kinds.of(io["y"]).serve(model, codec, cfg)
@@ -341,7 +159,7 @@ def write_saved_model(model: Any, codec: Codec, io: dict[str, Any], path: Path, 
         archive.add_endpoint(name="generate", fn=beam_generate(model, codec, cfg), input_signature=[
             spec, tf.TensorSpec([], tf.int32, name="max_length"), tf.TensorSpec([], tf.int32, name="beam_width")])
     archive.write_out(str(path), verbose=False)
-    contract = Path(path) / CONTRACT_FILE
+    contract = Path(path) / files.SERVING_CONTRACT
     contract.parent.mkdir(parents=True, exist_ok=True)
     contract.write_text(json.dumps(input_contract(codec, cfg), indent=1))
 
@@ -456,6 +274,19 @@ def _fmt(value: Any) -> str:
 # The stage
 
 
+def data_description(data: Any, topology: str, io: dict[str, Any], quantiles: tuple[float, ...],
+                     state: dict[str, Any], extra_inputs: list[str] = ()) -> dict[str, Any]:
+    """What `rnnpipe predict` needs to read files as training did (stored in the SavedModel): the
+    data settings, topology, io kinds, quantile levels, the input / target columns in order and the
+    named inputs beside `inputs` (`future`, `series_id`)."""
+    from components.config import to_plain
+
+    return {"data": to_plain(data), "topology": topology, "io": io, "quantiles": list(quantiles),
+            "columns": {side: list(state[side].get("columns") or []) for side in ("x", "y")},
+            "extra_inputs": list(extra_inputs)}
+
+
+
 def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: str, model: ModelConfig,
         data: DataConfig, train: TrainConfig, evaluate: EvaluateConfig) -> dict[str, Any]:
     """Write the blessed model as a SavedModel into this stage's output (`saved_model/`).
@@ -494,10 +325,10 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
 
     path = workdir / files.SAVED_MODEL
     write_saved_model(net, codec, io, path, cfg)
-    from components.predict import DATA_FILE, data_description
 
     described = data_description(data, cfg.topology, io, cfg.quantiles, codec.state, [e.name for e in extra])
-    (path / DATA_FILE).write_text(json.dumps(described, indent=1, ensure_ascii=False))  # how `rnnpipe predict` reads
+    # how `rnnpipe predict` reads files
+    (path / files.DATA_DESCRIPTION).write_text(json.dumps(described, indent=1, ensure_ascii=False))
     card = model_card(name, None, io, card_config, preprocess, trained, evaluated, signatures,
                       contract_markdown(input_contract(codec, cfg)))
     (path / "model_card.md").write_text(card)

@@ -36,9 +36,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from components import kinds
+from components import stage_files as files
 from components.serving.protocol import text as _text
 
-DATA_FILE = "assets.extra/rnnpipe_data.json"  # in the SavedModel: the data settings, topology, io
 INPUT_FIELDS = ("input", "source", "x", "sequence", "text")
 
 
@@ -46,23 +46,9 @@ class PredictError(RuntimeError):
     """The export or the input file cannot be used (one clear message)."""
 
 
-def data_description(data: Any, topology: str, io: dict[str, Any], quantiles: tuple[float, ...],
-                     state: dict[str, Any], extra_inputs: list[str] = ()) -> dict[str, Any]:
-    """What `rnnpipe predict` needs to read files as training did (stored in the SavedModel): the
-    data settings, topology, io kinds, quantile levels, the input / target columns in order and the
-    named inputs beside `inputs` (`future`, `series_id`)."""
-    from components.config import to_plain
-
-    return {"data": to_plain(data), "topology": topology, "io": io, "quantiles": list(quantiles),
-            "columns": {side: list(state[side].get("columns") or []) for side in ("x", "y")},
-            "extra_inputs": list(extra_inputs)}
-
-
 def resolve(target: str) -> tuple[Path, dict[str, Any]]:
     """EXPORT_OR_CONFIG -> (SavedModel folder, its data description)."""
     from components import config as cfgmod
-    from components.push import version_number
-    from components.stage_files import SAVED_MODEL
 
     path = Path(target)
     if not path.exists():
@@ -77,17 +63,17 @@ def resolve(target: str) -> tuple[Path, dict[str, Any]]:
             raise PredictError(f"config {target!r} has no published export under {path} yet: run it first "
                                f"(rnnpipe run {target}).")
     if not (path / "saved_model.pb").is_file():
-        if (path / SAVED_MODEL / "saved_model.pb").is_file():  # an export stage output
-            path = path / SAVED_MODEL
+        if (path / files.SAVED_MODEL / "saved_model.pb").is_file():  # an export stage output
+            path = path / files.SAVED_MODEL
         else:
-            versions = sorted((n, p) for p in path.iterdir() if p.is_dir()
-                              for n in [version_number(p.name)] if n is not None and (p / "saved_model.pb").is_file())
+            versions = sorted((n, p) for p in path.iterdir() if p.is_dir() for n in [files.version_number(p.name)]
+                              if n is not None and (p / "saved_model.pb").is_file())
             if not versions:
                 raise PredictError(f"no SavedModel in {path} (no saved_model.pb, no numeric version folders).")
             path = versions[-1][1]
-    described = path / DATA_FILE
+    described = path / files.DATA_DESCRIPTION
     if not described.is_file():
-        raise PredictError(f"the export {path} does not describe its data ({DATA_FILE} is missing: it was "
+        raise PredictError(f"the export {path} does not describe its data ({files.DATA_DESCRIPTION} is missing: it was "
                            f"exported before `rnnpipe predict` existed); export it again.")
     info = json.loads(described.read_text())
     if override is not None:
@@ -289,7 +275,7 @@ def split_future(source: Path, data: Any, tmp: Path) -> tuple[Path, dict[str, li
 
 def check_future_times(got: list[tuple[Any, list[float]]], time: Any, frequency: str | None, key: Any) -> None:
     """The future rows must be the steps right after the window (a clear error names the expected time)."""
-    from components.evaluation import later_times
+    from components.ingestion.timeseries import later_times
 
     if time is None or got[0][0] is None:
         return

@@ -39,6 +39,7 @@ from components import kinds
 from components import stage_files as files
 from components.config import ConfigError, DataConfig
 from components.ingestion import read_examples, read_spec
+from components.kinds import io_spec  # noqa: F401 - also public here
 from components.kinds.series import pairing, reference, target_columns, window_stats
 from components.kinds.tokens import END, PAD, START, UNK
 from components.stage_files import SPLITS, load_split  # noqa: F401 - load_split: also public here
@@ -86,17 +87,6 @@ def window_spec(x_state: dict[str, Any], y_state: dict[str, Any], data: DataConf
             f"data.scale='window' needs numeric series targets whose columns are also input columns (this data "
             f"maps {pairing(x_state, y_state)}); set data.scale=global.")
     return {"columns": columns, "floor": [1e-3 * float(x_state["variance"][c]) for c in columns]}
-
-
-def io_spec(state: dict[str, Any]) -> dict[str, Any]:
-    """What the model builder needs to know about each side."""
-    out = {side: {"kind": state[side]["kind"], **kinds.of(state[side]).io_entry(state[side], side)}
-           for side in ("x", "y")}
-    if state.get("future"):  # the decoder's known future values [B, horizon, columns]
-        out["future"] = {"features": state["future"]["features"], "length": state["future"]["length"]}
-    if state.get("series_id"):  # the series id (model.id_embedding_dim): train ids + 1 unseen bucket
-        out["series_id"] = {"vocab_size": len(state["series_id"]["vocabulary"]) + 1}
-    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,14 +44,9 @@ class PushError(RuntimeError):
     """The export cannot be published (not validated, or the export base is unusable)."""
 
 
-def version_number(name: str) -> int | None:
-    """A served version folder's number: plain ASCII digits only (TF Serving's rule), else None."""
-    return int(name) if name.isascii() and name.isdigit() and len(name) <= 18 else None
-
-
 def next_version(base: Path) -> int:
     """One above every numeric version folder and above the highest number ever allocated."""
-    numbers = [n for n in (version_number(p.name) for p in base.iterdir() if p.is_dir()) if n is not None] \
+    numbers = [n for n in (files.version_number(p.name) for p in base.iterdir() if p.is_dir()) if n is not None] \
         if base.is_dir() else []
     mark = base / HIGH_WATER
     text = mark.read_text().strip() if mark.is_file() else ""
@@ -65,8 +60,8 @@ def find_published(base: Path, content_hash: str) -> tuple[int, Path] | None:
 
     if not base.is_dir():
         return None
-    for path in sorted(base.iterdir(), key=lambda p: version_number(p.name) or 0):
-        number = version_number(path.name)
+    for path in sorted(base.iterdir(), key=lambda p: files.version_number(p.name) or 0):
+        number = files.version_number(path.name)
         record = path / PUBLISHED_FILE
         if number is None or not record.is_file():
             continue

@@ -38,6 +38,11 @@ SAMPLES_RUN_FOLDER = "evaluation"  # where the tracker logs samples.npz in the M
 BLESSING = "blessing.json"  # evaluate: the gate's decision and reasons
 METRICS = "metrics.json"  # evaluate: the model's and every baseline's test metrics
 SAVED_MODEL = "saved_model"  # export: the SavedModel folder infra_validate serves and push publishes
+# The published export (exports/<name>/<version>/, TF Serving's layout): written by export and push,
+# read by serving, `rnnpipe predict` and the registry.
+MAX_VERSION_DIGITS = 18  # versions are int64 in TF Serving; a longer number is no version of ours
+SERVING_CONTRACT = "assets.extra/serving_contract.json"  # what the signatures accept (TF Serving ignores it)
+DATA_DESCRIPTION = "assets.extra/rnnpipe_data.json"  # how the data was read, for `rnnpipe predict`
 CANARY = "canary.json"  # export, infra_validate: canary inputs and the in-process (and served) answers
 
 
@@ -130,3 +135,8 @@ def canary(artifact: Any) -> dict[str, Any]:
 
 def write_canary(workdir: Path, canary: dict[str, Any]) -> None:
     (Path(workdir) / CANARY).write_text(json.dumps(canary, ensure_ascii=False))
+
+
+def version_number(name: str) -> int | None:
+    """A version folder's number: plain ASCII digits, at most MAX_VERSION_DIGITS (TF Serving's rule), else None."""
+    return int(name) if name.isascii() and name.isdigit() and len(name) <= MAX_VERSION_DIGITS else None

@@ -14,6 +14,7 @@ import pytest
 from components import export
 from components.config import ModelConfig
 from components.preprocessing import END, START, Codec, io_spec
+from components.stage_files import SERVING_CONTRACT
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -50,7 +51,7 @@ def test_series_forecast_accepts_the_documented_range_of_window_lengths(tmp_path
                    "reference": {"mode": "season", "columns": [0]}}}
     cfg = ModelConfig(topology="seq2seq", cell="gru", units=4, context="pooled", pool="attention")
     loaded, model, codec = exported(tmp_path, state, cfg)
-    contract = json.loads((tmp_path / "1" / export.CONTRACT_FILE).read_text())
+    contract = json.loads((tmp_path / "1" / SERVING_CONTRACT).read_text())
     assert contract["inputs"] == {**contract["inputs"], "min_steps": 3, "max_steps": None, "trained_steps": 6}
     fn = loaded.signatures["serving_default"]
     assert fn.structured_input_signature[1]["inputs"].shape.as_list() == [None, None, 2]
@@ -94,7 +95,7 @@ def test_unrolled_series_classifier_takes_exactly_its_window(tmp_path: Path) -> 
     state = {"topology": "many_to_one", "x": SERIES_X, "y": {"kind": "label", "classes": ["no", "yes"]}}
     cfg = ModelConfig(topology="many_to_one", cell="lstm", units=4, unroll=True)
     loaded, model, _ = exported(tmp_path, state, cfg)
-    contract = json.loads((tmp_path / "1" / export.CONTRACT_FILE).read_text())
+    contract = json.loads((tmp_path / "1" / SERVING_CONTRACT).read_text())
     assert (contract["inputs"]["min_steps"], contract["inputs"]["max_steps"]) == (6, 6)
     fn = loaded.signatures["serving_default"]
     raw = np.random.default_rng(1).normal(5, 3, size=(2, 6, 2)).astype("float32")
@@ -113,7 +114,7 @@ def test_generate_checks_beam_width_and_max_length_and_scores_the_returned_token
                    "vocabulary": [START, END, "AA", "B", "C"], "length": 5}}
     cfg = ModelConfig(topology="seq2seq", cell="gru", units=4, embedding_dim=4, context="attention", beam_width=3)
     loaded, model, codec = exported(tmp_path, state, cfg)
-    contract = json.loads((tmp_path / "1" / export.CONTRACT_FILE).read_text())
+    contract = json.loads((tmp_path / "1" / SERVING_CONTRACT).read_text())
     assert contract["generate"] == {"max_beam_width": export.MAX_BEAM_WIDTH, "max_length": 64, "default_length": 5}
     gen = loaded.signatures["generate"]
     words = tf.constant(["abc", "ba", "c"])

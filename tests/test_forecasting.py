@@ -16,6 +16,7 @@ import pytest
 from components import evaluation as ev
 from components import preprocessing
 from components.config import ConfigError, EvaluateConfig, ModelConfig
+from components.ingestion.timeseries import later_times
 from components.preprocessing import Codec
 from tests.test_preprocessing import preprocess
 
@@ -210,11 +211,11 @@ def test_backtest_config_is_checked() -> None:
 
 
 def test_later_times_follow_the_frequency() -> None:
-    assert ev.later_times("2021-01-29", "business_daily", 2) == ["2021-02-01", "2021-02-02"]
-    assert ev.later_times("2021-01-31", "monthly", 2) == ["2021-02-28", "2021-03-31"]
-    assert ev.later_times("1999", "yearly", 2) == ["2000", "2001"]
-    assert ev.later_times("2021-01-01T23:00:00", "hourly", 1) == ["2021-01-02T00:00:00"]
-    assert ev.later_times(None, "daily", 2) == ["", ""] and ev.later_times("7", None, 1) == [""]
+    assert later_times("2021-01-29", "business_daily", 2) == ["2021-02-01", "2021-02-02"]
+    assert later_times("2021-01-31", "monthly", 2) == ["2021-02-28", "2021-03-31"]
+    assert later_times("1999", "yearly", 2) == ["2000", "2001"]
+    assert later_times("2021-01-01T23:00:00", "hourly", 1) == ["2021-01-02T00:00:00"]
+    assert later_times(None, "daily", 2) == ["", ""] and later_times("7", None, 1) == [""]
 
 
 def trending_long_csv(path: Path, days: int = 70) -> Path:
@@ -402,6 +403,7 @@ def test_predict_runs_every_topology_over_a_file(make_config, tmp_path: Path, ba
 def test_input_columns_and_units_in_the_contract_model_card_and_metadata(tmp_path: Path) -> None:
     from components import export
     from components.serving import ExportInfo, Limits
+    from components.stage_files import SERVING_CONTRACT
 
     rng = np.random.default_rng(5)
     splits = {"train": trend_windows(6, 0.0, rng)}
@@ -412,7 +414,7 @@ def test_input_columns_and_units_in_the_contract_model_card_and_metadata(tmp_pat
     card = "\n".join(export.contract_markdown(contract))
     assert "Input columns (the last axis, in this order): 0: `sales` (target, EUR), 1: `promo` (feature)." in card
     (tmp_path / "m" / "assets.extra").mkdir(parents=True)
-    (tmp_path / "m" / export.CONTRACT_FILE).write_text(json.dumps(contract))
+    (tmp_path / "m" / SERVING_CONTRACT).write_text(json.dumps(contract))
     meta = ExportInfo.read(tmp_path / "m").describe(Limits())
     assert meta["input_columns"][0] == {"name": "sales", "role": "target", "unit": "EUR"}
     with pytest.raises(ConfigError, match="data.units names 'price', not a column of this data"):

@@ -44,7 +44,6 @@ from components.evaluation.series_metrics import (
     backtest_origins,
     forecast_metrics,
     forecast_samples,
-    later_times,
     naive_forecasts,
     naive_scale,
     quantile_samples,
@@ -56,7 +55,7 @@ __all__ = [
     "BATCH", "SEASONS", "accuracy_by_position", "backtest_origins", "bless", "classification_metrics",
     "data_digest", "degenerate", "edit_distance", "evaluate_classification", "evaluate_forecast",
     "evaluate_generation", "evaluate_language_model", "evaluate_tagging", "evaluate_tokens", "forecast_metrics",
-    "forecast_samples", "generate_batches", "ids_to_tokens", "later_times", "naive_forecasts", "naive_scale",
+    "forecast_samples", "generate_batches", "ids_to_tokens", "naive_forecasts", "naive_scale",
     "next_token_metrics", "quantile_samples", "run", "sample_continuations", "season_length", "sequence_metrics",
     "sequence_samples", "step_mask", "stratified_random", "strongest_baselines",
 ]

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from components.evaluation.common import _write_rows
-from components.evaluation.series_metrics import forecast_metrics, later_times
+from components.evaluation.series_metrics import forecast_metrics
+from components.ingestion.timeseries import later_times
 
 
 def _slug(name: str) -> str:

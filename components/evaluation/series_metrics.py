@@ -91,29 +91,6 @@ def naive_scale(train_x: np.ndarray, columns: list[int], season: int | None,
     return (diffs.mean(axis=(0, 1)) if per_column else float(diffs.mean())), lag
 
 
-def later_times(label: Any, frequency: str | None, steps: int) -> list[str]:
-    """The time labels of the `steps` grid steps after `label` (a window's last input time), or
-    blanks when the step is unknown (no time column, or numbers other than years)."""
-    if label is None or not frequency:
-        return [""] * steps
-    import pandas as pd
-
-    text = str(label)
-    try:
-        if frequency == "yearly" and text.lstrip("-").isdigit():
-            return [str(int(text) + k) for k in range(1, steps + 1)]
-        start = pd.Timestamp(text)
-        offsets = {"hourly": pd.Timedelta(hours=1), "daily": pd.Timedelta(days=1), "weekly": pd.Timedelta(days=7),
-                   "business_daily": pd.offsets.BDay(), "monthly": pd.DateOffset(months=1),
-                   "quarterly": pd.DateOffset(months=3), "yearly": pd.DateOffset(years=1)}
-        step = offsets.get(frequency) or pd.tseries.frequencies.to_offset(frequency)
-        stamps = [start + k * step for k in range(1, steps + 1)]
-    except (ValueError, TypeError):
-        return [""] * steps
-    dated = len(text) == 10
-    return [t.strftime("%Y-%m-%d") if dated else t.isoformat() for t in stamps]
-
-
 def backtest_origins(raw: list[dict], origins: int, period: str = "test") -> tuple[list[np.ndarray], str]:
     """`origins` rolling forecast origins over a period (the test split's, or validation's): for each
     series its windows of that period (in time order) at `origins` evenly spaced positions, first to

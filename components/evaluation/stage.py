@@ -48,9 +48,17 @@ from components import kinds
 from components import metrics as registry
 from components import stage_files as files
 from components.config import EvaluateConfig, ModelConfig
+from components.evaluation.classification import evaluate_classification, evaluate_tagging
 from components.evaluation.common import _write_rows
+from components.evaluation.forecast import evaluate_forecast
 from components.evaluation.gate import bless, data_digest, strongest_baselines
 from components.evaluation.report import _report
+from components.evaluation.sequences import evaluate_tokens
+
+# The evaluator a target's kind names (`Kind.evaluator` in components/kinds): each returns the model's
+# and its baselines' metrics and per-example samples for the gate.
+EVALUATORS = {"classification": evaluate_classification, "tagging": evaluate_tagging, "tokens": evaluate_tokens,
+              "forecast": evaluate_forecast}
 
 
 def run(inputs: dict, workdir: Path, ctx: Any, *, evaluate: EvaluateConfig, model: ModelConfig,
@@ -60,8 +68,10 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, evaluate: EvaluateConfig, mode
 
     preprocess, train = inputs["preprocess"], inputs["train"]
     net = load_model(files.model_file(train))
-    result = kinds.of(preprocess.properties["io"]["y"]).evaluate(net, preprocess, workdir, evaluate, model,
-                                                                  season=season)
+    judge = kinds.of(preprocess.properties["io"]["y"]).evaluator
+    if judge is None:
+        raise ValueError(f"a {preprocess.properties['io']['y']['kind']!r} target is not evaluated")
+    result = EVALUATORS[judge](net, preprocess, workdir, evaluate, model, season=season)
     digest = data_digest(preprocess)
     if champion and champion.get("samples") and champion.get("data_digest") == digest:
         champion = {**champion, "samples": registry.load_samples(champion["samples"]).get("model", {})}

@@ -12,11 +12,12 @@ stages ask it instead of comparing kind names:
 - export / predict / registry: `strings` (raw values are text), `raw_tensor`, `input_signature`,
   `input_contract` / `contract_lines` / `checked_inputs` (what the SavedModel accepts as this x
   side and how it checks it), `output_contract`, `serve` (the raw-in/raw-out `serving_default` of a
-  target of this kind: label and labels here; numeric forecasts, which also take the named extra
-  inputs, and token generation stay in components/export.py), `distribution`
-  (model card), `window_header` / `window_rows` (`rnnpipe predict` on time-series files);
-- evaluation: `evaluate` (the evaluator of a target of this kind, with its baselines, in
-  components/evaluation), `zero_pads` (id 0 is padding: such steps do not count).
+  target of this kind; series.py also declares the named extra inputs, tokens.py the `generate`
+  signatures), `distribution` (model card), `window_header` / `window_rows` (`rnnpipe predict` on
+  time-series files);
+- evaluation: `evaluator` (the name of the components/evaluation evaluator that judges a target of
+  this kind with its baselines: kinds are read by the early stages, so they name it rather than
+  import it), `zero_pads` (id 0 is padding: such steps do not count).
 
 Modules: tokens.py (text -> token ids; generated sequences, language models), category.py (one
 class name as an input), label.py (one class as a target), labels.py (a class per step), vector.py
@@ -40,7 +41,7 @@ from components.kinds.base import Kind
 KINDS: dict[str, Kind] = {k.name: k for k in (tokens.KIND, category.KIND, vector.KIND, series.KIND, label.KIND,
                                              labels.KIND)}
 
-__all__ = ["KINDS", "Kind", "kind", "of"]
+__all__ = ["KINDS", "Kind", "io_spec", "kind", "of"]
 
 
 def kind(name: str) -> Kind:
@@ -51,3 +52,14 @@ def kind(name: str) -> Kind:
 def of(side: dict[str, Any]) -> Kind:
     """The kind of a spec / state / io side ({"kind": name, ...})."""
     return KINDS[side["kind"]]
+
+
+def io_spec(state: dict[str, Any]) -> dict[str, Any]:
+    """What the model builder needs to know about each side."""
+    out = {side: {"kind": state[side]["kind"], **of(state[side]).io_entry(state[side], side)}
+           for side in ("x", "y")}
+    if state.get("future"):  # the decoder's known future values [B, horizon, columns]
+        out["future"] = {"features": state["future"]["features"], "length": state["future"]["length"]}
+    if state.get("series_id"):  # the series id (model.id_embedding_dim): train ids + 1 unseen bucket
+        out["series_id"] = {"vocab_size": len(state["series_id"]["vocabulary"]) + 1}
+    return out

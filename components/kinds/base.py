@@ -107,10 +107,9 @@ class Kind:
     # -- evaluation ------------------------------------------------------------------------
     zero_pads = False  # encoded id 0 is padding (a step that does not count)
 
-    def evaluate(self, model: Any, preprocess: Any, workdir: Any, cfg: Any, model_cfg: Any,
-                 **kwargs: Any) -> dict[str, Any]:
-        """Judge a trained model on a target of this kind, with its baselines (components/evaluation)."""
-        raise ValueError(f"a {self.name!r} side is not an evaluated target")
+    # which of components/evaluation's EVALUATORS judges a target of this kind, with its baselines
+    # (a name, not the function: evaluation runs after the stages that read kinds)
+    evaluator: str | None = None
 
 
 def input_checks(codec: Any, cfg: Any) -> Callable[[Any], tuple[Any, Any]]:

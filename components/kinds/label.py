@@ -59,16 +59,13 @@ class Label(Category):
     def window_rows(self, out: dict[str, Any], i: int, lead: list[Any], time: Any, topology: str, data: Any,
                     frequency: str | None, levels: list[float]) -> list[list[Any]]:
         """The class data.horizon steps after the window."""
-        from components.evaluation.series_metrics import later_times
+        from components.ingestion.timeseries import later_times
         from components.serving.protocol import text
 
         when = later_times(time, frequency, data.horizon)[-1]
         return [lead + [when, data.horizon, text(out["label"][i]), float(np.max(out["probabilities"][i]))]]
 
-    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        from components.evaluation.classification import evaluate_classification
-
-        return evaluate_classification(*args, **kwargs)
+    evaluator = "classification"
 
 
 KIND = Label()

@@ -79,10 +79,7 @@ class Labels(Kind):
 
         return [lead + [time or "", 0, text(out["labels"][i][-1]), float(out["confidence"][i][-1])]]
 
-    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        from components.evaluation.classification import evaluate_tagging
-
-        return evaluate_tagging(*args, **kwargs)
+    evaluator = "tagging"
 
 
 KIND = Labels()

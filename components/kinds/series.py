@@ -5,8 +5,8 @@ State: as `vector` plus `length` (the window / horizon), and for targets optiona
 read from the raw inputs) and `window_scale` (`data.scale: window`, RevIN-style: the target
 columns of each input window normalised by that window's own mean and standard deviation; the
 targets in the same window units). Served as {"series": float [B, T, F]} in raw units, plus one
-output per target column (`forecast` in components/export.py, which also feeds the named extra
-inputs: known future values, the series id). Input checks of served windows: `check_series`.
+output per target column (`forecast`, which also feeds the named extra inputs: known future
+values, the series id, declared by `extra_signature`). Input checks of served windows: `check_series`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from components.kinds.base import input_checks
 from components.kinds.vector import Vector, is_number, numeric
 
 
@@ -149,9 +150,7 @@ class Series(Vector):
         return lambda raw: check_series(raw, contract)
 
     def serve(self, model: Any, codec: Any, cfg: Any) -> Callable[[Any], dict[str, Any]]:
-        from components.export import forecast  # with the named extra inputs (future values, series id)
-
-        return forecast(model, codec, cfg)
+        return forecast(model, codec, cfg)  # with the named extra inputs (future values, series id)
 
     def window_header(self, targets: list[str], levels: list[float]) -> list[str]:
         return [col for name in targets for col in [name] + [f"{name}_q{q:g}" for q in levels]]
@@ -159,7 +158,7 @@ class Series(Vector):
     def window_rows(self, out: dict[str, Any], i: int, lead: list[Any], time: Any, topology: str, data: Any,
                     frequency: str | None, levels: list[float]) -> list[list[Any]]:
         """One row per forecast step (many_to_many: the last step's value, `horizon` steps ahead)."""
-        from components.evaluation.series_metrics import later_times
+        from components.ingestion.timeseries import later_times
 
         series = out["series"][i]  # [steps, targets]
         quantiles = out.get("quantiles")
@@ -176,10 +175,7 @@ class Series(Vector):
             rows.append(row)
         return rows
 
-    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        from components.evaluation.forecast import evaluate_forecast
-
-        return evaluate_forecast(*args, **kwargs)
+    evaluator = "forecast"
 
 
 def check_series(raw: Any, contract: dict[str, Any]) -> tuple[Any, Any]:
@@ -228,3 +224,99 @@ def _num(value: Any) -> float:
 
 
 KIND = Series()
+
+
+# --------------------------------------------------------------------------------------------
+# Serving: the raw-in / raw-out function `serving_default` exports for a series target
+
+
+def extra_signature(codec: Any, cfg: Any) -> list[Any]:
+    """The TensorSpecs of the named inputs beside `inputs` (in this order): `future` float32 [B, H, n]
+    (`data.future_columns`, seq2seq) and `series_id` string [B] (`model.id_embedding_dim`)."""
+    import tensorflow as tf
+
+    from components.kinds import io_spec
+    from models.topologies import FUTURE, extra_names
+
+    names = extra_names(cfg, io_spec(codec.state))
+    specs = []
+    if FUTURE in names:
+        f = codec.state["future"]
+        specs.append(tf.TensorSpec([None, f["length"], f["features"]], tf.float32, name=FUTURE))
+    if "series_id" in names:
+        specs.append(tf.TensorSpec([None], tf.string, name="series_id"))
+    return specs
+
+
+def check_future(raw: Any, codec: Any) -> Any:
+    """The known future values [B, H, n]: finite numbers (InvalidArgumentError otherwise)."""
+    import tensorflow as tf
+
+    raw = tf.convert_to_tensor(raw, tf.float32)
+    ok = tf.reduce_all(tf.math.is_finite(raw))
+    why = (f"future: the known future values of {', '.join(codec.state['future']['columns'])} at each of the "
+           f"{codec.state['future']['length']} horizon steps must be finite numbers")
+    with tf.control_dependencies([tf.debugging.Assert(ok, [tf.constant(why)])]):
+        return tf.identity(raw)
+
+
+def forecast(model: Any, codec: Any, cfg: Any) -> Callable[[Any], dict[str, Any]]:
+    """Raw inputs -> numbers in raw units (the model predicts normalised values).
+
+    Series inputs: right-padded rows are right-aligned for the reference forecast (it reads the
+    last real steps); per-step outputs (many_to_many) are NaN on padding steps.
+
+    Outputs: `series` [batch, steps, targets]; a forecaster (many_to_one, many_to_many, seq2seq)
+    also names one output per target column (the column name, made [A-Za-z0-9_]): [batch,
+    steps], or one number per row when it forecasts a single step (many_to_one or seq2seq
+    with horizon 1), so a scalar forecast comes back as a scalar, not [[[x]]]. With
+    `model.quantiles` those are the median, and `quantiles` [batch, steps, targets, levels] holds
+    every level (in the order of `model.quantiles`).
+    """
+    import re
+
+    import tensorflow as tf
+
+    check = input_checks(codec, cfg)
+    named: dict[str, int] = {}
+    if cfg.topology in ("many_to_one", "many_to_many", "seq2seq"):
+        for j, column in enumerate(codec.y.get("columns") or []):
+            key = re.sub(r"[^A-Za-z0-9_]+", "_", str(column)).strip("_")
+            if not key or key[0].isdigit() or key in ("series", "quantiles") or key in named:
+                key = f"target_{j}" + (f"_{key}" if key and key not in ("series", "quantiles") else "")
+            named[key] = j
+    scalar = cfg.topology != "many_to_many" and codec.y.get("length") == 1
+    levels = list(cfg.quantiles)
+    extra = [spec.name for spec in extra_signature(codec, cfg)]
+
+    def fn(inputs: Any, *more: Any) -> dict[str, Any]:
+        inputs, lengths = check(inputs)
+        encoded = codec.encode(inputs, "x")
+        if extra:  # the known future values and / or the series id, by name
+            given = dict(zip(extra, more))
+            encoded = {"inputs": encoded}
+            if "future" in given:
+                encoded["future"] = codec.encode_future(check_future(given["future"], codec))
+            if "series_id" in given:
+                encoded["series_id"] = codec.encode_ids(given["series_id"])
+        values = model(encoded, training=False)  # series decoders are not autoregressive
+        reference = inputs if lengths is None else align_right(inputs, lengths)
+        quantiles = None
+        if levels:  # [B, H, F, Q] in raw units; the median is the point forecast
+            quantiles = codec.decode_quantiles(values, reference, len(levels))
+            out = quantiles[..., levels.index(0.5)]
+        else:
+            out = tf.cast(codec.decode_series(tf.cast(values, "float32"), reference), "float32")
+        if lengths is not None and cfg.topology == "many_to_many":
+            real = tf.sequence_mask(lengths, tf.shape(out)[1])[..., None]
+            out = tf.where(real, out, tf.constant(float("nan")))
+            if quantiles is not None:
+                quantiles = tf.where(real[..., None], quantiles, tf.constant(float("nan")))
+        outputs = {"series": out}
+        if quantiles is not None:
+            outputs["quantiles"] = quantiles
+        for key, j in named.items():
+            outputs[key] = out[:, 0, j] if scalar else out[:, :, j]
+        return outputs
+
+    return fn

@@ -22,14 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from components.stage_files import MAX_VERSION_DIGITS, SERVING_CONTRACT
+
 DEFAULT_SIGNATURE = "serving_default"
 MAX_DEPTH = 32  # JSON nesting deeper than this is refused before any conversion
 PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
                   r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z]+))?/?$")
-MAX_VERSION_DIGITS = 18  # versions are int64 in TF Serving; a longer number is no version of ours
 MAX_BEAM_WIDTH = 64  # beam_width cap when the export does not declare one (model.beam_width's bound)
 DEFAULT_GENERATE_LENGTH = 256  # max_length cap when neither --max-generate-length nor the export says
-EXPORT_INFO = "assets.extra/serving_contract.json"  # what an rnnpipe export declares (components/export.py)
+EXPORT_INFO = SERVING_CONTRACT  # what an rnnpipe export declares (written by components/export.py)
 ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"`:,;)\]]+/)+([^\s/'\"`:,;)\]]*)")
 
 

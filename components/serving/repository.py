@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from components.serving.batcher import Batcher, BatchPolicy, Signature
-from components.serving.protocol import MAX_VERSION_DIGITS, ExportInfo, ServingError, scrub
+from components.serving.protocol import ExportInfo, ServingError, scrub
+from components.stage_files import version_number
 
 MAX_LOADED = 3  # versions kept loaded per model (the latest always among them)
 
@@ -141,7 +142,7 @@ class Repository:
             return {}
         for entry in entries:
             name = entry.name
-            if not (name.isascii() and name.isdigit() and len(name) <= MAX_VERSION_DIGITS):
+            if version_number(name) is None:
                 continue
             try:
                 if not entry.is_dir():
