@@ -8,7 +8,7 @@ import pytest
 
 from components import ingestion
 from components.config import DataConfig
-from components.ingestion import bundled
+from components.ingestion import bundled, stage
 from tests.test_sources import ingest
 
 
@@ -115,7 +115,7 @@ def test_weather_windows_see_only_the_past(tmp_path: Path) -> None:
 
 def test_empty_inputs_are_left_out_and_recorded() -> None:
     loaded = ingestion.Loaded({})
-    kept = ingestion._drop_empty([("ab", "x"), ("", "y"), ("  ", "z"), ([], "w")], "train", loaded,
+    kept = stage._drop_empty([("ab", "x"), ("", "y"), ("  ", "z"), ([], "w")], "train", loaded,
                                  {"kind": "tokens", "tokenize": "word"})
     assert kept == [("ab", "x")]
     assert [b["where"] for b in loaded.bad_rows] == ["train example 2", "train example 3", "train example 4"]

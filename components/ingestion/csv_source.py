@@ -1,0 +1,296 @@
+"""The time-series CSV source: a user's CSV -> rows per split, each series split by time.
+
+Here live `load_csv` (columns, time parsing and sorting, frequency, series ids, missing values
+and their fills, gaps, the split by time of each series) and its helpers (column types and
+checks, numeric conversion, duplicate times, the records of one series, time labels). The
+time grid and the fills themselves are in `timeseries.py`; the shared line reader and
+`DataSourceError` in `readers.py`.
+"""
+
+from __future__ import annotations
+
+import csv
+import operator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.config import DataConfig
+from components.stage_files import SPLITS
+
+from . import timeseries
+from .bundled import time_split
+from .readers import DataSourceError, Rows
+
+
+@dataclass
+class Column:
+    """What one CSV column holds: numbers or strings (missing values: empty, NA, NaN, null...)."""
+
+    name: str
+    numeric: bool
+    missing: int = 0
+
+
+def load_csv(data: DataConfig) -> tuple[dict[str, list[dict[str, Any]]], Rows, dict[str, Any]]:
+    """A time-series CSV -> rows per split (each series split by time) + the columns used.
+
+    Each record is {"values": {column: value}, "segment": n, "id": series, "time": label}
+    ("id" with `data.id_column`, "time" with `data.time_column`). Rows are sorted by time within
+    each series and placed on the grid of the inferred frequency (`timeseries.py`); a missing
+    step or value that `data.fill_missing` does not fill starts a new segment, and windows
+    never cross a segment, so no window hides a gap or spans two series.
+    """
+    rows = Rows(Path(data.path))
+    lines = rows.lines()
+    try:
+        header_line, header_text = next(lines)
+    except StopIteration:
+        raise DataSourceError(f"data file '{rows.path}' has no readable lines.") from None
+    rows.total -= 1
+    header = [h.strip() for h in next(csv.reader([header_text]))]
+    targets, features = _csv_columns(header, data, rows.path)
+    used = list(dict.fromkeys([*targets, *features, *(c for c in (data.time_column, data.id_column) if c)]))
+    pick = operator.itemgetter(*(header.index(name) for name in used), 0)  # always a tuple
+    parsed: list[tuple[str, ...]] = []
+    numbers_list: list[int] = []
+    for number, text in lines:
+        try:
+            fields = next(csv.reader([text]))
+        except csv.Error as exc:
+            rows.skip(number, f"bad CSV line ({exc})")
+            continue
+        if len(fields) != len(header):
+            rows.skip(number, f"expected {len(header)} fields, found {len(fields)}")
+            continue
+        parsed.append(pick(fields))
+        numbers_list.append(number)
+    if not parsed:
+        raise DataSourceError(f"data file '{rows.path}' has a header but no usable rows.")
+    numbers = np.array(numbers_list, dtype="int64")
+    raw = {name: np.array([v.strip() for v in column], dtype=object) for name, column in zip(used, zip(*parsed))}
+    absent = {name: timeseries.missing(raw[name]) for name in used}
+    parsed_numbers = {name: _to_numbers(raw[name], absent[name]) for name in [*targets, *features]}
+    columns = {name: _column_type(name, absent[name], parsed_numbers[name]) for name in [*targets, *features]}
+    _check_columns(columns, targets, features, rows.path, numbers, raw, absent)
+    values, problems = _csv_values(columns, raw, absent, parsed_numbers, data)
+    times = None
+    if data.time_column:
+        try:
+            times = timeseries.parse_times(raw[data.time_column], data.time_format)
+        except ValueError as exc:  # only a bad data.time_format gets here (values are coerced)
+            raise DataSourceError(f"data.time_format={data.time_format!r} cannot read column "
+                                  f"{data.time_column!r} of '{rows.path}': {exc}") from None
+        for i in np.flatnonzero(~times.ok):
+            problems.setdefault(int(i), f"unreadable time {raw[data.time_column][i]!r} in column "
+                                        f"{data.time_column!r}" + (f" (data.time_format={data.time_format!r})"
+                                                                   if data.time_format else ""))
+    for i in sorted(problems):
+        rows.skip(int(numbers[i]), problems[i])
+    good = np.ones(len(parsed), dtype=bool)
+    good[list(problems)] = False
+    if times is not None:
+        t = times.values
+    ids = raw[data.id_column] if data.id_column else np.full(len(parsed), "", dtype=object)
+    if times is None and data.id_column:  # each series in file order: a skipped row of it is a gap
+        import pandas as pd
+
+        t = pd.Series(ids).groupby(ids).cumcount().to_numpy(dtype="int64")
+    elif times is None:  # file order: a skipped line leaves a hole in the positions (a gap)
+        lines_seen = np.sort(np.concatenate([numbers, [int(b["where"].rsplit(":", 1)[1]) for b in rows.bad]]))
+        t = np.searchsorted(lines_seen, numbers).astype("int64")
+    keys, code = np.unique(ids[good].astype(str), return_inverse=True)
+    rows_good = np.flatnonzero(good)
+    ranked = rows_good[np.lexsort((rows_good, t[rows_good], code))]  # by series, then time, then line
+    bounds = np.searchsorted(np.sort(code), np.arange(len(keys) + 1))
+    series = [(str(key), _drop_duplicate_times(ranked[bounds[k]:bounds[k + 1]], t, numbers, rows))
+              for k, key in enumerate(keys)]
+    repeated = int(good.sum()) - sum(len(o) for _, o in series)  # rows dropped as duplicate times
+    if times is not None and not data.id_column and repeated > max(2, 0.1 * good.sum()):
+        raise DataSourceError(
+            f"{repeated} of {int(good.sum())} rows of '{rows.path}' repeat the time of another row "
+            f"(e.g. {next(b['where'] for b in rows.bad if b['reason'].startswith('duplicate time'))}): is it "
+            f"several series in one file? Set data.id_column to the column that names each series.")
+    grid = timeseries.infer_grid([t[o] for _, o in series], times)
+    counts = timeseries.Counts(series=len(series), rows={s: 0 for s in SPLITS})
+    splits: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    segment = 0
+    for key, order in series:
+        segment = _series_records(key if data.id_column else None, order, t, times, grid, columns, values,
+                                  data, counts, splits, segment)
+    if counts.irregular_series:
+        counts.missing_timestamps = None
+    info = {"targets": targets, "features": features,
+            "target_type": "numeric" if columns[targets[0]].numeric else "string",
+            "columns": {c.name: {"type": "numeric" if c.numeric else "string", "missing": c.missing}
+                        for c in columns.values()},
+            "frequency": grid.frequency if data.time_column else None,
+            "series": {**counts.as_dict(), "fill_missing": data.fill_missing, "max_fill": data.max_fill,
+                       "frequency": grid.frequency if data.time_column else None,
+                       "id_column": data.id_column, "time_column": data.time_column}}
+    return splits, rows, info
+
+
+def _csv_columns(header: list[str], data: DataConfig, path: Path) -> tuple[list[str], list[str]]:
+    """The target and feature columns (features: every other column but the time and id, unless listed)."""
+    listed = data.feature_columns or ()
+    wanted = [*data.target_columns, *listed, *data.future_columns] + [
+        c for c in (data.time_column, data.id_column) if c]
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise DataSourceError(f"data file '{path}' has no column {missing[0]!r} (named in the config); "
+                              f"its columns are: {', '.join(header)}.")
+    targets = list(data.target_columns)
+    for key in ("time_column", "id_column"):
+        if getattr(data, key) in targets:
+            raise DataSourceError(f"data.{key}={getattr(data, key)!r} is also a target column; it cannot be both.")
+    if data.feature_columns is None:
+        features = [c for c in header if c not in targets and c not in (data.time_column, data.id_column)]
+    else:
+        features = list(data.feature_columns)
+    for key in ("time_column", "id_column"):
+        if getattr(data, key) in data.future_columns:
+            raise DataSourceError(f"data.{key}={getattr(data, key)!r} is also in data.future_columns; a known "
+                                  f"future column must be a numeric column of its own.")
+    features += list(data.future_columns)  # known-ahead columns are inputs too (their past, in the encoder)
+    return targets, [c for c in dict.fromkeys(features) if c not in targets]
+
+
+def _to_numbers(values: np.ndarray, absent: np.ndarray) -> np.ndarray:
+    """Each present value as a float (NaN where missing or not a finite number)."""
+    import pandas as pd
+
+    out = pd.to_numeric(pd.Series(np.where(absent, None, values), dtype=object), errors="coerce")
+    out = out.to_numpy(dtype="float64", na_value=np.nan)
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def _column_type(name: str, absent: np.ndarray, numbers: np.ndarray) -> Column:
+    present = int((~absent).sum())
+    numeric = int(np.isfinite(numbers).sum())
+    return Column(name, numeric=bool(present) and numeric * 2 >= present, missing=int(absent.sum()))
+
+
+def _check_columns(columns: dict[str, Column], targets: list[str], features: list[str], path: Path,
+                   numbers: np.ndarray, raw: dict[str, np.ndarray], absent: dict[str, np.ndarray]) -> None:
+    """Fatal column problems: an all-empty target, a text feature, mixed target types."""
+    for name in targets:
+        if columns[name].missing == len(numbers):
+            raise DataSourceError(f"target column {name!r} of '{path}' is empty in every row: nothing to learn.")
+    for name in features:
+        if not columns[name].numeric:
+            first = int(np.flatnonzero(~absent[name])[0])
+            number, value = int(numbers[first]), raw[name][first]
+            raise DataSourceError(
+                f"wrong column type: feature column {name!r} of '{path}' holds text (e.g. {value!r} at "
+                f"{path.name}:{number}), but features must be numbers; list the numeric ones in "
+                f"data.feature_columns (or set data.id_column if it names the series).")
+    kinds = {columns[name].numeric for name in targets}
+    if len(kinds) > 1 or (False in kinds and len(targets) > 1):
+        raise DataSourceError(f"data.target_columns of '{path}' must be all numeric, or one text (class) column.")
+
+
+def _csv_values(columns: dict[str, Column], raw: dict[str, np.ndarray], absent: dict[str, np.ndarray],
+                numbers: dict[str, np.ndarray], data: DataConfig) -> tuple[dict[str, np.ndarray], dict[int, str]]:
+    """Each column's values (NaN / None where missing) and the rows that are malformed, with why.
+
+    A missing value is not malformed (it is a gap, or filled); a non-number in a numeric column is.
+    """
+    problems: dict[int, str] = {}
+    values: dict[str, np.ndarray] = {}
+    for name, column in columns.items():
+        if column.numeric:
+            for i in np.flatnonzero(~absent[name] & np.isnan(numbers[name])):
+                problems.setdefault(int(i), f"non-numeric value {raw[name][i]!r} in column {name!r}")
+            values[name] = numbers[name]
+        else:
+            values[name] = np.where(absent[name], None, raw[name])
+    if data.id_column:
+        for i in np.flatnonzero(absent[data.id_column]):
+            problems.setdefault(int(i), f"missing id in column {data.id_column!r}")
+    return values, problems
+
+
+def _drop_duplicate_times(order: np.ndarray, t: np.ndarray, numbers: np.ndarray, rows: Rows) -> np.ndarray:
+    """Rows of one series sorted by time, without the later rows that repeat a time (recorded as bad)."""
+    same = np.concatenate([[False], t[order][1:] == t[order][:-1]])
+    if not same.any():
+        return order
+    kept = order[np.maximum.accumulate(np.where(~same, np.arange(len(order)), 0))]
+    for i in np.flatnonzero(same):
+        rows.skip(int(numbers[order[i]]), f"duplicate time (same as line {int(numbers[kept[i]])})")
+    return order[~same]
+
+
+def _series_records(key: str | None, order: np.ndarray, t: np.ndarray, times: Any, grid: Any,
+                    columns: dict[str, Column], values: dict[str, np.ndarray], data: DataConfig,
+                    counts: Any, splits: dict[str, list[dict[str, Any]]], segment: int) -> int:
+    """Place one series on its grid, fill, cut it into gap-free segments, split it by time.
+
+    Appends the records to `splits`, adds to `counts`; returns the next free segment number.
+    """
+    tt = t[order]
+    pos = grid.positions(tt)
+    if len(pos) > 1 and np.any(np.diff(pos) <= 0):  # off the grid: only jumps of > 1.5 steps are gaps
+        counts.irregular_series += 1
+        step = np.diff(tt)
+        pos = np.concatenate([[0], np.cumsum(np.where(step > 1.5 * np.median(step), data.max_fill + 2, 1))])
+    n = int(pos[-1]) + 1
+    present = np.zeros(n, dtype=bool)
+    present[pos] = True
+    grid_values, filled = {}, []
+    for name, column in columns.items():
+        if column.numeric:
+            arr = np.full(n, np.nan)
+        else:
+            arr = np.full(n, None, dtype=object)
+        arr[pos] = values[name][order]
+        counts.missing_values += int(((np.isnan(arr) if column.numeric else arr == None) & present).sum())  # noqa: E711
+        grid_values[name], did = timeseries.fill_column(arr, column.numeric, data.fill_missing, data.max_fill)
+        filled.append(did)
+    complete = np.ones(n, dtype=bool)
+    for name, column in columns.items():
+        arr = grid_values[name]
+        complete &= ~np.isnan(arr) if column.numeric else arr != None  # noqa: E711
+    counts.missing_timestamps += int((~present).sum())
+    counts.filled_timestamps += int((~present & complete).sum())
+    counts.filled_values += int(sum((did & present & complete).sum() for did in filled))
+    keep = np.flatnonzero(complete)
+    if not len(keep):
+        return segment
+    breaks = np.concatenate([[0], (np.diff(keep) > 1).astype("int64")])
+    seg = segment + np.cumsum(breaks)
+    counts.gaps += int(breaks.sum())
+    labels = _time_labels(tt, pos, keep, present, times, grid) if times is not None else None
+    as_lists = {name: grid_values[name].tolist() for name in columns}
+    parts = time_split(n, data.val_fraction, data.test_fraction)
+    for split, r in parts.items():
+        lo, hi = np.searchsorted(keep, [r.start, r.stop])
+        counts.rows[split] += int(hi - lo)
+        for j in range(lo, hi):
+            slot = int(keep[j])
+            record: dict[str, Any] = {"values": {name: as_lists[name][slot] for name in columns},
+                                      "segment": int(seg[j])}
+            if key is not None:
+                record["id"] = key
+            if labels is not None:
+                record["time"] = labels[j]
+            splits[split].append(record)
+    return int(seg[-1]) + 1
+
+
+def _time_labels(tt: np.ndarray, pos: np.ndarray, keep: np.ndarray, present: np.ndarray, times: Any,
+                 grid: Any) -> list[Any]:
+    """The time of each kept grid step (filled steps get their grid time), as a date / datetime string or number."""
+    stamps = np.zeros(len(present), dtype=tt.dtype)
+    stamps[pos] = tt
+    made = keep[~present[keep]]
+    if len(made):
+        stamps[made] = grid.time_at(tt[0], made)
+    stamps = stamps[keep]
+    if times.datetime:
+        unit = "D" if times.date_only else "s"
+        return np.datetime_as_string(stamps.astype("datetime64[ns]"), unit=unit).tolist()
+    return [int(v) if float(v).is_integer() else float(v) for v in stamps.tolist()]
