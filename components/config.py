@@ -7,33 +7,44 @@ Every section is a frozen dataclass; a field's allowed values or range live in i
 so one generic validator checks them all and every error names the field, the value and what
 is allowed (with the closest key for a typo). The `model` section (`ModelConfig`) and
 `ConfigError` live in `models/spec.py` (the model zoo's own spec) and are re-exported here.
+
+Layout: this module holds the schema (the dataclasses, their bounds and `__post_init__` checks);
+loading and validation (YAML, `--set` overrides, `_build` / `_check` / `_coerce`, `dump_yaml`) are
+in `components/config_load.py`, the plain-data and tracking-URI helpers (`to_plain`, `flatten`,
+redaction, `check_tracking_uri`) in `components/config_plain.py`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import json
-import re
-import types
-import typing
-import urllib.parse
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from models.cells import CELLS  # noqa: F401  (re-exported: the built-in cells)
-from models.cells import get as cell_spec
 from models.spec import TOPOLOGIES, ConfigError, ModelConfig, bounded, choice  # noqa: F401  (the model section)
 from models.spec import short as _short
 
+from .config_load import (  # noqa: F401  (re-exported: loading and validation)
+    MAX_PARAMETERS,
+    SLUG,
+    NoAliasLoader,
+    apply_override,
+    dump_yaml,
+    from_dict,
+    load,
+    with_overrides,
+)
+from .config_plain import (  # noqa: F401  (re-exported: plain data, tracking URIs)
+    SECRET_QUERY,
+    TRACKING_SCHEMES,
+    check_tracking_uri,
+    flatten,
+    redact_uri,
+    redacted,
+    to_plain,
+)
+
 SEED_MAX = 2 ** 32 - 1  # seeds feed NumPy / TensorFlow generators, which take 32-bit seeds
-SLUG = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")  # `name` becomes folder and experiment names
-MAX_PARAMETERS = 1 << 28  # 268M weights (~1 GB float32, ~4 GB with Adam's slots): larger cannot train here
-TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks",
-                    "databricks-uc", "uc")
 
 
 def slug(default: str) -> Any:
@@ -214,260 +225,3 @@ class Config:
         credentials in the tracking URI are masked."""
         return flatten({k: v for k, v in redacted(self.to_dict()).items() if k != "sweep"})
 
-
-# --------------------------------------------------------------------------------------------
-# Loading
-
-
-class NoAliasLoader(yaml.SafeLoader):
-    """yaml.SafeLoader without aliases: `*name` is refused where it appears, so an alias bomb
-    (a few lines expanding to gigabytes) fails at once with a short message."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, f"YAML aliases (*{event.anchor[:40]}) are not allowed in "
-                                              f"rnnpipe configs; write the value out", event.start_mark)
-        return super().compose_node(parent, index)
-
-
-def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config, apply `dotted.key=value` overrides and validate everything."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist (or is not a file).")
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"config file '{path}' is not valid YAML{where}: {problem}.") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file '{path}' is not UTF-8 text.") from None
-    if raw is None:
-        raise ConfigError(f"config file '{path}' is empty; it needs at least a `name`.")
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"config file '{path}' must be a YAML mapping of sections "
-            f"(name, data, model, ...), not a {type(raw).__name__}."
-        )
-    raw.setdefault("name", path.stem)
-    for item in overrides:
-        apply_override(raw, item)
-    return from_dict(raw)
-
-
-def from_dict(raw: dict[str, Any]) -> Config:
-    """Build and validate a Config from plain data."""
-    config = _build(Config, raw, "")
-    _check_size(config.model)
-    return config
-
-
-def _check_size(model: ModelConfig) -> None:
-    """The recurrent layers' weights must fit what can train (MAX_PARAMETERS)."""
-    gates = cell_spec(model.cell).gates
-    directions = 2 if model.bidirectional else 1
-    total, width = 0, model.embedding_dim
-    for _ in range(model.num_layers):
-        total += directions * gates * model.units * (width + model.units + 2)
-        width = model.units * directions
-    if total > MAX_PARAMETERS:
-        raise ConfigError(f"model.units={model.units} x model.num_layers={model.num_layers}"
-                          f"{' (bidirectional)' if model.bidirectional else ''} makes about {total / 1e6:.0f}M "
-                          f"recurrent weights, more than the {MAX_PARAMETERS / 1e6:.0f}M that can train; "
-                          f"use fewer units or layers.")
-
-
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply one `--set a.b=value` (value parsed as YAML) to the raw mapping."""
-    key, sep, text = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set '{item}' must look like section.key=value.")
-    try:
-        value = yaml.load(text, Loader=NoAliasLoader) if text.strip() else None  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError:
-        value = text
-    parts = key.strip().split(".")
-    node = raw
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set '{item}': '{part}' is not a section.")
-        node = child
-    node[parts[-1]] = value
-
-
-def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
-    """A copy of `config` with dotted keys replaced (validated again)."""
-    raw = config.to_dict()
-    for key, value in overrides.items():
-        apply_override(raw, f"{key}={json.dumps(value)}")
-    return from_dict(raw)
-
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    where = prefix.rstrip(".") or "the top level"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"'{where}' must be a mapping of keys, got {_short(raw)}.")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in raw if k not in fields]
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.6)
-        hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
-        raise ConfigError(
-            f"unknown config key '{prefix}{key}'.{hint} "
-            f"Allowed keys in {where}: {', '.join(sorted(fields))}."
-        )
-    values = {}
-    for name, value in raw.items():
-        f, hint = fields[name], hints[name]
-        if dataclasses.is_dataclass(hint):
-            values[name] = _build(hint, value if value is not None else {}, f"{prefix}{name}.")
-        else:
-            values[name] = _check(f"{prefix}{name}", value, hint, f.metadata)
-    return cls(**values)
-
-
-def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
-    """Coerce `value` to the field's type and check its allowed values and range."""
-    value = _coerce(key, value, hint)
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        hint_text = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(
-            f"{key}={_short(value)} is not allowed.{hint_text} Allowed values: {', '.join(map(str, choices))}."
-        )
-    if meta.get("slug") and not SLUG.match(value):
-        raise ConfigError(f"{key}={_short(value)} is not allowed: use letters, digits, '_', '-' and '.' (not first), "
-                          f"at most 100 characters (it names folders and the MLflow experiment).")
-    lo, hi = meta.get("min"), meta.get("max")
-    if value is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-            raise ConfigError(f"{key}={_short(value)} is out of range; allowed: {rng}.")
-    return value
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:  # free-form values (sweep grids), validated where they are used
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(key, value, inner)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}={_short(value)} must be true or false.")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}={_short(value)} must be a whole number.")
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if value != value or value in (float("inf"), float("-inf")):
-                raise ConfigError(f"{key}={_short(value)} must be a finite number.")
-            return float(value)
-        raise ConfigError(f"{key}={_short(value)} must be a number.")
-    if hint is str:
-        if isinstance(value, str) and value:
-            return value
-        if isinstance(value, bool):  # YAML reads true/false; accept them where strings belong
-            return str(value).lower()
-        raise ConfigError(f"{key}={_short(value)} must be a non-empty string.")
-    if origin is tuple:
-        items = value if isinstance(value, (list, tuple)) else [value]
-        return tuple(_coerce(key, v, args[0]) for v in items)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}={_short(value)} must be a mapping.")
-        return {str(k): _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
-    raise ConfigError(f"{key}: unsupported type {hint}.")  # pragma: no cover
-
-
-# --------------------------------------------------------------------------------------------
-# Plain data helpers
-
-
-def to_plain(obj: Any) -> Any:
-    """Dataclasses/tuples -> dicts/lists, recursively (JSON- and YAML-ready)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_plain(v) for k, v in obj.items()}
-    return obj
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def dump_yaml(config: Config) -> str:
-    """The resolved config as YAML (credentials in the tracking URI masked)."""
-    return yaml.safe_dump(redacted(config.to_dict()), sort_keys=False)
-
-
-# --------------------------------------------------------------------------------------------
-# Tracking URIs, credentials, places the run writes to
-
-
-SECRET_QUERY = re.compile(r"(?i)(token|password|passwd|secret|key|credential|auth|sig|signature)")
-
-
-def redact_uri(uri: str) -> str:
-    """A URI with its user:password@ and secret-looking query values replaced by `***`."""
-    try:
-        parts = urllib.parse.urlsplit(uri)
-    except ValueError:
-        return uri
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-        query = "&".join(f"{k}={'***' if SECRET_QUERY.search(k) else v}" for k, v in pairs)
-    if netloc == parts.netloc and query == parts.query:
-        return uri
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def redacted(data: dict[str, Any]) -> dict[str, Any]:
-    """A plain config dict with the tracking URI's credentials masked."""
-    tracking = data.get("tracking")
-    if isinstance(tracking, dict) and isinstance(tracking.get("uri"), str):
-        data = {**data, "tracking": {**tracking, "uri": redact_uri(tracking["uri"])}}
-    return data
-
-
-def check_tracking_uri(uri: str, key: str) -> None:
-    """A tracking URI must be a path or use a scheme MLflow can store runs with."""
-    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", uri)
-    if not match or len(match.group(1)) == 1:  # a plain path (or a Windows drive letter): a file store
-        return
-    scheme = match.group(1).lower().split("+")[0]
-    if scheme not in TRACKING_SCHEMES:
-        raise ConfigError(f"{key}={_short(redact_uri(uri))} has an unsupported scheme '{match.group(1)}:'. "
-                          f"Allowed: a path or {', '.join(s + ':' for s in TRACKING_SCHEMES)} "
-                          f"(e.g. sqlite:///mlruns/mlflow.db or http://127.0.0.1:5000).")
