@@ -4,7 +4,8 @@ Stages, in order (each `run(inputs, workdir, ctx, **config) -> properties`): ing
 preprocessing.py, training.py, evaluation/, export.py, infra_validation.py, push.py. No stage imports a
 stage that runs after it (import-linter contract).
 
-Shared: config.py (the config schema every stage reads its section of), kinds/ (one module per data
+Shared: config.py (the config schema every stage reads its section of; config_load.py loads and
+validates it, config_plain.py flattens and redacts it), kinds/ (one module per data
 kind: type checks, statistics, encoding, serving functions, which evaluator judges it), stage_files.py
 (the file names stages hand each other, and their readers), artifacts.py (atomic, fingerprinted,
 verified stage outputs; file locks), metrics.py (the metric registry: direction, unit; the bootstrap),
