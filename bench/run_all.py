@@ -18,7 +18,8 @@ from typing import Any
 
 from bench import common
 
-BENCHMARKS = ("pipeline_overhead", "input_pipeline", "serving", "cells", "fixed_costs", "infra_validation")
+BENCHMARKS = ("pipeline_overhead", "input_pipeline", "serving", "cells", "fixed_costs", "infra_validation",
+              "data_stages")
 
 
 def run_one(name: str, argv: list[str]) -> dict[str, Any]:

@@ -88,6 +88,17 @@ def test_pipeline_overhead_runs() -> None:
     assert result["rows"][0]["steady_wall_ratio"] > 0
 
 
+@pytest.mark.slow
+def test_data_stages_runs() -> None:
+    from bench import data_stages
+
+    result = data_stages.main(["--quick", "--sizes", "500"])
+    well_formed(result, "data_stages")
+    row = result["rows"][0]
+    assert row["windows"] > 0 and "note" not in row  # both variants cut the same number of windows
+    assert set(data_stages.STAGES) <= {k.rsplit("_", 1)[0] for k in row if k.endswith("_mb")}
+
+
 def test_run_all_reports_results_and_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture) -> None:
     ok = types.ModuleType("bench.fake_ok")
