@@ -11,7 +11,7 @@ from components.config import ConfigError, ModelConfig, TrainConfig
 keras = pytest.importorskip("keras")
 
 from models import build, cudnn  # noqa: E402
-from tests.test_models import io_of  # noqa: E402
+from tests.model_support import io_of  # noqa: E402
 
 
 def report_for(x: str = "series", **kw: object) -> list[dict]:

@@ -18,7 +18,7 @@ from models.spec import ConfigError, ModelConfig
 keras = pytest.importorskip("keras")
 
 from models import build, cells, cudnn, load_model  # noqa: E402
-from tests.test_models import io_of, make_data, model_cfg  # noqa: E402
+from tests.model_support import io_of, make_data, model_cfg  # noqa: E402
 
 MINIMAL = "tests.custom_cells:MinimalRNNCell"  # one state, units wide
 PAIR = "tests.custom_cells:LeakyPairCell"  # two states, units and 2 * units wide

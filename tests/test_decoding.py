@@ -15,7 +15,7 @@ keras = pytest.importorskip("keras")
 
 from models import build  # noqa: E402
 from models.decoding import beam_search, greedy, make_generator  # noqa: E402
-from tests.test_models import io_of, make_data  # noqa: E402
+from tests.model_support import io_of, make_data  # noqa: E402
 
 PAD, START, END, A, B = 0, 2, 3, 4, 5
 
