@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from components.config import DataConfig
+from components.kinds.tokens import tokens_of
 
-from . import bundled, sources
+from . import bundled
 
 Example = tuple[Any, ...]  # (x, y) or (x, y, meta): meta (e.g. a series' id, a time) rides along to raw rows
 Make = Callable[[list[dict[str, Any]], DataConfig], list[Example]]
@@ -48,7 +49,7 @@ def language_model(records: list[dict[str, Any]], cfg: DataConfig) -> list[Examp
     sep = "" if cfg.tokenize == "char" else " "
     out = []
     for topic in groups(records, "topic"):
-        toks = sources.tokens(" ".join(r["text"] for r in topic), cfg.tokenize)
+        toks = tokens_of(" ".join(r["text"] for r in topic), cfg.tokenize)
         for s in window_starts(len(toks), cfg.window, 1, cfg.stride):
             out.append((sep.join(toks[s:s + cfg.window]), sep.join(toks[s + 1:s + cfg.window + 1])))
     return out

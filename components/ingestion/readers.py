@@ -75,10 +75,6 @@ def _undecodable(line: bytes) -> bool:
         return True
 
 
-def tokens(text: str, tokenize: str) -> list[str]:
-    return list(text) if tokenize == "char" else text.split()
-
-
 def target_tokenize(data: DataConfig) -> str:
     return data.target_tokenize or data.tokenize
 

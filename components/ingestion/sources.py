@@ -16,7 +16,7 @@ end), never shuffled across a boundary.
 
 Layout: this module holds the sequence pairs / labelled sequences (TSV or JSONL), plain text and
 TFDS sources; the time-series CSV source is in `csv_source.py` and the shared readers
-(`DataSourceError`, `Rows`, `read_bytes`, `tokens`) in `readers.py`, both re-exported here.
+(`DataSourceError`, `Rows`, `read_bytes`) in `readers.py`, both re-exported here.
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from components.config import DataConfig
+from components.kinds.tokens import tokens_of
 from components.stage_files import SPLITS
 
 from .bundled import hash_split, time_split
 from .csv_source import Column, load_csv
-from .readers import DataSourceError, Rows, read_bytes, target_tokenize, tokens
+from .readers import DataSourceError, Rows, read_bytes, target_tokenize
 
 __all__ = ["HEADER_NAMES", "PAIR_FIELDS", "Column", "DataSourceError", "Rows", "json_fields", "load_csv",
-           "load_records", "load_text", "load_tfds", "read_bytes", "target_tokenize", "tokens"]
+           "load_records", "load_text", "load_tfds", "read_bytes", "target_tokenize"]
 
 HEADER_NAMES = {"input", "output", "source", "target", "x", "y", "sequence", "text", "label"}
 
@@ -108,7 +109,7 @@ def _check_pair(x: Any, y: Any, kind: str, data: DataConfig) -> str | None:
         return f"label is not a string or whole number ({type(y).__name__})"
     sides = [("input", x, data.tokenize)] + ([("output", y, target_tokenize(data))] if kind == "pairs" else [])
     for side, value, tokenize in sides:
-        n = len(tokens(value, tokenize))
+        n = len(tokens_of(value, tokenize))
         if n == 0:
             return f"empty {side} sequence"
         if data.max_length and n > data.max_length:

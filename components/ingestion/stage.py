@@ -15,6 +15,7 @@ from typing import Any
 
 from components import stage_files as files
 from components.config import DataConfig
+from components.kinds.tokens import tokens_of
 
 from . import sources
 from .catalogue import SOURCES, Loaded, Task
@@ -102,7 +103,7 @@ def _drop_empty(examples: list[Example], split: str, loaded: Loaded, x_kind: dic
     kept = []
     for i, example in enumerate(examples):
         x = example[0]
-        if x is None or x == [] or (isinstance(x, str) and not sources.tokens(x, x_kind.get("tokenize", "char"))):
+        if x is None or x == [] or (isinstance(x, str) and not tokens_of(x, x_kind.get("tokenize", "char"))):
             loaded.bad_rows.append({"where": f"{split} example {i + 1}", "reason": "empty input sequence"})
         else:
             kept.append(example)
