@@ -160,7 +160,7 @@ def _check(key: str, value: Any, hint: Any, meta: Any) -> Any:
         raise ConfigError(
             f"{key}={_short(value)} is not allowed.{hint_text} Allowed values: {', '.join(map(str, choices))}."
         )
-    if meta.get("slug") and not SLUG.match(value):
+    if meta.get("slug") and not SLUG.fullmatch(value):
         raise ConfigError(f"{key}={_short(value)} is not allowed: use letters, digits, '_', '-' and '.' (not first), "
                           f"at most 100 characters (it names folders and the MLflow experiment).")
     lo, hi = meta.get("min"), meta.get("max")

@@ -304,7 +304,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
         reason = "not blessed: " + "; ".join(props.get("failures") or props.get("reasons") or ["no reason recorded"])
         return {"gate": False, "reason": reason, "summary": reason, "tags": {"exported": "false"}}
     cfg = model
-    net = load_model(files.model_file(trained))
+    net = load_model(files.model_file(trained), cells=[cfg.cell])
     codec = Codec.load(preprocess)
     io = preprocess.properties["io"]
     extra = extra_signature(codec, cfg)

@@ -149,7 +149,7 @@ class Codec:
         """Series ids (strings [B]) -> int32 [B]: 1.. for train ids, 0 for an unseen id."""
         import tensorflow as tf
 
-        return tf.cast(self.layers["series_id"](tf.strings.as_string(raw) if raw.dtype != tf.string else raw), "int32")
+        return tf.cast(self.layers["series_id"](raw), "int32")
 
     def extra_arrays(self, examples: list[Any]) -> dict[str, np.ndarray]:
         """The `future` and `series_id` arrays of examples (x, y, meta) that this state encodes."""

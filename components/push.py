@@ -33,7 +33,7 @@ from typing import Any
 
 from components import faults
 from components import stage_files as files
-from components.artifacts import file_lock, fsync_dir
+from components.artifacts import file_lock, fsync_dir, write_text
 from components.config import ExportConfig
 
 PUBLISHED_FILE = "rnnpipe.json"  # in each published version: which model it holds
@@ -101,9 +101,14 @@ def publish(source: Path, base: Path, content_hash: str, record: dict[str, Any])
         found = find_published(base, content_hash)
         if found:
             return (*found, False)
+    from components.artifacts import dir_digest
+
     tmp = base / f".tmp-{os.getpid()}-{os.urandom(3).hex()}"
     try:
         shutil.copytree(source, tmp)
+        if dir_digest(tmp) != content_hash:  # the copy is what was validated, or nothing is published
+            raise PushError(f"the copy of {source} does not match the validated export {content_hash[:12]} "
+                            f"(changed on disk since it was exported?): nothing published")
         with file_lock(base / ".lock"):
             found = find_published(base, content_hash)  # a concurrent run of the same model won
             if found:
@@ -114,7 +119,7 @@ def publish(source: Path, base: Path, content_hash: str, record: dict[str, Any])
                                                           "content_hash": content_hash}, indent=2))
             final = base / str(version)
             os.rename(tmp, final)
-            (base / HIGH_WATER).write_text(str(version))
+            write_text(base / HIGH_WATER, str(version))  # atomic: a torn mark could reuse a number
             fsync_dir(base)
             faults.point("push:renamed")
     finally:
@@ -124,8 +129,6 @@ def publish(source: Path, base: Path, content_hash: str, record: dict[str, Any])
 
 def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: str) -> dict[str, Any]:
     """Publish the validated export; record what the registry needs to register it (`register`)."""
-    from components.artifacts import dir_digest
-
     exported, validated, evaluated = inputs["export"], inputs["infra_validate"], inputs["evaluate"]
     content = exported.properties["content_hash"]
     if validated.properties.get("content_hash") != content:
@@ -147,8 +150,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
         "content_hash": content,
         "signatures": exported.properties.get("signatures", ["serving_default"]),
         "input_kind": exported.properties.get("input_kind"),
-        "published": {"path": str(path.resolve()), "digest": dir_digest(path, (PUBLISHED_FILE,)),
-                      "skip": [PUBLISHED_FILE]},
+        "published": {"path": str(path.resolve()), "digest": content, "skip": [PUBLISHED_FILE]},
         "register": {
             "enabled": export.register,
             "blessed": bool(evaluation.get("blessed")),

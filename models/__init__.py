@@ -12,19 +12,23 @@ from __future__ import annotations
 from typing import Any
 
 
-def load_model(path: Any, compile: bool = True) -> Any:
-    """A saved `.keras` model with the zoo's custom objects registered (safe_mode on)."""
+def load_model(path: Any, compile: bool = True, cells: tuple[str, ...] | list[str] = ()) -> Any:
+    """A saved `.keras` model with the zoo's custom objects registered (safe_mode on).
+
+    `cells`: the custom cells (`module:Class`) the caller trusts, e.g. the run's `model.cell`; an
+    archive naming any other custom cell is refused, so loading a file never imports a module it names.
+    """
     import keras
 
     from models import attention as _attention  # noqa: F401  (registers the custom layers)
     from models import layers as _layers  # noqa: F401
 
-    _register_custom_cells(path)
+    _register_custom_cells(path, tuple(cells))
     return keras.saving.load_model(path, compile=compile, safe_mode=True)
 
 
-def _register_custom_cells(path: Any) -> None:
-    """Import (and so register) the user cells (`module:Class`) a saved model holds, whoever saved it."""
+def _register_custom_cells(path: Any, trusted: tuple[str, ...]) -> None:
+    """Import (and so register) the user cells (`module:Class`) a saved model holds, if `trusted` names them."""
     import json
     import zipfile
 
@@ -39,8 +43,12 @@ def _register_custom_cells(path: Any) -> None:
     while todo:
         node = todo.pop()
         if isinstance(node, dict):
-            if str(node.get("registered_name", "")).startswith(f"{cells.CUSTOM_PACKAGE}>") and node.get("module"):
-                cells.get(f"{node['module']}:{node['class_name']}")
+            if str(node.get("registered_name", "")).startswith(cells.CUSTOM_PACKAGE) and node.get("module"):
+                name = f"{node['module']}:{node['class_name']}"
+                if name not in trusted:
+                    raise ValueError(f"{path} holds the custom cell {name[:200]!r}, which the caller did not name "
+                                     f"as trusted (load_model(cells=[...]), the run's model.cell): not imported")
+                cells.get(name)
             todo.extend(node.values())
         elif isinstance(node, list):
             todo.extend(node)

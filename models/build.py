@@ -171,10 +171,10 @@ EXTRA_INPUTS = ("future", "series_id")  # arrays of a split beside x that a mode
 def model_inputs(model: ModelConfig, io: dict[str, Any], arrays: dict[str, Any]) -> Any:
     """An encoded split's arrays -> what `model(...)` takes: x alone, or {"inputs": x, "future": ...,
     "series_id": ...} for a model with those inputs (`data.future_columns`, `model.id_embedding_dim`)."""
+    from models.blocks import model_inputs as named
     from models.topologies import extra_names
 
-    extra = {name: arrays[name] for name in extra_names(model, io) if name in arrays}
-    return {"inputs": arrays["x"], **extra} if extra else arrays["x"]
+    return named(arrays["x"], {name: arrays[name] for name in extra_names(model, io) if name in arrays})
 
 
 def training_data(model: ModelConfig, io: dict[str, Any], x: Any, y: Any) -> tuple[Any, Any]:

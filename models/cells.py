@@ -11,7 +11,10 @@ layer whose `call(inputs, states)` returns `(output, new_states)` and which decl
 `state_size`; its first state is its output h). It is made as `Class(units, **options)` with
 those of `activation`, `recurrent_activation`, `use_bias`, `dropout`, `recurrent_dropout` its
 constructor names, wrapped in `keras.layers.RNN`, registered for `.keras` serialization (package
-`rnnpipe_cells`) unless it already is, and never cuDNN-fused. This module imports Keras only
+`rnnpipe_cells.<module>`) unless it already is, and never cuDNN-fused. Naming a module in the
+config imports it, i.e. runs its code, when the config is read: name only modules you trust.
+Loading a saved model imports only the custom cells its caller trusts (`load_model(cells=...)`,
+the run's `model.cell`), never a module the archive names. This module imports Keras only
 when a layer or a custom cell is made, so config validation of built-in cells stays light.
 """
 
@@ -33,6 +36,7 @@ COMMON = ("activation", "use_bias", "dropout", "recurrent_dropout")  # what ever
 CUSTOM_OPTIONS = ("activation", "recurrent_activation", "use_bias", "dropout", "recurrent_dropout")
 CUSTOM_PACKAGE = "rnnpipe_cells"
 NO_FUSED_KERNEL = "no fused kernel"
+MAX_STATES, MAX_STATE_WIDTH = 16, 8 * 4096  # what a custom cell may declare (units is at most 4096)
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ CELLS = tuple(BUILTIN)
 
 def get(name: str) -> CellSpec:
     """The spec of a built-in cell or of `module:Class`; a ConfigError naming model.cell otherwise."""
-    if name in BUILTIN:
+    if isinstance(name, str) and name in BUILTIN:
         return BUILTIN[name]
     if not isinstance(name, str) or ":" not in name:
         import difflib
@@ -180,7 +184,8 @@ def _custom(name: str) -> CellSpec:
         raise ConfigError(f"{where} is not a Keras RNN cell: it must be a keras.layers.Layer subclass whose "
                           f"call(inputs, states) returns (output, new_states) and which sets state_size.")
     if keras.saving.get_registered_object(keras.saving.get_registered_name(cls)) is not cls:
-        keras.saving.register_keras_serializable(package=CUSTOM_PACKAGE)(cls)  # so model.keras reloads
+        # so model.keras reloads; the module in the package keeps two modules' `MyCell`s apart
+        keras.saving.register_keras_serializable(package=f"{CUSTOM_PACKAGE}.{module_name}")(cls)
     return custom_spec(cls, name)
 
 
@@ -203,6 +208,9 @@ def _custom_state_sizes(name: str, cls: type, units: int) -> tuple[int, ...]:
     if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
         raise ConfigError(f"{where} is not a Keras RNN cell: its state_size must be a positive int or a list "
                           f"of them, got {short(size)}.")
+    if len(sizes) > MAX_STATES or max(sizes) > MAX_STATE_WIDTH:
+        raise ConfigError(f"{where} declares state_size {short(size)}: at most {MAX_STATES} states of at most "
+                          f"{MAX_STATE_WIDTH} values each.")
     return tuple(sizes)
 
 

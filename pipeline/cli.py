@@ -37,7 +37,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
                          ("components.infra_validation", "InfraValidationError"),
                          ("components.push", "PushError"),
                          ("components.ingestion.sources", "DataSourceError"),
-                         ("components.predict", "PredictError")):
+                         ("components.predict", "PredictError"),
+                         ("mlflow.exceptions", "MlflowException")):  # the store refused or is unreachable
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):

@@ -46,7 +46,9 @@ def _versions(client: Any, name: str) -> list[Any]:
 
     try:
         return list(client.search_model_versions(f"name = '{name}'"))
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise  # a store error is not "never registered" (that would register the model again)
         return []
 
 
@@ -55,7 +57,9 @@ def _alias(client: Any, name: str) -> Any:
 
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no model / no alias
+            raise  # a store error is not "no champion" (that would hand the alias to any new version)
         return None
 
 

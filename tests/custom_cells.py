@@ -71,3 +71,11 @@ class NotACell(keras.layers.Layer):
     def __init__(self, units: int, **kwargs: Any):
         super().__init__(**kwargs)
         self.units = units
+
+
+class HugeStateCell(MinimalRNNCell):
+    """Declares more state than any model can hold: model.cell must refuse it at config time."""
+
+    def __init__(self, units: int, **kwargs: Any) -> None:
+        super().__init__(units, **kwargs)
+        self.state_size = [10**9]

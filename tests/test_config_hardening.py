@@ -54,6 +54,8 @@ BAD = {
     "huge value in a message": (BASE, ["model.cell=" + "x" * 5000], ["model.cell", "..."]),
     "custom cell not importable": (BASE, ["model.cell=no_such_module:Cell"], ["model.cell", "cannot be imported"]),
     "custom cell not a cell": (BASE, ["model.cell=tests.custom_cells:NotACell"], ["model.cell", "state_size"]),
+    "custom cell with a huge state": (BASE, ["model.cell=tests.custom_cells:HugeStateCell"],
+                                      ["model.cell", "at most 16 states of at most 32768"]),
 }
 
 

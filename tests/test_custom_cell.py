@@ -24,7 +24,7 @@ MINIMAL = "tests.custom_cells:MinimalRNNCell"  # one state, units wide
 PAIR = "tests.custom_cells:LeakyPairCell"  # two states, units and 2 * units wide
 ROOT = Path(__file__).resolve().parent.parent
 
-# (id, topology, x kind, y (a tests.test_models.Y_SPECS key), extra config): every topology and
+# (id, topology, x kind, y (a tests.model_support.Y_SPECS key), extra config): every topology and
 # every way a decoder gets its states
 CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
     ("1v1", "one_to_one", "vector", "label", {}),
@@ -92,7 +92,7 @@ def test_the_registry_reads_the_cells_declared_state_size() -> None:
     assert cells.state_sizes(model_cfg("seq2seq", cell=MINIMAL)) == [6]
     assert cells.state_sizes(model_cfg("seq2seq", cell="lstm")) == [6, 6]
     assert cells.get(PAIR).custom and not cells.get("gru").custom
-    assert keras.saving.get_registered_object(f"{cells.CUSTOM_PACKAGE}>LeakyPairCell") is not None
+    assert keras.saving.get_registered_object(f"{cells.CUSTOM_PACKAGE}.tests.custom_cells>LeakyPairCell") is not None
 
 
 def test_a_saved_custom_cell_model_reloads_in_a_fresh_process(tmp_path: Path) -> None:
@@ -103,16 +103,19 @@ def test_a_saved_custom_cell_model_reloads_in_a_fresh_process(tmp_path: Path) ->
     expected = np.asarray(model(inputs, training=False))
     np.save(tmp_path / "x.npy", inputs["inputs"])
     np.save(tmp_path / "d.npy", inputs["decoder_inputs"])
-    np.testing.assert_allclose(np.asarray(load_model(path)(inputs, training=False)), expected, rtol=1e-5, atol=1e-6)
+    reloaded = load_model(path, cells=[PAIR])
+    np.testing.assert_allclose(np.asarray(reloaded(inputs, training=False)), expected, rtol=1e-5, atol=1e-6)
     code = ("import sys, numpy as np\n"
             "from models import load_model\n"  # nothing imports tests.custom_cells: load_model finds it
-            "m = load_model(sys.argv[1] + '/model.keras')\n"
+            "m = load_model(sys.argv[1] + '/model.keras', cells=[sys.argv[2]])\n"
             "x = {'inputs': np.load(sys.argv[1] + '/x.npy'), 'decoder_inputs': np.load(sys.argv[1] + '/d.npy')}\n"
             "np.save(sys.argv[1] + '/out.npy', np.asarray(m(x, training=False)))\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path), PAIR], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="did not name as trusted"):  # a file never picks what is imported
+        load_model(path)
 
 
 @pytest.mark.parametrize("cell,words", [

@@ -134,6 +134,22 @@ def test_generation_work_per_request_is_bounded(base: Path) -> None:
     assert decode_request(body, signatures, Limits(max_generate_tokens=4000), info).rows == 50
 
 
+def test_inputs_of_different_batch_sizes_get_a_clear_400(tmp_path: Path) -> None:
+    """An rnnpipe export's named inputs (a forecaster's `inputs`, `future`, `series_id`) are one row
+    per example: columnar inputs of different lengths are refused by name, not left to the graph."""
+    import tensorflow as tf
+
+    from components.serving import ExportInfo, ServingError, Signature, decode_request
+    from tests.serving_support import toy_saved_model
+
+    path = toy_saved_model(tmp_path / "1")
+    signatures = {k: Signature.of(k, fn) for k, fn in tf.saved_model.load(str(path)).signatures.items()}
+    body = {"signature_name": "multi", "inputs": {"text": ["a", "b"], "ids": [[1, 2]], "k": 3}}
+    with pytest.raises(ServingError, match=r"differ in batch size \(text: 2, ids: 1\)"):
+        decode_request(body, signatures, info=ExportInfo(rnnpipe=True))
+    assert decode_request(body, signatures).rows is None  # another SavedModel: as TF Serving, the graph decides
+
+
 def test_temperature_must_not_be_negative(server: Any) -> None:
     body = {"signature_name": "sample", "inputs": {"inputs": ["abc"], "max_length": 2, "temperature": -1}}
     status, answer = predict(server.url, body, model="gen")

@@ -39,6 +39,7 @@ def test_empty_text_gets_the_same_400_alone_and_batched(server: Any) -> None:
         t.start()
     for t in threads:
         t.join()
+    assert len(results) == 20  # every client thread finished (an exception in one would lose its answers)
     for text, (status, answer) in results:
         if text.strip():
             assert status == 200 and answer["predictions"][0]["label"] == "long", (text, answer)
@@ -259,4 +260,5 @@ def test_names_export_declares_its_classes_and_refuses_empty_names(names_run: An
             t.start()
         for t in threads:
             t.join()
+        assert len(results) == 16  # every client thread finished
         assert {(text, status) for text, status in results} == {("", 400), ("Anna", 200), ("Bob", 200)}

@@ -115,6 +115,7 @@ def test_champion_follows_quality_not_recency(tmp_path) -> None:
     assert not take and reason.startswith("does not beat the champion: accuracy 0.84") and "95% CI" in reason
     take, reason = registry.decide(candidate("best", best, best_samples), champion, 0.95)
     assert take and reason.startswith("beats the champion")
-    assert registry.decide(candidate("lstm", lstm, lstm_samples, digest="other"), champion, 0.95)[0]
+    take, reason = registry.decide(candidate("lstm", lstm, lstm_samples, digest="other"), champion, 0.95)
+    assert take and "judged on other test data" in reason, reason
     assert registry.decide(candidate("gru", gru, gru_samples), champion, 0.95) == (True, "already champion (version 1)")
     assert registry.decide(candidate("lstm", lstm, lstm_samples), None, 0.95) == (True, "first registered version")

@@ -49,4 +49,4 @@ def test_push_registers_through_the_registry_it_is_handed(tmp_path: Path) -> Non
     note = push.register(pushed, SimpleNamespace(register=registry))
     assert seen == [pushed.properties["register"]]
     assert note == "registry: m version 3, champion (first registered version)"
-    assert push.register(pushed, SimpleNamespace(register=lambda info: None)) is None  # not blessed / off
+    assert push.register(pushed, SimpleNamespace(register=lambda info: None)) is None  # the registry declined

@@ -67,7 +67,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, evaluate: EvaluateConfig, mode
     from models import load_model
 
     preprocess, train = inputs["preprocess"], inputs["train"]
-    net = load_model(files.model_file(train))
+    net = load_model(files.model_file(train), cells=[model.cell])
     judge = kinds.of(preprocess.properties["io"]["y"]).evaluator
     if judge is None:
         raise ValueError(f"a {preprocess.properties['io']['y']['kind']!r} target is not evaluated")

@@ -192,8 +192,13 @@ def _rank(spec: Any) -> int | None:
 
 
 def _check_values(tensors: dict[str, np.ndarray], specs: dict[str, Any], limits: Limits, info: ExportInfo) -> None:
-    """Per-request checks of values: text with no token, and the generation settings."""
+    """Per-request checks of values: one batch size, text with no token, and the generation settings."""
     import tensorflow as tf
+
+    batches = {n: a.shape[0] for n, a in tensors.items() if a.ndim and specs[n].shape[0] is None}
+    if info.rnnpipe and len(set(batches.values())) > 1:  # every input of ours is one row per example
+        raise bad_request("the inputs differ in batch size (" + ", ".join(f"{n}: {b}" for n, b in batches.items())
+                          + "): send one row per example in each")
 
     text = tensors.get("inputs")
     if info.token_input and text is not None and specs["inputs"].dtype == tf.string:

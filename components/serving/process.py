@@ -206,12 +206,14 @@ class Launched:
             self.proc = spawn(self.argv, guarded=self.guarded, stdout=log, stderr=subprocess.STDOUT, env=self.env,
                               cwd=self.cwd)
         deadline = time.monotonic() + self.start_timeout
-        while (url := self.ready()) is None:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                message = f"{self.failure(self.proc)}:\n{self.log_tail()}"
-                self.__exit__(None, None, None)
-                raise RuntimeError(message)
-            time.sleep(self.poll)
+        try:
+            while (url := self.ready()) is None:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.failure(self.proc)}:\n{self.log_tail()}")
+                time.sleep(self.poll)
+        except BaseException:  # not ready, a failing readiness check or Ctrl-C while waiting: no orphan
+            self.__exit__(None, None, None)
+            raise
         return url
 
     def __exit__(self, *exc: Any) -> None:
