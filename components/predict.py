@@ -231,9 +231,7 @@ def split_future(source: Path, data: Any, tmp: Path) -> tuple[Path, dict[str, li
     from components.ingestion.sources import read_bytes
 
     lines = read_bytes(source).decode("utf-8", "replace").split("\n")
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is None:
-        raise PredictError(f"{source} is empty: no header, no rows.")
+    first = next(i for i, line in enumerate(lines) if line.strip())  # read_bytes refused a blank file
     header = [h.strip() for h in next(csv.reader([lines[first]]))]
     rows = []
     for i in range(first + 1, len(lines)):

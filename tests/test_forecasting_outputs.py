@@ -148,3 +148,13 @@ def test_input_columns_and_units_in_the_contract_model_card_and_metadata(tmp_pat
     assert meta["input_columns"][0] == {"name": "sales", "role": "target", "unit": "EUR"}
     with pytest.raises(ConfigError, match="data.units names 'price', not a column of this data"):
         preprocess(tmp_path / "bad", X_SPEC, Y_SPEC, splits, "seq2seq", units={"price": "EUR"})
+
+
+def test_predict_on_an_empty_file_is_a_clear_error(tmp_path: Path) -> None:
+    from components import predict
+    from components.ingestion.sources import DataSourceError
+
+    empty = tmp_path / "ahead.csv"
+    empty.write_text("\n\n")
+    with pytest.raises(DataSourceError, match="is empty"):  # one line from the CLI, as ingestion says it
+        predict.split_future(empty, None, tmp_path)

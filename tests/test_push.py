@@ -152,3 +152,20 @@ def test_an_emptied_or_half_created_store_is_an_error_not_a_fresh_start(make_con
         con.execute("CREATE TABLE spans (id INTEGER)")
     with pytest.raises(ConfigError, match="half-created"):
         runner.run(config, to_stage="ingest", **QUIET)
+
+
+def test_a_copy_that_differs_from_the_validated_export_is_not_published(tmp_path: Path) -> None:
+    """push publishes only the bytes infra validation checked: a changed export is refused, nothing appears."""
+    from components.artifacts import dir_digest
+    from components.push import PushError, publish
+
+    source = tmp_path / "saved_model"
+    source.mkdir()
+    (source / "saved_model.pb").write_bytes(b"validated")
+    validated = dir_digest(source)
+    (source / "saved_model.pb").write_bytes(b"changed after validation")
+    base = tmp_path / "exports" / "m"
+    with pytest.raises(PushError, match="does not match the validated export"):
+        publish(source, base, validated, {})
+    assert [p.name for p in base.iterdir() if not p.name.startswith(".")] == []
+    assert publish(source, base, dir_digest(source), {})[:1] == (1,)  # the unchanged bytes publish as version 1
