@@ -55,8 +55,8 @@ from components.kinds.tokens import (
     lm_generate,
     max_generate_length,
 )
-from components.preprocessing import Codec
-from components.stage_files import SPLITS, load_split
+from components.preprocessing import Codec, load_split
+from components.stage_files import SPLITS
 
 INPUT_NAME = "inputs"
 CANARIES = 8

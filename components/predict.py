@@ -158,6 +158,7 @@ def _predict_series(call: Callable[[Any], dict[str, np.ndarray]], info: dict[str
     import tensorflow as tf
 
     from components.ingestion.sources import load_csv
+    from components.ingestion.windows import time_labels
 
     data = _data_config(info, source)
     names = set(fn_inputs(info))
@@ -166,16 +167,19 @@ def _predict_series(call: Callable[[Any], dict[str, np.ndarray]], info: dict[str
         history, ahead = split_future(source, data, Path(tmp)) if future_cols else (source, {})
         splits, file_rows, loaded = load_csv(replace(data, path=str(history)))
     bad = _report_bad(file_rows, log)
-    records = splits["train"]
+    rows = splits["train"]
     x_cols = info["columns"]["x"] or loaded["targets"] + loaded["features"]
     y = info["io"]["y"]
     frequency = loaded.get("frequency")
-    by_series: dict[Any, list[dict[str, Any]]] = {}
-    for r in records:
-        by_series.setdefault(r.get("id"), []).append(r)
+    ids = rows.id if rows.id is not None else np.full(len(rows), None, dtype=object)
+    ends = np.flatnonzero(np.r_[ids[1:] != ids[:-1], True]) if len(rows) else np.zeros(0, "int64")
+    new_run = np.r_[True, rows.segment[1:] != rows.segment[:-1]] if len(rows) else np.zeros(0, bool)
+    run_start = np.maximum.accumulate(np.where(new_run, np.arange(len(rows)), 0))  # each row's gap-free run
     inputs, keys, futures = [], [], []
-    for key, rs in by_series.items():
-        last = [r for r in rs if r["segment"] == rs[-1]["segment"]][-data.window:]
+    for end in ends:  # each series' last row (series are contiguous, in time order)
+        key = ids[end]
+        last = np.arange(max(run_start[end], end + 1 - data.window), end + 1)  # its last gap-free run
+        time = None if rows.time is None else time_labels(rows.time[end:end + 1], loaded.get("time_kind"))[0]
         if len(last) < data.window:
             print(f"predict: series {key if key is not None else '(file)'} skipped: its last gap-free run has "
                   f"{len(last)} steps, the model reads {data.window}", file=log)
@@ -188,10 +192,10 @@ def _predict_series(call: Callable[[Any], dict[str, np.ndarray]], info: dict[str
                     f"{', '.join(future_cols)} for the {data.horizon} steps after the last target value, found "
                     f"{len(got)}: add {data.horizon} rows after the last value of each series with the target "
                     f"columns empty and {', '.join(future_cols)} filled.")
-            check_future_times(got[:data.horizon], last[-1].get("time"), frequency, key)
+            check_future_times(got[:data.horizon], time, frequency, key)
             futures.append([values for _, values in got[:data.horizon]])
-        inputs.append([[r["values"][c] for c in x_cols] for r in last])
-        keys.append((key, last[-1].get("time")))
+        inputs.append(np.stack([rows.values[c][last] for c in x_cols], axis=1).tolist())
+        keys.append((key, time))
     if not inputs:
         raise PredictError(f"--input {str(source)!r} has no series with {data.window} gap-free steps "
                            f"(data.window) to forecast from.")

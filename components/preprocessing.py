@@ -30,6 +30,7 @@ the train ids in sorted order, 0 for an id unseen in train), which `model.id_emb
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,13 @@ import numpy as np
 from components import kinds
 from components import stage_files as files
 from components.config import ConfigError, DataConfig
-from components.ingestion import read_examples, read_spec
+from components.ingestion import SeriesRows, Windows, read_spec, read_split
 from components.kinds import io_spec  # noqa: F401 - also public here
-from components.kinds.series import pairing, reference, target_columns, window_stats
+from components.kinds.series import Steps, pairing, reference, target_columns, window_stats
 from components.kinds.tokens import END, PAD, START, UNK
-from components.stage_files import SPLITS, load_split  # noqa: F401 - load_split: also public here
+from components.stage_files import SPLITS
+
+CHUNK = 65_536  # windows encoded at a time (a CSV's windows: memory stays bounded by the rows)
 
 __all__ = ["END", "PAD", "START", "UNK", "Codec", "fit_side", "io_spec", "load_split", "reference", "run"]
 
@@ -231,29 +234,54 @@ class Codec:
         return kind.pad(np.asarray(self.encode(kind.raw_tensor(xs), "x")), self.x)
 
 
-def extra_states(spec: dict[str, Any], x_state: dict[str, Any], train: list[Any]) -> dict[str, Any]:
+def values(split: Windows | list[Any], side: str) -> Any:
+    """One side's raw values of a split: windows [n, steps, features] (x and y of a CSV's windows), or the
+    examples' values as lists."""
+    if isinstance(split, Windows):
+        return split.x() if side == "x" else split.y()
+    return [e[0 if side == "x" else 1] for e in split]
+
+
+def fit_values(split: Windows | list[Any], side: str, spec: dict[str, Any]) -> Any:
+    """What a side is fitted on: a CSV's numeric windows as `Steps` (each row once), else its values."""
+    if isinstance(split, Windows) and spec[side]["kind"] == "series":
+        steps = split.w if side == "x" or split.spec["topology"] == "many_to_many" else split.h
+        return Steps(split.steps(side), steps)
+    return values(split, side)
+
+
+def extra_states(spec: dict[str, Any], x_state: dict[str, Any], train: Windows | list[Any]) -> dict[str, Any]:
     """The fitted state of the known future values (`data.future_columns`: the train mean / variance
     of those x columns) and of the series ids (`data.id_column`: the train ids, in sorted order)."""
     out: dict[str, Any] = {}
     if spec.get("future"):
         columns = list(spec["future"]["columns"])
         where = [list(x_state["columns"]).index(c) for c in columns]
-        length = len(train[0][2]["future"]) if train else int(spec["y"].get("length") or 1)
+        if isinstance(train, Windows):
+            length = train.h
+        else:
+            length = len(train[0][2]["future"]) if train else int(spec["y"].get("length") or 1)
         out["future"] = {"kind": "series", "columns": columns, "features": len(columns), "length": length,
                          "mean": [x_state["mean"][i] for i in where],
                          "variance": [x_state["variance"][i] for i in where]}
-    ids = sorted({str(e[2]["id"]) for e in train if "id" in e[2]})
+    if isinstance(train, Windows):
+        ids = sorted({str(i) for i in train.ids() or ()})
+    else:
+        ids = sorted({str(e[2]["id"]) for e in train if "id" in e[2]})
     if ids:
         out["series_id"] = {"vocabulary": ids}
     return out
 
 
-def usable(examples: list, state: dict[str, Any]) -> tuple[list, int]:
+def usable(examples: Windows | list, state: dict[str, Any]) -> tuple[Windows | list, int]:
     """Drop (and count) examples whose target class never occurs in train."""
     known = kinds.of(state["y"]).target_filter(state["y"])
     if known is None:
         return examples, 0
-    ok = [e for e in examples if known(e[1])]
+    if isinstance(examples, Windows):
+        ok = examples.subset(np.array([known(y) for y in examples.y()], dtype=bool))
+    else:
+        ok = [e for e in examples if known(e[1])]
     return ok, len(examples) - len(ok)
 
 
@@ -263,13 +291,13 @@ def fit_residuals(train: list, spec: dict[str, Any], data: DataConfig, ref: dict
     The differences are scaled but not centred: a model that outputs zero makes exactly the
     reference forecast, and no train-period drift is baked in as a constant offset.
     """
-    ys = np.asarray([e[1] for e in train], dtype="float64")
+    ys, xs = np.asarray(values(train, "y"), dtype="float64"), np.asarray(values(train, "x"), dtype="float32")
     horizon = ys.shape[1]
-    if ref["mode"] == "season" and horizon > len(train[0][0]):
+    if ref["mode"] == "season" and horizon > xs.shape[1]:
         raise ConfigError(f"data.target_reference='season' needs data.window >= data.horizon "
-                          f"(the input has {len(train[0][0])} steps, the target {horizon}).")
+                          f"(the input has {xs.shape[1]} steps, the target {horizon}).")
     state = {**spec, "reference": ref, "length": horizon}
-    residuals = ys - np.asarray(reference(state, np.asarray([e[0] for e in train], dtype="float32")))
+    residuals = ys - np.asarray(reference(state, xs))
     second = np.mean(residuals.reshape(-1, ys.shape[-1]) ** 2, axis=0)
     return state | {"mean": [0.0] * ys.shape[-1], "features": int(ys.shape[-1]),
                     "variance": np.where(second < 1e-8, 1.0, second).tolist()}
@@ -282,15 +310,15 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     from models.io import generates
 
     generated = generates(spec["topology"], spec["y"])
-    train = read_examples(ingest.path(files.examples_file("train")), meta=True)
-    x_state = fit_side([e[0] for e in train], spec["x"], data, generated=False)
+    train = read_split(ingest, "train", spec)
+    x_state = fit_side(fit_values(train, "x", spec), spec["x"], data, generated=False)
     ref = reference_spec(spec, data)
     if spec["y"].get("language_model"):  # next-token targets share the input's vocabulary and length
         y_state = {**x_state, **spec["y"]}
     elif ref:
         y_state = fit_residuals(train, spec["y"], data, ref)
     else:
-        y_state = fit_side([e[1] for e in train], spec["y"], data, generated=generated)
+        y_state = fit_side(fit_values(train, "y", spec), spec["y"], data, generated=generated)
     named = {str(c) for side in (x_state, y_state) for c in side.get("columns") or []}
     unknown = sorted(set(data.units) - named)
     if unknown:
@@ -305,12 +333,18 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
                    "variance": [1.0] * y_state["features"]}
     state = {"x": x_state, "y": y_state, "topology": spec["topology"]}
     state.update(extra_states(spec, x_state, train))
+    if spec.get("windows"):
+        state["windows"] = spec["windows"]  # how `load_split` cuts x from the rows saved beside the arrays
     codec = Codec(state)
     dropped = {}
     for split in SPLITS:
-        examples, dropped[split] = usable(read_examples(ingest.path(files.examples_file(split)), meta=True), state)
+        examples, dropped[split] = usable(train if split == "train" else read_split(ingest, split, spec), state)
         if dropped[split]:
             ctx.log(f"{split}: {dropped[split]} examples have a target class unseen in train; left out")
+        if isinstance(examples, Windows):  # the rows once, the windows' starts and their encoded targets
+            shutil.copyfile(ingest.path(files.rows_file(split)), workdir / files.rows_file(split))
+            np.savez(workdir / files.split_file(split), starts=examples.starts, **encode_windows(codec, examples))
+            continue
         xs = [e[0] for e in examples]
         arrays = {"x": codec.encode_inputs(xs), "y": codec.encode_targets([e[1] for e in examples], xs),
                   **codec.extra_arrays(examples)}
@@ -324,5 +358,43 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     sizes = {k: io[k].get("vocab_size", io[k].get("num_classes", io[k].get("features"))) for k in ("x", "y")}
     summary = f"x {io['x']['kind']}:{sizes['x']} -> y {io['y']['kind']}:{sizes['y']}"
     datasets = [{"file": files.split_file(split), "context": split, "name": f"{data.source}-{split}",
-                 "digest": files.split_digest(workdir / files.split_file(split))} for split in SPLITS]
+                 "digest": files.split_digest(workdir, split)} for split in SPLITS]
     return {"io": io, "dropped": dropped, "summary": summary, "log": {"datasets": datasets}}
+
+
+# --------------------------------------------------------------------------------------------
+# A CSV's windows: targets encoded in chunks here, inputs cut and encoded where they are read
+
+
+def encode_windows(codec: Codec, windows: Windows) -> dict[str, np.ndarray]:
+    """The encoded targets (and known future values, series ids) of a CSV's windows, CHUNK windows at a time."""
+    import tensorflow as tf
+
+    parts: dict[str, list[np.ndarray]] = {}
+    reads_x = bool(codec.y.get("window_scale") or codec.y.get("reference"))
+    for lo in range(0, max(len(windows), 1), CHUNK):  # once for an empty split: arrays of the right shape
+        idx = slice(lo, lo + CHUNK)
+        out = {"y": codec.encode_targets(windows.y(idx), windows.x(idx, "float32") if reads_x else None)}
+        if codec.state.get("future"):
+            out["future"] = codec.encode_future(tf.constant(windows.future(idx), tf.float32))
+        if codec.state.get("series_id"):
+            out["series_id"] = codec.encode_ids(tf.constant(windows.ids(idx), tf.string))
+        for key, value in out.items():
+            parts.setdefault(key, []).append(np.asarray(value))
+    return {key: np.concatenate(value) for key, value in parts.items()}
+
+
+def load_split(preprocess: Any, split: str) -> dict[str, np.ndarray]:
+    """The encoded arrays of one split (`x`, `y`, and `future` / `series_id` where used).
+
+    A CSV's inputs are cut from its rows and encoded here, CHUNK windows at a time: stored once,
+    windowed where they are read."""
+    arrays = files.load_arrays(preprocess, split)
+    starts = arrays.pop("starts", None)
+    if starts is None:
+        return arrays
+    codec = Codec.load(preprocess)
+    windows = Windows(SeriesRows.read(preprocess.path(files.rows_file(split))), codec.state["windows"], starts)
+    chunks = [np.asarray(codec.encode(windows.x(slice(lo, lo + CHUNK), "float32"), "x"))
+              for lo in range(0, max(len(windows), 1), CHUNK)]
+    return {"x": np.concatenate(chunks).astype("float32", copy=False), **arrays}

@@ -6,7 +6,7 @@ record (`artifact.json`: properties, manifest, digest) is pipeline/artifacts.py'
 
 | stage      | files                                                                    |
 |------------|--------------------------------------------------------------------------|
-| ingest     | `spec.json`, `<split>.jsonl`, `bad_rows.json`                            |
+| ingest     | `spec.json`, `<split>.jsonl` or (csv) `<split>.parquet`, `bad_rows.json`  |
 | preprocess | `preprocessor.json`, `io.json`, `<split>.npz`, `<split>_raw.jsonl`       |
 | train      | `model.keras`, `history.json`, `signature.json`, `input_example.npz`,    |
 |            | `cudnn.md`                                                               |
@@ -51,6 +51,11 @@ def examples_file(split: str) -> str:
     return f"{split}.jsonl"
 
 
+def rows_file(split: str) -> str:
+    """ingest (csv): the rows of one split, once, columnar (windows are cut where they are read)."""
+    return f"{split}.parquet"
+
+
 def split_file(split: str) -> str:
     """preprocess: the encoded arrays `x`, `y` of one split."""
     return f"{split}.npz"
@@ -75,8 +80,8 @@ def preprocessor_state(preprocess: Any) -> dict[str, Any]:
     return _json(preprocess, PREPROCESSOR)
 
 
-def load_split(preprocess: Any, split: str) -> dict[str, Any]:
-    """The encoded arrays of one split."""
+def load_arrays(preprocess: Any, split: str) -> dict[str, Any]:
+    """The arrays saved for one split (`components.preprocessing.load_split` gives the model's inputs)."""
     import numpy as np
 
     with np.load(preprocess.path(split_file(split))) as data:
@@ -84,26 +89,36 @@ def load_split(preprocess: Any, split: str) -> dict[str, Any]:
 
 
 def raw_examples(preprocess: Any, split: str = "test", limit: int | None = None) -> list[dict[str, Any]]:
-    """The examples of one split as read, in the encoded arrays' order."""
+    """The examples of one split as read, in the encoded arrays' order: {"x", "y"} and meta (id, time, future)."""
+    rows = preprocess.path(rows_file(split))
+    if rows.is_file():  # a CSV: its windows, cut from the rows at the saved starts
+        from components.ingestion.windows import SeriesRows, Windows
+
+        starts = load_arrays(preprocess, split)["starts"]
+        windows = Windows(SeriesRows.read(rows), preprocessor_state(preprocess)["windows"], starts)
+        return [{"x": x, "y": y, **meta} for x, y, meta in windows.examples(limit)]
     lines = preprocess.path(raw_file(split)).read_text().splitlines()
     return [json.loads(line) for line in lines[:limit]]
 
 
 def data_digest(preprocess: Any, split: str = "test") -> str:
     """A content hash of one encoded split: equal digests mean the same examples in the same order."""
-    return split_digest(preprocess.path(split_file(split)))
+    return split_digest(preprocess.path(), split)
 
 
-def split_digest(path: Path) -> str:
-    """The content hash of an encoded split's file (see data_digest)."""
+def split_digest(folder: Path, split: str) -> str:
+    """The content hash of an encoded split's arrays, and of a CSV's rows (see data_digest)."""
     import numpy as np
 
-    with np.load(path) as data:
+    with np.load(Path(folder) / split_file(split)) as data:
         arrays = {k: data[k] for k in data.files}
     digest = hashlib.sha256()
     for key, array in sorted(arrays.items()):
         digest.update(f"{key}{array.dtype}{array.shape}".encode())
         digest.update(np.ascontiguousarray(array).tobytes())
+    rows = Path(folder) / rows_file(split)
+    if rows.is_file():
+        digest.update(rows.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from components import faults
 from components import stage_files as files
 from components.config import ModelConfig, TrainConfig
-from components.stage_files import load_split
+from components.preprocessing import load_split
 
 
 class TrainingDiverged(RuntimeError):

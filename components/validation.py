@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from components import kinds
 from components.config import DataConfig
-from components.ingestion import read_examples, read_spec
+from components.ingestion import Windows, read_spec, read_split
 from components.kinds.tokens import tokens_of
-from components.stage_files import BAD_ROWS, SPLITS, examples_file
+from components.kinds.vector import numeric_columns
+from components.stage_files import BAD_ROWS, SPLITS
 
 __all__ = ["DataValidationError", "run", "side_stats", "tokens_of", "type_error"]
 OOV_WARNING = 0.05  # share of validation/test tokens unseen in train that deserves a warning
@@ -59,11 +61,16 @@ def side_stats(values: list[Any], spec: dict[str, Any], lowercase: bool) -> dict
     present = [v for i, v in enumerate(values) if i not in bad and not (v is None or v == "" or v == [])]
     stats.update(kinds.kind(kind).stats(present, spec, lowercase))
     if "lengths" in stats:
-        lengths = stats["lengths"]
-        stats["length_min"] = min(lengths, default=0)
-        stats["length_max"] = max(lengths, default=0)
-        stats["length_mean"] = sum(lengths) / len(lengths) if lengths else 0.0
+        stats.update(length_stats(Counter(stats.pop("lengths"))))
     return stats
+
+
+def length_stats(counts: Counter) -> dict[str, Any]:
+    """Sequence lengths {length: examples} -> their min / mean / max and the counts themselves."""
+    n = sum(counts.values())
+    return {"length_counts": {str(k): v for k, v in sorted(counts.items())}, "length_min": min(counts, default=0),
+            "length_max": max(counts, default=0),
+            "length_mean": sum(k * v for k, v in counts.items()) / n if n else 0.0}
 
 
 def sides(spec: dict[str, Any]) -> tuple[str, ...]:
@@ -71,8 +78,10 @@ def sides(spec: dict[str, Any]) -> tuple[str, ...]:
     return ("x", "y", "future") if spec.get("future") else ("x", "y")
 
 
-def split_stats(path: Path, spec: dict[str, Any], lowercase: bool) -> dict[str, Any]:
-    examples = read_examples(path, meta=True)
+def split_stats(examples: Windows | list[Any], spec: dict[str, Any], lowercase: bool) -> dict[str, Any]:
+    """Statistics of one split's x, y (and known future values)."""
+    if isinstance(examples, Windows):
+        return window_stats(examples, spec, lowercase)
     xs, ys = [e[0] for e in examples], [e[1] for e in examples]
     out = {
         "count": len(examples),
@@ -82,6 +91,25 @@ def split_stats(path: Path, spec: dict[str, Any], lowercase: bool) -> dict[str, 
     if spec.get("future"):  # numbers, like the other series columns
         out["future"] = side_stats([e[2].get("future") for e in examples], {"kind": "series", **spec["future"]},
                                    lowercase)
+    return out
+
+
+def window_stats(windows: Windows, spec: dict[str, Any], lowercase: bool) -> dict[str, Any]:
+    """Statistics of a CSV's windows, vectorised: each numeric column over the split's rows, each row once
+    (a window's steps are rows; they are typed numbers and complete by construction)."""
+    n = len(windows)
+    out: dict[str, Any] = {"count": n}
+    for side in sides(spec):
+        side_spec = {"kind": "series", **spec["future"]} if side == "future" else spec[side]
+        if side_spec["kind"] != "series":  # a text target: its labels, per window
+            out[side] = side_stats(windows.y(), side_spec, lowercase)
+            continue
+        steps = windows.x(slice(0, 1)).shape[1] if side == "x" else windows.h
+        if side == "y" and windows.spec["topology"] == "many_to_many":
+            steps = windows.w
+        out[side] = {"kind": "series", "count": n, "wrong_type": 0, "missing": 0,
+                     **numeric_columns(windows.steps(side), side_spec.get("columns")),
+                     **length_stats(Counter({steps: n} if n else {}))}
     return out
 
 
@@ -99,7 +127,7 @@ def infer_schema(train: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
         if "features" in st:
             entry["features"] = st["features"]
             entry["ranges"] = [{"name": c["name"], "min": c["min"], "max": c["max"]} for c in st["columns"]]
-        if "lengths" in st:
+        if "length_counts" in st:
             entry["length_min"], entry["length_max"] = st["length_min"], st["length_max"]
         schema[side] = entry
     return schema
@@ -188,7 +216,7 @@ def _side_anomalies(split: str, side: str, s: dict[str, Any], sch: dict[str, Any
         oov = sum(c for t, c in s["vocabulary"].items() if t not in known)
         if n and oov / n > OOV_WARNING:
             add(split, f"{oov / n:.1%} of {side} tokens never occur in train (they become [UNK])", False)
-    if "lengths" in s and sch.get("length_max") is not None and s["length_max"] > sch["length_max"]:
+    if "length_counts" in s and sch.get("length_max") is not None and s["length_max"] > sch["length_max"]:
         add(split, f"{side} has sequences of {s['length_max']} steps, longer than train's {sch['length_max']}",
             False)
 
@@ -197,7 +225,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     """Compute statistics, infer the schema, check every split, write the report."""
     ingest = inputs["ingest"]
     spec = read_spec(ingest)
-    stats = {split: split_stats(ingest.path(examples_file(split)), spec, data.lowercase) for split in SPLITS}
+    stats = {split: split_stats(read_split(ingest, split, spec), spec, data.lowercase) for split in SPLITS}
     schema = infer_schema(stats["train"], spec)
     bad = json.loads(ingest.path(BAD_ROWS).read_text())
     anomalies = find_anomalies(stats, schema, bad, data, spec)
@@ -239,7 +267,7 @@ def _report(stats: dict, schema: dict, anomalies: list, bad: dict, spec: dict) -
         cells = []
         for side in ("x", "y"):
             s = st[side]
-            length = f"{s['length_min']}/{s['length_mean']:.1f}/{s['length_max']}" if "lengths" in s else "-"
+            length = f"{s['length_min']}/{s['length_mean']:.1f}/{s['length_max']}" if "length_counts" in s else "-"
             cells += [s["kind"], length, _describe(s)]
         lines.append(f"| {split} | {st['count']} | " + " | ".join(cells) + " |")
     numeric = [(side, c) for side in sides(spec) for c in stats["train"][side].get("columns", [])]
@@ -278,12 +306,14 @@ def _num(v: float | None) -> str:
 def _plot_lengths(stats: dict, path: Path) -> None:
     from components.plots import figure
 
-    sides = [(split, side) for split in stats for side in ("x", "y") if "lengths" in stats[split][side]]
+    sides = [(split, side) for split in stats for side in ("x", "y") if stats[split][side].get("length_counts")]
     if not sides:
         return
     with figure(path, "Sequence lengths") as ax:
         for split, side in sides:
-            ax.hist(stats[split][side]["lengths"], bins=30, alpha=0.5, label=f"{split} {side}")
+            counts = stats[split][side]["length_counts"]
+            ax.hist([int(k) for k in counts], weights=list(counts.values()), bins=30, alpha=0.5,
+                    label=f"{split} {side}")
         ax.set_xlabel("length (tokens / steps)")
         ax.set_ylabel("examples")
         ax.legend()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from components import artifacts
+from components import stage_files as files
 from components.config import Config, dump_yaml
 from pipeline.store import experiment_id, requirements
 
@@ -163,7 +164,8 @@ class _SavedKeras:
 
 
 def _log_dataset(artifact: Any, dataset: dict[str, Any]) -> None:
-    """An encoded split (`file`: arrays `x`, `y`) as an MLflow dataset input (the UI's Dataset column)."""
+    """An encoded split (`file`: arrays `x`, `y`; a CSV's: its rows) as an MLflow dataset input (the UI's
+    Dataset column)."""
     import mlflow
     import numpy as np
 
@@ -171,12 +173,25 @@ def _log_dataset(artifact: Any, dataset: dict[str, Any]) -> None:
     if not path.is_file():
         return
     with np.load(path) as data:
-        arrays = {k: data[k] for k in data.files}
+        arrays = {k: data[k] for k in data.files if k in ("x", "y")}
+    rows = artifact.path(files.rows_file(dataset["context"]))
     with warnings.catch_warnings():  # MLflow registers its local source twice and says so
         warnings.simplefilter("ignore", UserWarning)
-        logged = mlflow.data.from_numpy(arrays["x"], targets=arrays.get("y"), source=str(artifact.uri),
-                                        name=dataset["name"], digest=dataset["digest"])
-    mlflow.log_input(logged, context=dataset["context"])
+        if "x" not in arrays and rows.is_file():  # a CSV's split: its rows once (windows are cut from them)
+            import pandas as pd
+
+            logged = mlflow.data.from_pandas(pd.read_parquet(rows), source=str(artifact.uri), name=dataset["name"],
+                                             digest=dataset["digest"])
+        else:
+            logged = mlflow.data.from_numpy(arrays["x"], targets=arrays.get("y"), source=str(artifact.uri),
+                                            name=dataset["name"], digest=dataset["digest"])
+    for attempt in range(3):  # two runs logging the same new dataset at once: the loser finds it on retry
+        try:
+            mlflow.log_input(logged, context=dataset["context"])
+            return
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy's IntegrityError, wrapped or not
+            if "UNIQUE constraint" not in str(exc) or attempt == 2:
+                raise
 
 
 def _example_inputs(path: Path) -> Any:

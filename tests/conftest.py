@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import pytest
@@ -75,3 +76,23 @@ def no_leaked_tracking_uri() -> Any:
     yield
     leaked = os.environ.pop("MLFLOW_TRACKING_URI", None)
     assert leaked is None, f"the test left MLFLOW_TRACKING_URI={leaked} in the environment"
+
+
+def _folder(folder: Path) -> Any:
+    return SimpleNamespace(path=lambda *parts: Path(folder).joinpath(*parts))
+
+
+def ingested(folder: Path, split: str) -> list[dict[str, Any]]:
+    """An ingest output's examples of one split as {"x", "y", meta...}, however they are stored."""
+    from components import ingestion
+
+    examples = ingestion.read_split(_folder(folder), split)
+    examples = examples.examples() if isinstance(examples, ingestion.Windows) else examples
+    return [{"x": x, "y": y, **meta} for x, y, meta in examples]
+
+
+def raw_rows(folder: Path, split: str = "test") -> list[dict[str, Any]]:
+    """A preprocess output's examples of one split as read ({"x", "y", meta...}), in the arrays' order."""
+    from components import stage_files
+
+    return stage_files.raw_examples(_folder(folder), split)

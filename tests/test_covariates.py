@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from components.config import ConfigError
+from tests.conftest import raw_rows
 
 
 def stores_csv(path: Path, days: int = 60, future_days: int = 0, horizon: int = 2) -> Path:
@@ -58,7 +59,7 @@ def test_future_columns_ingest_train_export_serve_and_predict(make_config, tmp_p
     config = forecast_config(make_config, path, "ts_future")
     result = runner.run(config, log=lambda _: None)  # through infra validation (a served canary) and push
     pre = result.artifacts["preprocess"]
-    first = json.loads(pre.path("test_raw.jsonl").read_text().splitlines()[0])
+    first = raw_rows(pre.path(), "test")[0]
     assert len(first["future"]) == 2 and all(len(step) == 1 for step in first["future"])
     assert len(first["x"][0]) == 3  # units, price, holiday: the future column's past is an input too
     io_spec = pre.properties["io"]
@@ -142,7 +143,7 @@ def test_id_embedding_trains_exports_and_predicts_with_the_series_id(make_config
     assert pre.properties["io"]["series_id"] == {"vocab_size": 4}  # east, north, south + unseen
     net = load_model(result.artifacts["train"].path("model.keras"))
     assert net.get_layer("id_embedding").input_dim == 4 and {t.name for t in net.inputs} >= {"series_id"}
-    raw = [json.loads(line) for line in pre.path("test_raw.jsonl").read_text().splitlines()]
+    raw = raw_rows(pre.path(), "test")
     export_dir = result.artifacts["export"].path("saved_model")
     fn = tf.saved_model.load(str(export_dir)).signatures["serving_default"]
     x = tf.constant([raw[0]["x"]], dtype=tf.float32)

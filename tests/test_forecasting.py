@@ -17,6 +17,7 @@ from components import preprocessing
 from components.config import ConfigError, EvaluateConfig, ModelConfig
 from components.ingestion.timeseries import later_times
 from components.preprocessing import Codec
+from tests.conftest import raw_rows
 from tests.forecasting_support import X_SPEC, Y_SPEC, trend_windows, trending_long_csv
 from tests.test_preprocessing import preprocess
 
@@ -225,7 +226,7 @@ def test_window_scaled_pipeline_exports_raw_in_raw_out_like_its_evaluation(make_
     evaluation = result.artifacts["evaluate"]
     assert evaluation.properties["metrics"]["test_examples"] == 9.0  # 3 origins x 3 stores
     assert {"backtest.csv", "per_series.csv", "test_predictions.csv"} <= {p.name for p in evaluation.uri.iterdir()}
-    first = json.loads(result.artifacts["preprocess"].path("test_raw.jsonl").read_text().splitlines()[0])
+    first = raw_rows(result.artifacts["preprocess"].path(), "test")[0]
     with evaluation.path("test_predictions.csv").open() as handle:
         rows = [r for r in csv.DictReader(handle) if r["window"] == "0"]
     fn = tf.saved_model.load(str(result.artifacts["export"].path("saved_model"))).signatures["serving_default"]

@@ -11,6 +11,7 @@ import pytest
 
 from components import evaluation as ev
 from components.config import ConfigError, ModelConfig
+from tests.conftest import raw_rows
 from tests.forecasting_support import X_SPEC, Y_SPEC, trend_windows, trending_long_csv
 from tests.test_preprocessing import preprocess
 
@@ -69,7 +70,7 @@ def test_quantile_forecaster_trains_evaluates_and_exports_every_level(make_confi
     assert all(float(r["units_q0.1"]) <= float(r["units_q0.5"]) <= float(r["units_q0.9"]) for r in rows)
     assert all(r["units_q0.5"] == r["units_forecast"] for r in rows)
     fn = tf.saved_model.load(str(result.artifacts["export"].path("saved_model"))).signatures["serving_default"]
-    first = json.loads(result.artifacts["preprocess"].path("test_raw.jsonl").read_text().splitlines()[0])
+    first = raw_rows(result.artifacts["preprocess"].path(), "test")[0]
     out = {k: v.numpy() for k, v in fn(inputs=tf.constant([first["x"]], dtype=tf.float32)).items()}
     assert out["quantiles"].shape == (1, 2, 1, 3) and out["units"].shape == (1, 2)
     np.testing.assert_allclose(out["units"][0], out["quantiles"][0, :, 0, 1], rtol=1e-6)  # the median
@@ -97,8 +98,7 @@ def test_predict_runs_every_topology_over_a_file(make_config, tmp_path: Path, ba
     config = make_config(base, **tiny(data__max_examples=40, tracking__enabled="false",
                                       export__infra_validate="false", data__window=20, data__stride=20))
     result = runner.run(config, log=lambda _: None)
-    inputs = [json.loads(line)["x"] for line in
-              result.artifacts["preprocess"].path("test_raw.jsonl").read_text().splitlines()[:5]]
+    inputs = [row["x"] for row in raw_rows(result.artifacts["preprocess"].path(), "test")[:5]]
     source = tmp_path / "inputs.jsonl"
     source.write_text("".join(json.dumps({"x": x}) + "\n" for x in inputs) + "{not json\n")
     yaml_path = tmp_path / "config.yaml"

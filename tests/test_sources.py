@@ -12,6 +12,7 @@ from components import ingestion, validation
 from components.artifacts import Artifact
 from components.config import ConfigError, DataConfig
 from components.ingestion.sources import DataSourceError
+from tests.conftest import ingested
 from tests.test_validation import Ctx
 
 
@@ -22,7 +23,7 @@ def ingest(tmp_path: Path, topology: str, **data: Any) -> tuple[dict, dict[str, 
     out = tmp_path / "ingest"
     out.mkdir(exist_ok=True)
     props = ingestion.run({}, out, Ctx(), data=cfg, topology=topology)
-    splits = {s: ingestion.read_examples(out / f"{s}.jsonl") for s in ("train", "validation", "test")}
+    splits = {s: [(e["x"], e["y"]) for e in ingested(out, s)] for s in ("train", "validation", "test")}
     return props, splits, Artifact("ingest", out, "fp", props), cfg
 
 

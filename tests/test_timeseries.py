@@ -20,6 +20,7 @@ from components import ingestion, preprocessing, validation
 from components.config import ConfigError, DataConfig
 from components.ingestion.sources import DataSourceError
 from components.training import read_epoch_log
+from tests.conftest import ingested, raw_rows
 from tests.test_sources import bad_rows, ingest, write
 from tests.test_validation import Ctx
 
@@ -136,7 +137,7 @@ def test_time_formats_and_frequencies(tmp_path: Path, stamps: list[str], fmt: st
                                    target_columns=["y"], window=4, horizon=1, **SPLIT0)
     assert bad_rows(art) == {} and props["frequency"] == frequency
     assert props["metrics"]["data_missing_timestamps"] == 0 and props["counts"]["train"] == len(stamps) - 4
-    first = json.loads((tmp_path / "ingest" / "train.jsonl").read_text().splitlines()[0])
+    first = ingested(tmp_path / "ingest", "train")[0]
     assert first["time"] == first_time  # the time of the window's last input step
 
 
@@ -159,7 +160,7 @@ def test_filled_timestamps_get_their_grid_time(tmp_path: Path) -> None:
     props, splits, _, _ = ingest(tmp_path, "seq2seq", source="csv", path=path, time_column="m", target_columns=["y"],
                                  window=1, horizon=1, fill_missing="interpolate", max_fill=1, **SPLIT0)
     assert props["frequency"] == "monthly" and props["metrics"]["data_filled_timestamps"] == 1
-    rows = [json.loads(line) for line in (tmp_path / "ingest" / "train.jsonl").read_text().splitlines()]
+    rows = ingested(tmp_path / "ingest", "train")
     assert [(r["time"], r["x"][0][0]) for r in rows] == [("2020-01-31", 1.0), ("2020-02-29", 2.0),
                                                          ("2020-03-31", 3.0), ("2020-04-30", 4.0)]
 
@@ -189,7 +190,7 @@ def test_many_series_windows_stay_in_one_series_split_by_time_each(tmp_path: Pat
         for x, y in examples:
             prices = [s[0] for s in x] + [s[0] for s in y]
             assert prices == [prices[0] + i for i in range(len(prices))]  # one series, consecutive days
-    rows = {s: [json.loads(line) for line in (tmp_path / "ingest" / f"{s}.jsonl").read_text().splitlines()]
+    rows = {s: ingested(tmp_path / "ingest", s)
             for s in ("train", "validation", "test")}
     for symbol, base, n in (("AAA", 100, 40), ("BBB", 200, 30), ("CCC", 300, 50)):
         mine = {s: [r for r in rs if r["id"] == symbol] for s, rs in rows.items()}
@@ -212,7 +213,7 @@ def test_many_series_raw_rows_carry_the_id_and_io_the_frequency(tmp_path: Path) 
     props = preprocessing.run({"ingest": art, "validate": validate}, out, Ctx(), data=cfg)
     assert props["io"]["frequency"] == "daily"
     assert json.loads((out / "io.json").read_text())["frequency"] == "daily"
-    raw = [json.loads(line) for line in (out / "test_raw.jsonl").read_text().splitlines()]
+    raw = raw_rows(out, "test")
     assert {r["id"] for r in raw} == {"AAA", "BBB"} and all(len(r["x"][0]) == 1 for r in raw)
     assert all(isinstance(r["time"], str) for r in raw)
 
@@ -255,7 +256,7 @@ def test_class_target_per_series_with_utc_offsets(tmp_path: Path) -> None:
     assert bad_rows(art) == {} and props["frequency"] == "hourly"
     assert props["spec"]["x"]["columns"] == ["temp"] and props["metrics"]["data_filled_values"] == 2
     assert splits["train"][0][1] == ["night"] * 4 and len(splits["train"]) == 2 * (24 - 4 + 1)
-    first = json.loads((tmp_path / "ingest" / "train.jsonl").read_text().splitlines()[0])
+    first = ingested(tmp_path / "ingest", "train")[0]
     assert first["id"] == "n" and first["time"] == "2021-06-01T01:00:00"  # 03:00+02:00 in UTC
 
 
@@ -333,8 +334,7 @@ def test_val_fraction_zero_trains_without_validation(make_config, tmp_path: Path
     assert "final_loss" in result.artifacts["train"].properties["metrics"]
     assert not any(k.startswith("final_val_") for k in result.artifacts["train"].properties["metrics"])
     assert result.artifacts["evaluate"].properties["metrics"]
-    raw_rows = result.artifacts["preprocess"].path("test_raw.jsonl").read_text().splitlines()
-    assert {json.loads(line)["id"] for line in raw_rows} == {"AAA", "BBB", "CCC"}
+    assert {row["id"] for row in raw_rows(result.artifacts["preprocess"].path(), "test")} == {"AAA", "BBB", "CCC"}
 
 
 # --------------------------------------------------------------------------------------------

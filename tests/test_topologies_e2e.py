@@ -27,8 +27,9 @@ def other_cell(name: str, default: str) -> str:
 
 
 def raw_inputs(preprocess_dir: Path, n: int = 2) -> list:
-    lines = (preprocess_dir / "test_raw.jsonl").read_text().splitlines()[:n]
-    return [json.loads(line)["x"] for line in lines]
+    from tests.conftest import raw_rows
+
+    return [row["x"] for row in raw_rows(preprocess_dir, "test")[:n]]
 
 
 @pytest.mark.slow

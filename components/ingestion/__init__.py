@@ -1,7 +1,8 @@
 """Ingestion stage: a data source -> train/validation/test examples + their spec.
 
-inputs -> outputs: (none) -> `<split>.jsonl` (one {"x": ..., "y": ...} per line; csv series
-windows add their series' "id" and the "time" of their last input step), `spec.json` (the kind
+inputs -> outputs: (none) -> `<split>.jsonl` (one {"x": ..., "y": ...} per line) or, for a csv
+source, `<split>.parquet` (its rows once; windows are cut where they are read: `windows.py`,
+recipe in spec.json "windows"), `spec.json` (the kind
 of x and y, see below; csv: its columns and `series`, what was missing / filled) and
 `bad_rows.json` (malformed rows with file:line). The properties carry `frequency` (hourly,
 daily, ... for a time series, else None) and the csv fill counts as `metrics`.
@@ -21,7 +22,8 @@ sources `csv`, `pairs`, `labelled`, `text`, `tfds` (see `sources.py`). Each sour
 topologies it feeds; `check` rejects any other pairing before any work is done.
 
 Layout: `catalogue.py` (the `SOURCES` table, `Task` / `Loaded` / `Source`, the pre-run checks),
-`examples.py` (records -> examples, the example files), `stage.py` (`run`, the stage itself),
+`examples.py` (records -> examples, the example files),
+`windows.py` (a CSV's rows and lazy windows), `stage.py` (`run`, the stage itself),
 `sources.py` / `csv_source.py` / `readers.py` (user files), `bundled.py`, `timeseries.py`.
 This package only re-exports their public names.
 """
@@ -51,7 +53,6 @@ from .examples import (
     WEATHER_MEASURES,
     Example,
     Make,
-    csv_windows,
     groups,
     hourly_forecast,
     language_model,
@@ -63,12 +64,14 @@ from .examples import (
     write_examples,
 )
 from .sources import DataSourceError
-from .stage import SERIES_METRICS, read_spec, resolve_kinds, run, series_line
+from .stage import SERIES_METRICS, read_spec, read_split, resolve_kinds, run, series_line
+from .windows import SeriesRows, Windows
 
 __all__ = [
     "CHAR_TOKENS", "CONFIG_TOKENS", "DAY", "LABEL", "LABELS", "LM_TARGET", "SERIES", "SERIES_METRICS", "SOURCES",
     "WEATHER_COLUMNS", "WEATHER_MEASURES", "XY", "DataSourceError", "Example", "Loaded", "Make", "Source", "Task",
-    "check", "check_model", "csv_kinds", "csv_windows", "declared_kinds", "groups", "hourly_forecast",
-    "language_model", "read_examples", "read_spec", "resolve_kinds", "run", "series_line", "weather_day",
+    "check", "check_model", "csv_kinds", "declared_kinds", "groups", "hourly_forecast",
+    "language_model", "read_examples", "read_split", "read_spec", "SeriesRows", "Windows", "resolve_kinds",
+    "run", "series_line", "weather_day",
     "weather_next_day", "weather_tagging", "window_starts", "write_examples",
 ]

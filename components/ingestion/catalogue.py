@@ -23,7 +23,6 @@ from .examples import (
     _digit_rows,
     _digit_series,
     _pairs,
-    csv_windows,
     hourly_forecast,
     language_model,
     weather_next_day,
@@ -42,7 +41,7 @@ class Task:
 
     x: dict[str, Any]
     y: dict[str, Any]
-    make: Make
+    make: Make | None  # None: the rows are stored once and windows cut where they are read (windows.py)
     kinds: Callable[[Loaded, DataConfig], tuple[dict[str, Any], dict[str, Any]]] | None = None
 
 
@@ -50,7 +49,7 @@ class Task:
 class Loaded:
     """A source's records per split, the rows it had to skip and what it learnt about the data."""
 
-    splits: dict[str, list[dict[str, Any]]]
+    splits: dict[str, Any]  # {split: [record, ...]}, or a CSV's `SeriesRows`
     bad_rows: list[dict[str, Any]] = field(default_factory=list)
     total_rows: int = 0
     info: dict[str, Any] = field(default_factory=dict)
@@ -172,7 +171,7 @@ SOURCES: dict[str, Source] = {
     ),
     "csv": Source(
         load=_load_user("csv"),
-        tasks={t: Task(SERIES, SERIES, csv_windows(t), csv_kinds(t))
+        tasks={t: Task(SERIES, SERIES, None, csv_kinds(t))
                for t in ("many_to_one", "many_to_many", "seq2seq")},
         bundled=False,
         needs=("path", "target_columns"),

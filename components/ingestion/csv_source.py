@@ -2,7 +2,7 @@
 
 Here live `load_csv` (columns, time parsing and sorting, frequency, series ids, missing values
 and their fills, gaps, the split by time of each series) and its helpers (column types and
-checks, numeric conversion, duplicate times, the records of one series, time labels). The
+checks, numeric conversion, duplicate times, the rows of one series, their time stamps). The
 time grid and the fills themselves are in `timeseries.py`; the shared line reader and
 `DataSourceError` in `readers.py`.
 """
@@ -23,6 +23,7 @@ from components.stage_files import SPLITS
 from . import timeseries
 from .bundled import time_split
 from .readers import DataSourceError, Rows
+from .windows import SeriesRows
 
 
 @dataclass
@@ -34,11 +35,11 @@ class Column:
     missing: int = 0
 
 
-def load_csv(data: DataConfig) -> tuple[dict[str, list[dict[str, Any]]], Rows, dict[str, Any]]:
+def load_csv(data: DataConfig) -> tuple[dict[str, SeriesRows], Rows, dict[str, Any]]:
     """A time-series CSV -> rows per split (each series split by time) + the columns used.
 
-    Each record is {"values": {column: value}, "segment": n, "id": series, "time": label}
-    ("id" with `data.id_column`, "time" with `data.time_column`). Rows are sorted by time within
+    Each split is a `SeriesRows` (windows.py): the used columns, each row's segment, and its series
+    id / time stamp (with `data.id_column` / `data.time_column`). Rows are sorted by time within
     each series and placed on the grid of the inferred frequency (`timeseries.py`); a missing
     step or value that `data.fill_missing` does not fill starts a new segment, and windows
     never cross a segment, so no window hides a gap or spans two series.
@@ -115,11 +116,14 @@ def load_csv(data: DataConfig) -> tuple[dict[str, list[dict[str, Any]]], Rows, d
             f"several series in one file? Set data.id_column to the column that names each series.")
     grid = timeseries.infer_grid([t[o] for _, o in series], times)
     counts = timeseries.Counts(series=len(series), rows={s: 0 for s in SPLITS})
-    splits: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    parts: dict[str, list[SeriesRows]] = {s: [] for s in SPLITS}
     segment = 0
     for key, order in series:
-        segment = _series_records(key if data.id_column else None, order, t, times, grid, columns, values,
-                                  data, counts, splits, segment)
+        segment = _series_rows(key if data.id_column else None, order, t, times, grid, columns, values,
+                               data, counts, parts, segment)
+    dtypes = {name: "float64" if column.numeric else object for name, column in columns.items()}
+    splits = {s: SeriesRows.concat(parts[s], dtypes, bool(data.id_column), None if times is None else t.dtype)
+              for s in SPLITS}
     if counts.irregular_series:
         counts.missing_timestamps = None
     info = {"targets": targets, "features": features,
@@ -127,6 +131,8 @@ def load_csv(data: DataConfig) -> tuple[dict[str, list[dict[str, Any]]], Rows, d
             "columns": {c.name: {"type": "numeric" if c.numeric else "string", "missing": c.missing}
                         for c in columns.values()},
             "frequency": grid.frequency if data.time_column else None,
+            "time_kind": None if times is None else "number" if not times.datetime else
+                         "date" if times.date_only else "datetime",
             "series": {**counts.as_dict(), "fill_missing": data.fill_missing, "max_fill": data.max_fill,
                        "frequency": grid.frequency if data.time_column else None,
                        "id_column": data.id_column, "time_column": data.time_column}}
@@ -224,12 +230,12 @@ def _drop_duplicate_times(order: np.ndarray, t: np.ndarray, numbers: np.ndarray,
     return order[~same]
 
 
-def _series_records(key: str | None, order: np.ndarray, t: np.ndarray, times: Any, grid: Any,
-                    columns: dict[str, Column], values: dict[str, np.ndarray], data: DataConfig,
-                    counts: Any, splits: dict[str, list[dict[str, Any]]], segment: int) -> int:
+def _series_rows(key: str | None, order: np.ndarray, t: np.ndarray, times: Any, grid: Any,
+                 columns: dict[str, Column], values: dict[str, np.ndarray], data: DataConfig,
+                 counts: Any, parts: dict[str, list[SeriesRows]], segment: int) -> int:
     """Place one series on its grid, fill, cut it into gap-free segments, split it by time.
 
-    Appends the records to `splits`, adds to `counts`; returns the next free segment number.
+    Appends each split's rows to `parts`, adds to `counts`; returns the next free segment number.
     """
     tt = t[order]
     pos = grid.positions(tt)
@@ -263,34 +269,25 @@ def _series_records(key: str | None, order: np.ndarray, t: np.ndarray, times: An
     breaks = np.concatenate([[0], (np.diff(keep) > 1).astype("int64")])
     seg = segment + np.cumsum(breaks)
     counts.gaps += int(breaks.sum())
-    labels = _time_labels(tt, pos, keep, present, times, grid) if times is not None else None
-    as_lists = {name: grid_values[name].tolist() for name in columns}
-    parts = time_split(n, data.val_fraction, data.test_fraction)
-    for split, r in parts.items():
+    stamps = _time_stamps(tt, pos, keep, present, grid) if times is not None else None
+    parts_of = time_split(n, data.val_fraction, data.test_fraction)
+    for split, r in parts_of.items():
         lo, hi = np.searchsorted(keep, [r.start, r.stop])
         counts.rows[split] += int(hi - lo)
-        for j in range(lo, hi):
-            slot = int(keep[j])
-            record: dict[str, Any] = {"values": {name: as_lists[name][slot] for name in columns},
-                                      "segment": int(seg[j])}
-            if key is not None:
-                record["id"] = key
-            if labels is not None:
-                record["time"] = labels[j]
-            splits[split].append(record)
+        if hi > lo:
+            slots = keep[lo:hi]
+            parts[split].append(SeriesRows({name: grid_values[name][slots] for name in columns},
+                                           seg[lo:hi].astype("int64"),
+                                           None if key is None else np.full(hi - lo, key, dtype=object),
+                                           None if stamps is None else stamps[lo:hi]))
     return int(seg[-1]) + 1
 
 
-def _time_labels(tt: np.ndarray, pos: np.ndarray, keep: np.ndarray, present: np.ndarray, times: Any,
-                 grid: Any) -> list[Any]:
-    """The time of each kept grid step (filled steps get their grid time), as a date / datetime string or number."""
+def _time_stamps(tt: np.ndarray, pos: np.ndarray, keep: np.ndarray, present: np.ndarray, grid: Any) -> np.ndarray:
+    """The time of each kept grid step (filled steps get their grid time): int64 ns or float numbers."""
     stamps = np.zeros(len(present), dtype=tt.dtype)
     stamps[pos] = tt
     made = keep[~present[keep]]
     if len(made):
         stamps[made] = grid.time_at(tt[0], made)
-    stamps = stamps[keep]
-    if times.datetime:
-        unit = "D" if times.date_only else "s"
-        return np.datetime_as_string(stamps.astype("datetime64[ns]"), unit=unit).tolist()
-    return [int(v) if float(v).is_integer() else float(v) for v in stamps.tolist()]
+    return stamps[keep]

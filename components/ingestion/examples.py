@@ -1,9 +1,8 @@
 """Records -> examples: how each source's records become (x, y[, meta]) examples, and the example files.
 
 Here live the `Example` / `Make` types, the shapers of the bundled datasets (names, digits,
-seattle_weather days, seattle_temps hours, text windows for a language model), the CSV
-windower (`csv_windows`: windows inside one gap-free segment of one series, with its id, time
-and known future values) and the reader / writer of a split's `<split>.jsonl`. Which shaper
+seattle_weather days, seattle_temps hours, text windows for a language model) and the reader /
+writer of a split's `<split>.jsonl` (a CSV's windows: `windows.py`). Which shaper
 feeds which topology is decided in `catalogue.py`.
 """
 
@@ -111,44 +110,6 @@ def _digit_rows(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]
 def _digit_series(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]:
     return [([r["pixels"][i:i + 8] for i in range(0, 64, 8)], r["label"]) for r in records]
 
-
-# csv: windows over the rows of each gap-free segment
-
-
-def csv_windows(topology: str) -> Make:
-    """Windows of CSV rows for one topology (see `csv_kinds` for what x and y hold).
-
-    A window stays inside one gap-free segment of one series; it carries that series' `id`
-    (with `data.id_column`) and the `time` of its last input step (with `data.time_column`).
-    """
-
-    def make(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]:
-        out: list[Example] = []
-        w, h = cfg.window, cfg.horizon
-        for seg in groups(records, "segment"):
-            names = list(seg[0]["values"])
-            targets = [n for n in names if n in cfg.target_columns]
-            features = [n for n in names if n not in targets]
-            text = isinstance(seg[0]["values"][targets[0]], str)
-            x_cols = features if text else targets + features
-            xs = [[r["values"][c] for c in x_cols] for r in seg]
-            ys = [r["values"][targets[0]] if text else [r["values"][c] for c in targets] for r in seg]
-            ahead = 0 if topology == "many_to_many" and text else h
-            future = [[r["values"][c] for c in cfg.future_columns] for r in seg] if cfg.future_columns else None
-            for s in window_starts(len(seg), w, ahead, cfg.stride):
-                if topology == "many_to_one":
-                    y = ys[s + w + h - 1] if text else ys[s + w:s + w + h]
-                elif topology == "many_to_many":
-                    y = ys[s:s + w] if text else ys[s + h:s + w + h]
-                else:
-                    y = ys[s + w:s + w + h]
-                meta = {k: seg[s + w - 1][k] for k in ("id", "time") if k in seg[0]}
-                if future is not None:  # the known future values at the horizon steps (the decoder's)
-                    meta["future"] = future[s + w:s + w + h]
-                out.append((xs[s:s + w], y, meta) if meta else (xs[s:s + w], y))
-        return out
-
-    return make
 
 def write_examples(path: Path, examples: Iterable[Example]) -> None:
     with path.open("w", encoding="utf-8") as handle:

@@ -17,10 +17,11 @@ from components import stage_files as files
 from components.config import DataConfig
 from components.kinds.tokens import tokens_of
 
-from . import sources
+from . import sources, windows
 from .catalogue import SOURCES, Loaded, Task
-from .examples import Example, write_examples
+from .examples import Example, read_examples, write_examples
 from .sources import DataSourceError
+from .windows import Windows
 
 
 def resolve_kinds(task: Task, loaded: Loaded, data: DataConfig, topology: str) -> tuple[dict, dict]:
@@ -46,13 +47,18 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig, topology: st
     loaded = source.load(data)
     x_kind, y_kind = resolve_kinds(task, loaded, data, topology)
     counts = {}
-    for split in files.SPLITS:
+    spec = {"x": x_kind, "y": y_kind, "topology": topology, "source": data.source}
+    if task.make is None:  # a CSV: each split's rows once; windows are cut where they are read
+        spec["windows"] = windows.recipe(data, topology, loaded.info)
+        for split in files.SPLITS:
+            loaded.splits[split].write(workdir / files.rows_file(split))
+            counts[split] = len(Windows(loaded.splits[split], spec["windows"]))
+    for split in files.SPLITS if task.make else ():
         examples = _drop_empty(task.make(loaded.splits.get(split, []), data), split, loaded, x_kind)
         if data.max_examples is not None and len(examples) > data.max_examples:
             examples = _sample(examples, data.max_examples, data.split_seed)
         write_examples(workdir / files.examples_file(split), examples)
         counts[split] = len(examples)
-    spec = {"x": x_kind, "y": y_kind, "topology": topology, "source": data.source}
     if data.future_columns:  # each window's "future": those columns at the horizon steps
         spec["future"] = {"columns": list(data.future_columns)}
     if "columns" in loaded.info:  # a user CSV: each column's type and missing count
@@ -115,5 +121,15 @@ def _sample(examples: list[Example], n: int, seed: int) -> list[Example]:
     keep = sorted(random.Random(seed).sample(range(len(examples)), n))
     return [examples[i] for i in keep]
 
+
 def read_spec(artifact: Any) -> dict[str, Any]:
     return files.spec(artifact)
+
+
+def read_split(ingest: Any, split: str, spec: dict[str, Any] | None = None) -> Windows | list[Example]:
+    """One split of the ingest output: a CSV's `Windows` (cut lazily from its rows), else its
+    (x, y, meta) examples."""
+    spec = spec or read_spec(ingest)
+    if spec.get("windows"):
+        return Windows.read(ingest.path(files.rows_file(split)), spec["windows"])
+    return read_examples(ingest.path(files.examples_file(split)), meta=True)

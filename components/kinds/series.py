@@ -11,12 +11,19 @@ values, the series id, declared by `extra_signature`). Input checks of served wi
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from components.kinds.base import input_checks
-from components.kinds.vector import Vector, is_number, numeric
+from components.kinds.vector import Vector, fit_flat, is_number, numeric
+
+
+class Steps(NamedTuple):
+    """The steps of a side's windows, each row once [rows, features], and the window length (a CSV's windows)."""
+
+    rows: np.ndarray
+    length: int
 
 
 def reference(y_state: dict[str, Any], x: Any) -> Any:
@@ -71,7 +78,12 @@ class Series(Vector):
         return {"lengths": [len(v) for v in present],
                 **numeric([step for seq in present for step in seq], spec.get("columns"))}
 
-    def fit(self, values: list[Any], state: dict[str, Any], data: Any, generated: bool) -> None:
+    def fit(self, values: Any, state: dict[str, Any], data: Any, generated: bool) -> None:
+        """From windows [n, steps, features], or from `Steps` (a CSV's rows once and the window length)."""
+        if isinstance(values, Steps):
+            fit_flat(np.asarray(values.rows, dtype="float64"), state)
+            state["length"] = values.length
+            return
         super().fit(values, state, data, generated)
         state["length"] = int(np.asarray(values, dtype="float64").shape[1])
 
@@ -93,7 +105,7 @@ class Series(Vector):
     def encode_targets(self, codec: Any, ys: list[Any], xs: list[Any] | None) -> np.ndarray:
         """Targets with a reference are encoded as their difference from the reference forecast of `xs`."""
         s = codec.y
-        if not ys:
+        if not len(ys):
             return np.zeros((0, *codec.shape("y")), dtype="float32")
         values = np.asarray(ys, dtype="float32")
         if s.get("window_scale"):

@@ -40,11 +40,38 @@ def numeric(rows: list[list[float]], names: list[str] | None = None) -> dict[str
     return out
 
 
-def histogram(values: list[float], bins: int = 20) -> dict[str, list[float]]:
-    if not values:
+def numeric_columns(rows: np.ndarray, names: list[str] | None = None) -> dict[str, Any]:
+    """`numeric` of a float array [rows, columns], vectorised (no ragged rows; NaN is missing)."""
+    rows = np.asarray(rows, dtype="float64")
+    rows = rows.reshape(len(rows), rows.shape[-1] if rows.ndim > 1 else 1)
+    out: dict[str, Any] = {"features": int(rows.shape[1]), "ragged": 0, "columns": []}
+    for j in range(rows.shape[1]):
+        col = rows[:, j]
+        finite = col[np.isfinite(col)]
+        some = bool(len(finite))
+        out["columns"].append({
+            "name": names[j] if names and j < len(names) else f"f{j}",
+            "min": float(finite.min()) if some else None, "max": float(finite.max()) if some else None,
+            "mean": float(finite.mean()) if some else None, "missing": int(len(col) - len(finite)),
+            "histogram": histogram(finite),
+        })
+    return out
+
+
+def histogram(values: Any, bins: int = 20) -> dict[str, list[float]]:
+    if not len(values):
         return {"edges": [], "counts": []}
     counts, edges = np.histogram(values, bins=bins)
     return {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist()}
+
+
+def fit_flat(flat: np.ndarray, state: dict[str, Any]) -> None:
+    """Per-feature train `mean` and `variance` of numeric rows [n, features] (NaN ignored), and `features`."""
+    state["mean"] = np.nanmean(flat, axis=0).tolist()
+    variance = np.nanvar(flat, axis=0)
+    # a feature constant in train (e.g. an always-blank pixel) is centred, not blown up
+    state["variance"] = np.where(variance < 1e-8, 1.0, variance).tolist()
+    state["features"] = int(flat.shape[-1])
 
 
 class Vector(Kind):
@@ -60,12 +87,7 @@ class Vector(Kind):
 
     def fit(self, values: list[Any], state: dict[str, Any], data: Any, generated: bool) -> None:
         arr = np.asarray(values, dtype="float64")
-        flat = arr.reshape(-1, arr.shape[-1])
-        state["mean"] = np.nanmean(flat, axis=0).tolist()
-        variance = np.nanvar(flat, axis=0)
-        # a feature constant in train (e.g. an always-blank pixel) is centred, not blown up
-        state["variance"] = np.where(variance < 1e-8, 1.0, variance).tolist()
-        state["features"] = int(arr.shape[-1])
+        fit_flat(arr.reshape(-1, arr.shape[-1]), state)
 
     def io_entry(self, state: dict[str, Any], side: str) -> dict[str, Any]:
         return {"features": state["features"], **super().io_entry(state, side)}

@@ -1,0 +1,195 @@
+"""A CSV's rows stored once, and its windows cut lazily from them (no copy per overlapping window).
+
+Ingest writes each split of a `csv` source as `<split>.parquet`: one row per kept time step,
+in time order within each series: the used columns (`c:<name>`, numbers or text), `segment`
+(a gap-free run of one series; no window crosses one), and the series `id` and `time` where the
+config names those columns. Parquet (pyarrow, already an MLflow dependency): columnar, typed,
+compressed, and read back as NumPy arrays without parsing; JSON Lines of windows was 17x the
+CSV and ~45% of the data stages' time (`bench/data_stages.py`).
+
+`Windows` holds the rows and the window recipe (`spec.json` "windows": window, horizon, stride,
+topology, which columns are x, y and known future values) and cuts x / y / meta for any set of
+windows with vectorised indexing: storage and memory grow with rows, not rows x window. The
+validation statistics and the preprocessing fit read each row once (`steps`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PREFIX = "c:"  # value columns; `segment`, `id`, `time` cannot collide with a CSV header
+
+
+@dataclass
+class SeriesRows:
+    """The kept rows of one split: value columns, segment numbers, series ids and time stamps."""
+
+    values: dict[str, np.ndarray]  # float64 (numbers) or object (text)
+    segment: np.ndarray  # int64
+    id: np.ndarray | None = None  # object (str)
+    time: np.ndarray | None = None  # int64 ns (datetimes) or float64 (numbers)
+
+    def __len__(self) -> int:
+        return len(self.segment)
+
+    @classmethod
+    def concat(cls, parts: list[SeriesRows], dtypes: dict[str, Any], ids: bool, times: Any) -> SeriesRows:
+        """One split from its series' rows; `dtypes` of the columns, whether there are `ids`, the `times`
+        dtype (or None), so an empty split keeps the columns' types."""
+        def cat(arrays: list[np.ndarray], dtype: Any) -> np.ndarray:
+            return np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
+
+        return cls({n: cat([p.values[n] for p in parts], d) for n, d in dtypes.items()},
+                   cat([p.segment for p in parts], "int64"),
+                   cat([p.id for p in parts], object) if ids else None,
+                   cat([p.time for p in parts], times) if times is not None else None)
+
+    def write(self, path: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = {PREFIX + name: _arrow(v) for name, v in self.values.items()}
+        table["segment"] = pa.array(self.segment, pa.int64())
+        if self.id is not None:
+            table["id"] = pa.array(self.id, pa.string())
+        if self.time is not None:
+            table["time"] = pa.array(self.time)
+        pq.write_table(pa.table(table), path)
+
+    @classmethod
+    def read(cls, path: Path) -> SeriesRows:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        names = table.column_names
+        col = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
+        return cls({n[len(PREFIX):]: col[n] for n in names if n.startswith(PREFIX)}, col["segment"].astype("int64"),
+                   col.get("id"), col.get("time"))
+
+
+def _arrow(values: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    return pa.array(values, pa.string() if values.dtype == object else pa.float64())
+
+
+def window_starts(segment: np.ndarray, window: int, ahead: int, stride: int) -> np.ndarray:
+    """The first row of every window of `window` steps (plus `ahead` more) inside one segment, in row order."""
+    n = len(segment)
+    if not n:
+        return np.zeros(0, dtype="int64")
+    begins = np.concatenate([[0], np.flatnonzero(np.diff(segment)) + 1])
+    room = np.concatenate([begins[1:], [n]]) - begins - window - ahead + 1
+    counts = np.where(room > 0, (room + stride - 1) // stride, 0)
+    first = np.repeat(begins, counts)
+    offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    return (first + stride * offset).astype("int64")
+
+
+def recipe(data: Any, topology: str, info: dict[str, Any]) -> dict[str, Any]:
+    """How windows are cut from a CSV's rows (spec.json "windows"): x / y / future columns and steps."""
+    text = info["target_type"] == "string"
+    targets, features = list(info["targets"]), list(info["features"])
+    return {"window": data.window, "horizon": data.horizon, "stride": data.stride, "topology": topology,
+            "text": text, "x": features if text else targets + features, "y": targets,
+            "future": list(data.future_columns), "max_examples": data.max_examples, "seed": data.split_seed,
+            "time": info.get("time_kind")}
+
+
+class Windows:
+    """The windows of one split, cut on demand from its rows (see the module doc)."""
+
+    def __init__(self, rows: SeriesRows, spec: dict[str, Any], starts: np.ndarray | None = None):
+        self.rows, self.spec = rows, spec
+        w, h = spec["window"], spec["horizon"]
+        self.w, self.h = w, h
+        text, topology = spec["text"], spec["topology"]
+        self.ahead = 0 if topology == "many_to_many" and text else h
+        if starts is None:
+            starts = window_starts(rows.segment, w, self.ahead, spec["stride"])
+            cap = spec.get("max_examples")
+            if cap is not None and len(starts) > cap:  # a seeded sample that keeps the time order
+                starts = starts[sorted(random.Random(spec["seed"]).sample(range(len(starts)), cap))]
+        self.starts = starts
+        self._x = np.stack([rows.values[c] for c in spec["x"]], axis=1) if spec["x"] else np.zeros((len(rows), 0))
+        if text:
+            self._labels = rows.values[spec["y"][0]]
+        else:
+            self._y = np.stack([rows.values[c] for c in spec["y"]], axis=1)
+        self._future = np.stack([rows.values[c] for c in spec["future"]], axis=1) if spec["future"] else None
+
+    @classmethod
+    def read(cls, path: Path, spec: dict[str, Any]) -> Windows:
+        return cls(SeriesRows.read(path), spec)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def subset(self, keep: np.ndarray) -> Windows:
+        """These windows but only those at positions (or where the mask) `keep`."""
+        return Windows(self.rows, self.spec, self.starts[keep])
+
+    def _offsets(self, idx: Any, first: int, steps: int) -> np.ndarray:
+        return self.starts[idx][:, None] + first + np.arange(steps)
+
+    def x(self, idx: Any = slice(None), dtype: str = "float64") -> np.ndarray:
+        """Raw input windows [n, window, features]."""
+        return self._x[self._offsets(idx, 0, self.w)].astype(dtype, copy=False)
+
+    def y(self, idx: Any = slice(None)) -> Any:
+        """Raw targets: numbers [n, steps, targets]; a text target: one label per window (many_to_one) or a
+        label per input step (many_to_many), as lists."""
+        w, h, topology = self.w, self.h, self.spec["topology"]
+        if self.spec["text"]:
+            if topology == "many_to_one":
+                return self._labels[self.starts[idx] + w + h - 1].tolist()
+            return self._labels[self._offsets(idx, 0, w)].tolist()
+        if topology == "many_to_many":
+            return self._y[self._offsets(idx, h, w)]
+        return self._y[self._offsets(idx, w, h)]
+
+    def future(self, idx: Any = slice(None)) -> np.ndarray | None:
+        """The known future values at the horizon steps [n, horizon, future columns] (or None)."""
+        return None if self._future is None else self._future[self._offsets(idx, self.w, self.h)]
+
+    def ids(self, idx: Any = slice(None)) -> list[str] | None:
+        return None if self.rows.id is None else self.rows.id[self.starts[idx] + self.w - 1].tolist()
+
+    def times(self, idx: Any = slice(None)) -> list[Any] | None:
+        """The time of each window's last input step, as a label (a date, a datetime or a number)."""
+        if self.rows.time is None:
+            return None
+        return time_labels(self.rows.time[self.starts[idx] + self.w - 1], self.spec.get("time"))
+
+    def steps(self, side: str) -> np.ndarray | list[str]:
+        """Every row of one side once (x, y or future): numbers [rows, columns], or a text target's labels."""
+        if side == "x":
+            return self._x
+        if side == "future":
+            return self._future
+        return self._labels.tolist() if self.spec["text"] else self._y
+
+    def examples(self, limit: int | None = None) -> list[tuple[Any, Any, dict[str, Any]]]:
+        """(x, y, meta) lists of the first `limit` windows (meta: id, time, future as configured)."""
+        idx = slice(0, limit)
+        xs, ys = self.x(idx).tolist(), self.y(idx)
+        ys = ys if isinstance(ys, list) else ys.tolist()
+        metas: list[dict[str, Any]] = [{} for _ in xs]
+        for key, values in (("id", self.ids(idx)), ("time", self.times(idx)), ("future", self.future(idx))):
+            if values is not None:
+                values = values.tolist() if isinstance(values, np.ndarray) else values
+                for meta, value in zip(metas, values):
+                    meta[key] = value
+        return list(zip(xs, ys, metas))
+
+
+def time_labels(stamps: np.ndarray, kind: str | None) -> list[Any]:
+    """Time stamps as labels: `date` (YYYY-MM-DD), `datetime` (to the second) or `number` (int when whole)."""
+    if kind in ("date", "datetime"):
+        return np.datetime_as_string(stamps.astype("datetime64[ns]"), unit="D" if kind == "date" else "s").tolist()
+    return [int(v) if float(v).is_integer() else float(v) for v in stamps.tolist()]

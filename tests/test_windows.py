@@ -1,0 +1,109 @@
+"""A CSV's windows, cut lazily from rows stored once, equal the windows cut one by one in Python."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from components.ingestion.windows import SeriesRows, Windows, time_labels, window_starts
+
+
+def python_windows(rows: SeriesRows, spec: dict) -> list[tuple]:
+    """The reference: per segment, `range(0, len - window - ahead + 1, stride)`, each window sliced by hand."""
+    w, h, topology, text = spec["window"], spec["horizon"], spec["topology"], spec["text"]
+    ahead = 0 if topology == "many_to_many" and text else h
+    out = []
+    seg = rows.segment.tolist()
+    begin = 0
+    while begin < len(seg):
+        end = begin
+        while end < len(seg) and seg[end] == seg[begin]:
+            end += 1
+        for s in range(begin, max(end - w - ahead + 1, begin), spec["stride"]):
+            x = [[rows.values[c][i] for c in spec["x"]] for i in range(s, s + w)]
+            if text:
+                labels = rows.values[spec["y"][0]]
+                y = labels[s + w + h - 1] if topology == "many_to_one" else list(labels[s:s + w])
+            else:
+                first = s + h if topology == "many_to_many" else s + w
+                steps = w if topology == "many_to_many" else h
+                y = [[rows.values[c][i] for c in spec["y"]] for i in range(first, first + steps)]
+            future = [[rows.values[c][i] for c in spec["future"]] for i in range(s + w, s + w + h)] if spec["future"] \
+                else None
+            out.append((x, y, rows.id[s + w - 1], future))
+        begin = end
+    return out
+
+
+def spec_of(window: int, horizon: int, stride: int, topology: str, text: bool) -> dict:
+    return {"window": window, "horizon": horizon, "stride": stride, "topology": topology, "text": text,
+            "x": ["b"] if text else ["a", "b"], "y": ["label"] if text else ["a"],
+            "future": ["b"] if topology == "seq2seq" else [],  # data.future_columns: seq2seq only
+            "max_examples": None, "seed": 0, "time": "number"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(0, 12), min_size=0, max_size=6), window=st.integers(1, 5),
+       horizon=st.integers(1, 3), stride=st.integers(1, 4),
+       topology=st.sampled_from(["many_to_one", "many_to_many", "seq2seq"]), text=st.booleans())
+def test_lazy_windows_equal_python_windows(lengths: list[int], window: int, horizon: int, stride: int,
+                                           topology: str, text: bool) -> None:
+    if text and topology == "seq2seq":
+        return  # a text target is never a seq2seq CSV target (catalogue.csv_kinds)
+    n = sum(lengths)
+    segment = np.repeat(np.arange(len(lengths)), lengths).astype("int64")
+    rows = SeriesRows({"a": np.arange(n, dtype="float64"), "b": np.arange(n, dtype="float64") * 10,
+                       "label": np.array([f"c{i % 3}" for i in range(n)], dtype=object)},
+                      segment, np.array([f"s{s}" for s in segment], dtype=object), np.arange(n, dtype="float64"))
+    spec = spec_of(window, horizon, stride, topology, text)
+    windows = Windows(rows, spec)
+    expected = python_windows(rows, spec)
+    assert len(windows) == len(expected)
+    assert windows.starts.tolist() == sorted(windows.starts.tolist())
+    if not expected:
+        return
+    assert windows.x().tolist() == [e[0] for e in expected]
+    y = windows.y()
+    assert (y if text else y.tolist()) == [e[1] for e in expected]
+    assert windows.ids() == [e[2] for e in expected]
+    future = windows.future()
+    want = None if expected[0][3] is None else [e[3] for e in expected]
+    assert (None if future is None else future.tolist()) == want
+
+
+def test_window_starts_per_segment() -> None:
+    segment = np.array([0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2], dtype="int64")
+    assert window_starts(segment, 2, 1, 1).tolist() == [0, 1, 2, 7, 8]
+    assert window_starts(segment, 2, 1, 2).tolist() == [0, 2, 7]
+    assert window_starts(segment, 6, 0, 1).tolist() == []
+
+
+def test_rows_round_trip_through_parquet(tmp_path: Path) -> None:
+    rows = SeriesRows({"y": np.array([1.5, 2.0, -3.25]), "kind": np.array(["a", "é", "c"], dtype=object)},
+                      np.array([0, 0, 1], dtype="int64"), np.array(["s1", "s1", "s2"], dtype=object),
+                      np.array([0, 3_600 * 10**9, 7_200 * 10**9], dtype="int64"))
+    rows.write(tmp_path / "train.parquet")
+    back = SeriesRows.read(tmp_path / "train.parquet")
+    assert back.values["y"].tolist() == [1.5, 2.0, -3.25] and back.values["kind"].tolist() == ["a", "é", "c"]
+    assert back.segment.tolist() == [0, 0, 1] and back.id.tolist() == ["s1", "s1", "s2"]
+    assert time_labels(back.time, "datetime") == ["1970-01-01T00:00:00", "1970-01-01T01:00:00", "1970-01-01T02:00:00"]
+
+
+def test_max_examples_is_a_seeded_ordered_sample() -> None:
+    n = 200
+    rows = SeriesRows({"a": np.arange(n, dtype="float64"), "b": np.zeros(n)}, np.zeros(n, dtype="int64"))
+    spec = {**spec_of(4, 1, 1, "many_to_one", False), "future": [], "max_examples": 25, "seed": 7}
+    first, again = Windows(rows, spec), Windows(rows, spec)
+    assert len(first) == 25 and first.starts.tolist() == again.starts.tolist()
+    assert first.starts.tolist() == sorted(first.starts.tolist())
+    assert Windows(rows, {**spec, "seed": 8}).starts.tolist() != first.starts.tolist()
+
+
+@pytest.mark.parametrize("kind,stamps,labels", [("date", [0, 86_400 * 10**9], ["1970-01-01", "1970-01-02"]),
+                                                ("number", [3.0, 4.5], [3, 4.5])])
+def test_time_labels(kind: str, stamps: list, labels: list) -> None:
+    assert time_labels(np.array(stamps), kind) == labels
