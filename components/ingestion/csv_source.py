@@ -22,7 +22,7 @@ from components.stage_files import SPLITS
 
 from . import timeseries
 from .bundled import time_split
-from .readers import DataSourceError, Rows
+from .readers import DataSourceError, Rows, read_bytes
 from .windows import SeriesRows
 
 
@@ -54,26 +54,13 @@ def load_csv(data: DataConfig) -> tuple[dict[str, SeriesRows], Rows, dict[str, A
     header = [h.strip() for h in next(csv.reader([header_text]))]
     targets, features = _csv_columns(header, data, rows.path)
     used = list(dict.fromkeys([*targets, *features, *(c for c in (data.time_column, data.id_column) if c)]))
-    pick = operator.itemgetter(*(header.index(name) for name in used), 0)  # always a tuple
-    parsed: list[tuple[str, ...]] = []
-    numbers_list: list[int] = []
-    for number, text in lines:
-        try:
-            fields = next(csv.reader([text]))
-        except csv.Error as exc:
-            rows.skip(number, f"bad CSV line ({exc})")
-            continue
-        if len(fields) != len(header):
-            rows.skip(number, f"expected {len(header)} fields, found {len(fields)}")
-            continue
-        parsed.append(pick(fields))
-        numbers_list.append(number)
-    if not parsed:
-        raise DataSourceError(f"data file '{rows.path}' has a header but no usable rows.")
-    numbers = np.array(numbers_list, dtype="int64")
-    raw = {name: np.array([v.strip() for v in column], dtype=object) for name, column in zip(used, zip(*parsed))}
-    absent = {name: timeseries.missing(raw[name]) for name in used}
-    parsed_numbers = {name: _to_numbers(raw[name], absent[name]) for name in [*targets, *features]}
+    fast = _read_fast(rows, header, used, data) if header_line == 1 else None
+    if fast is not None:
+        numbers, raw, absent, parsed_numbers = fast
+    else:
+        numbers, raw = _read_lines(rows, lines, header, used)
+        absent = {name: timeseries.missing(raw[name]) for name in used}
+        parsed_numbers = {name: _to_numbers(raw[name], absent[name]) for name in [*targets, *features]}
     columns = {name: _column_type(name, absent[name], parsed_numbers[name]) for name in [*targets, *features]}
     _check_columns(columns, targets, features, rows.path, numbers, raw, absent)
     values, problems = _csv_values(columns, raw, absent, parsed_numbers, data)
@@ -90,11 +77,11 @@ def load_csv(data: DataConfig) -> tuple[dict[str, SeriesRows], Rows, dict[str, A
                                                                    if data.time_format else ""))
     for i in sorted(problems):
         rows.skip(int(numbers[i]), problems[i])
-    good = np.ones(len(parsed), dtype=bool)
+    good = np.ones(len(numbers), dtype=bool)
     good[list(problems)] = False
     if times is not None:
         t = times.values
-    ids = raw[data.id_column] if data.id_column else np.full(len(parsed), "", dtype=object)
+    ids = raw[data.id_column] if data.id_column else np.full(len(numbers), "", dtype=object)
     if times is None and data.id_column:  # each series in file order: a skipped row of it is a gap
         import pandas as pd
 
@@ -137,6 +124,79 @@ def load_csv(data: DataConfig) -> tuple[dict[str, SeriesRows], Rows, dict[str, A
                        "frequency": grid.frequency if data.time_column else None,
                        "id_column": data.id_column, "time_column": data.time_column}}
     return splits, rows, info
+
+
+def _read_lines(rows: Rows, lines: Any, header: list[str], used: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Line by line: each well-formed line's used fields (stripped strings) and its line number; the
+    others are recorded as bad rows."""
+    pick = operator.itemgetter(*(header.index(name) for name in used), 0)  # always a tuple
+    parsed: list[tuple[str, ...]] = []
+    numbers_list: list[int] = []
+    for number, text in lines:
+        try:
+            fields = next(csv.reader([text]))
+        except csv.Error as exc:
+            rows.skip(number, f"bad CSV line ({exc})")
+            continue
+        if len(fields) != len(header):
+            rows.skip(number, f"expected {len(header)} fields, found {len(fields)}")
+            continue
+        parsed.append(pick(fields))
+        numbers_list.append(number)
+    if not parsed:
+        raise DataSourceError(f"data file '{rows.path}' has a header but no usable rows.")
+    raw = {name: np.array([v.strip() for v in column], dtype=object) for name, column in zip(used, zip(*parsed))}
+    return np.array(numbers_list, dtype="int64"), raw
+
+
+NA_TOKENS = sorted({v for m in timeseries.MISSING if m for v in (m, m.upper(), m.title(), m.capitalize())})
+
+
+def _read_fast(rows: Rows, header: list[str], used: list[str], data: DataConfig) -> tuple[Any, ...] | None:
+    """The whole file through pandas' C parser when every line is a well-formed row; None otherwise (the
+    line-by-line reader then names each bad line).
+
+    Taken only when: the file decodes as UTF-8, there are >= 2 columns, every line (the header too)
+    holds exactly len(header) - 1 commas (no blank or short lines, no quoted commas or newlines),
+    and no numeric column holds an infinity. A column the C parser cannot read as numbers (a text
+    target, a number column with a stray word) is read as strings, as the line reader would.
+    """
+    import io
+
+    import pandas as pd
+
+    text = read_bytes(rows.path)
+    try:
+        text = text.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    n_lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+    if len(header) < 2 or text.count(",") != (len(header) - 1) * n_lines or '"' in text:
+        return None
+    strings = {c: str for c in (data.time_column, data.id_column) if c}
+    try:
+        frame = pd.read_csv(io.StringIO(text), usecols=used, engine="c", na_values=NA_TOKENS, keep_default_na=False,
+                            skip_blank_lines=False, dtype=strings, float_precision="round_trip", low_memory=False)
+    except (ValueError, pd.errors.ParserError):
+        return None
+    del text
+    if len(frame) != n_lines - 1 or not len(frame):
+        return None
+    raw, absent, parsed = {}, {}, {}
+    for name in used:
+        col = frame[name]
+        if col.dtype.kind in "fiu" and name not in strings:  # numbers (NaN: a missing-value token)
+            values = col.to_numpy(dtype="float64")
+            if np.isinf(values).any():
+                return None
+            absent[name], parsed[name] = np.isnan(values), values
+            continue
+        values = col.astype(object).where(col.notna(), "").astype(str).str.strip().to_numpy(dtype=object)
+        raw[name], absent[name] = values, timeseries.missing(values)
+        if name not in strings:  # a target or feature column (never the time or id column)
+            parsed[name] = _to_numbers(values, absent[name])
+    rows.total = len(frame)
+    return np.arange(2, len(frame) + 2, dtype="int64"), raw, absent, parsed
 
 
 def _csv_columns(header: list[str], data: DataConfig, path: Path) -> tuple[list[str], list[str]]:

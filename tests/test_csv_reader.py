@@ -1,0 +1,71 @@
+"""The CSV source's two readers agree: pandas' C parser (whole file) and the line-by-line reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.config import DataConfig
+from components.ingestion import csv_source
+
+HEADER = "time,store,sales,promo,weather"
+LINES = [f"2024-01-{d:02d},{s},{10 + d + 0.1 * i},{(d + i) % 2},{'sun' if d % 3 else 'rain'}"
+         for d in range(1, 29) for i, s in enumerate(("A", "B"))]
+
+
+def load(path: Path, fast: bool, monkeypatch: pytest.MonkeyPatch, **data: object) -> tuple:
+    cfg = DataConfig(source="csv", path=str(path), time_column="time", id_column="store", window=3, **data)
+    if not fast:
+        monkeypatch.setattr(csv_source, "_read_fast", lambda *a: None)
+    splits, rows, info = csv_source.load_csv(cfg)
+    monkeypatch.undo()
+    return splits, rows, info
+
+
+def same(a: tuple, b: tuple) -> None:
+    for split in a[0]:
+        x, y = a[0][split], b[0][split]
+        assert x.values.keys() == y.values.keys()
+        for name in x.values:
+            assert x.values[name].tolist() == y.values[name].tolist() or np.allclose(
+                x.values[name].astype(float), y.values[name].astype(float), equal_nan=True)
+        assert x.segment.tolist() == y.segment.tolist() and x.id.tolist() == y.id.tolist()
+        assert x.time.tolist() == y.time.tolist()
+    assert a[1].bad == b[1].bad and a[1].total == b[1].total
+    assert a[2] == b[2]
+
+
+@pytest.mark.parametrize("case,lines,data", [
+    ("clean numbers", LINES, {"target_columns": ["sales"], "feature_columns": ["promo"]}),
+    ("missing-value tokens", [line.replace(",1,", ",NA,", 1) if i % 7 == 0 else
+                              line.replace(",0,", ",null,", 1) if i % 11 == 0 else line
+                              for i, line in enumerate(LINES)],
+     {"target_columns": ["sales"], "feature_columns": ["promo"], "fill_missing": "ffill"}),
+    ("a text target", LINES, {"target_columns": ["weather"], "feature_columns": ["sales", "promo"]}),
+    ("a stray word in a number column", [line.replace(",1,", ",oops,", 1) if i == 9 else line
+                                         for i, line in enumerate(LINES)],
+     {"target_columns": ["sales"], "feature_columns": ["promo"]}),
+    ("a short line (line reader only)", LINES[:5] + ["2024-02-01,A,3"] + LINES[5:],
+     {"target_columns": ["sales"], "feature_columns": ["promo"]}),
+    ("a blank line (line reader only)", LINES[:5] + [""] + LINES[5:],
+     {"target_columns": ["sales"], "feature_columns": ["promo"]}),
+])
+def test_both_readers_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, lines: list[str],
+                            data: dict) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join([HEADER, *lines]) + "\n")
+    same(load(path, True, monkeypatch, **data), load(path, False, monkeypatch, **data))
+
+
+def test_the_fast_reader_takes_clean_files_only(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    cfg = DataConfig(source="csv", path=str(path), time_column="time", id_column="store", target_columns=["sales"])
+    path.write_text("\n".join([HEADER, *LINES]) + "\n")
+    rows = csv_source.Rows(path)
+    used = ["sales", "promo", "weather", "time", "store"]
+    assert csv_source._read_fast(rows, HEADER.split(","), used, cfg) is not None
+    for bad in (LINES[:3] + ["2024-02-01,A,3"], LINES[:3] + [""], LINES[:3] + ['2024-02-01,A,"1,5",0,sun']):
+        path.write_text("\n".join([HEADER, *bad]) + "\n")
+        assert csv_source._read_fast(csv_source.Rows(path), HEADER.split(","), used, cfg) is None
