@@ -15,7 +15,7 @@ per size: seconds (wall and the child's CPU seconds, imports excluded: they happ
 clock starts) and peak RSS of the whole process for both, the ratios, rnnpipe's per-stage
 seconds (the runner's stage timings) and the bytes each stage wrote vs the CSV's size.
 Target (issue 16): 1M rows within 3x of pandas + numpy, peak RSS under 1.5 GB; 10M rows under
-2 GB. `--sizes 1000000,10000000` runs those (minutes to hours, and many GB, today).
+2 GB. `--sizes 1000000,10000000` runs those (the 10M CSV is ~0.5 GB; minutes).
 
 Run: `python -m bench.data_stages [--quick] [--sizes 10000,100000] [--rounds N]`.
 """

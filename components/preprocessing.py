@@ -1,7 +1,10 @@
 """Preprocessing stage: fit vocabularies and normalisers on TRAIN only, encode every split.
 
 inputs -> outputs: ingest, validate -> `preprocessor.json` (the fitted state), `io.json`
-(shapes the model builder needs) and `<split>.npz` (encoded, right-padded arrays).
+(shapes the model builder needs) and `<split>.npz` (encoded, right-padded arrays). A CSV's
+windows are not stored: `<split>.npz` holds their start rows and encoded targets beside a copy
+of the rows (`<split>.parquet`), statistics are fitted on each train row once, and `load_split`
+cuts and encodes the inputs where they are read (CHUNK windows at a time).
 
 `Codec` rebuilds Keras preprocessing layers (StringLookup, Normalization) from the fitted
 state. The same layers encode the training data here and run inside the exported SavedModel,
@@ -235,8 +238,7 @@ class Codec:
 
 
 def values(split: Windows | list[Any], side: str) -> Any:
-    """One side's raw values of a split: windows [n, steps, features] (x and y of a CSV's windows), or the
-    examples' values as lists."""
+    """One side's raw values of a split: a CSV's windows [n, steps, features], else the examples' values."""
     if isinstance(split, Windows):
         return split.x() if side == "x" else split.y()
     return [e[0 if side == "x" else 1] for e in split]
@@ -385,10 +387,8 @@ def encode_windows(codec: Codec, windows: Windows) -> dict[str, np.ndarray]:
 
 
 def load_split(preprocess: Any, split: str) -> dict[str, np.ndarray]:
-    """The encoded arrays of one split (`x`, `y`, and `future` / `series_id` where used).
-
-    A CSV's inputs are cut from its rows and encoded here, CHUNK windows at a time: stored once,
-    windowed where they are read."""
+    """The encoded arrays of one split (`x`, `y`, and `future` / `series_id` where used); a CSV's inputs
+    are cut from its rows and encoded here, CHUNK windows at a time."""
     arrays = files.load_arrays(preprocess, split)
     starts = arrays.pop("starts", None)
     if starts is None:

@@ -7,7 +7,8 @@ record (`artifact.json`: properties, manifest, digest) is pipeline/artifacts.py'
 | stage      | files                                                                    |
 |------------|--------------------------------------------------------------------------|
 | ingest     | `spec.json`, `<split>.jsonl` or (csv) `<split>.parquet`, `bad_rows.json`  |
-| preprocess | `preprocessor.json`, `io.json`, `<split>.npz`, `<split>_raw.jsonl`       |
+| preprocess | `preprocessor.json`, `io.json`, `<split>.npz`, `<split>_raw.jsonl`, or    |
+|            | (csv) `<split>.npz` (window starts, targets) + `<split>.parquet` (rows)   |
 | train      | `model.keras`, `history.json`, `signature.json`, `input_example.npz`,    |
 |            | `cudnn.md`                                                               |
 | evaluate   | `samples.npz`, `blessing.json`, `metrics.json`                           |
@@ -90,15 +91,22 @@ def load_arrays(preprocess: Any, split: str) -> dict[str, Any]:
 
 def raw_examples(preprocess: Any, split: str = "test", limit: int | None = None) -> list[dict[str, Any]]:
     """The examples of one split as read, in the encoded arrays' order: {"x", "y"} and meta (id, time, future)."""
-    rows = preprocess.path(rows_file(split))
-    if rows.is_file():  # a CSV: its windows, cut from the rows at the saved starts
-        from components.ingestion.windows import SeriesRows, Windows
-
-        starts = load_arrays(preprocess, split)["starts"]
-        windows = Windows(SeriesRows.read(rows), preprocessor_state(preprocess)["windows"], starts)
+    windows = raw_windows(preprocess, split)
+    if windows is not None:  # a CSV: its windows, cut from the rows at the saved starts
         return [{"x": x, "y": y, **meta} for x, y, meta in windows.examples(limit)]
     lines = preprocess.path(raw_file(split)).read_text().splitlines()
     return [json.loads(line) for line in lines[:limit]]
+
+
+def raw_windows(preprocess: Any, split: str) -> Any:
+    """A CSV's windows of one split (`components.ingestion.windows.Windows`: raw arrays), else None."""
+    rows = preprocess.path(rows_file(split))
+    if not rows.is_file():
+        return None
+    from components.ingestion.windows import SeriesRows, Windows
+
+    starts = load_arrays(preprocess, split)["starts"]
+    return Windows(SeriesRows.read(rows), preprocessor_state(preprocess)["windows"], starts)
 
 
 def data_digest(preprocess: Any, split: str = "test") -> str:

@@ -187,7 +187,9 @@ def _log_dataset(artifact: Any, dataset: dict[str, Any]) -> None:
                                             name=dataset["name"], digest=dataset["digest"])
     for attempt in range(3):  # two runs logging the same new dataset at once: the loser finds it on retry
         try:
-            mlflow.log_input(logged, context=dataset["context"])
+            with warnings.catch_warnings():  # MLflow's hint about integer columns (the segment numbers)
+                warnings.simplefilter("ignore", UserWarning)
+                mlflow.log_input(logged, context=dataset["context"])
             return
         except Exception as exc:  # noqa: BLE001 - sqlalchemy's IntegrityError, wrapped or not
             if "UNIQUE constraint" not in str(exc) or attempt == 2:

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from components import metrics as registry
+from components import stage_files as files
 from components.config import EvaluateConfig, ModelConfig
 from components.evaluation.common import _predict, _raw, _short, _state
 from components.evaluation.forecast_tables import (
@@ -46,7 +47,7 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     period, `backtest_validation.csv`, reported only). With several targets the gate is MASE.
     """
     state = _state(preprocess)
-    raw_train = _raw(preprocess, "train")
+    train_x, train_y, train_ids = _train_arrays(preprocess)
     y_state = state["y"]
     levels = list(getattr(model_cfg, "quantiles", ()) or ())
     codec = Codec.load(preprocess)
@@ -62,8 +63,8 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     many = any(i is not None for i in ids)
     lag = None
     if target_columns(state["x"], y_state) is not None and len(raw):  # a numeric input series with the targets
-        x_test = np.asarray([r["x"] for r in raw], dtype="float64")
-        x_train = np.asarray([r["x"] for r in raw_train], dtype="float64")
+        x_test = _raw_x(preprocess, "test", raw)
+        x_train = train_x()
         bases = _naive(x_test, horizon, columns, season, model_cfg.topology)
         lag_season = None if model_cfg.topology == "many_to_many" else season
         if lag_season and f"seasonal naive (season {season})" not in bases:
@@ -74,26 +75,25 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
         notes.append(f"MASE scale: in-sample naive MAE on train with lag {lag} = {scale:.4g}"
                      + (" (per series and target)." if many or targets > 1 else "."))
 
-        def scale_of(rows: list[dict]) -> np.ndarray:
-            train_x = np.asarray([r["x"] for r in rows], dtype="float64")
-            return naive_scale(train_x, columns, lag_season, per_column=True)[0] if rows else per_column
+        def scale_of(rows: np.ndarray) -> np.ndarray:
+            return naive_scale(x_train[rows], columns, lag_season, per_column=True)[0] if len(rows) else per_column
     else:
-        y_train = np.asarray([r["y"] for r in raw_train], dtype="float64").reshape(len(raw_train), *actual.shape[1:])
+        y_train = np.asarray(train_y(), dtype="float64").reshape(len(train_ids), *actual.shape[1:])
         bases = {"train mean": np.broadcast_to(y_train.mean(0), actual.shape)}
         per_column = (np.abs(y_train - y_train.mean(0)).mean(axis=(0, 1)) if len(y_train)
                       else np.zeros(targets))
         scale = float(np.mean(per_column))  # equal counts per target: the overall deviation
         notes.append(f"MASE scale: mean absolute deviation of the train targets = {scale:.4g}.")
 
-        def scale_of(rows: list[dict]) -> np.ndarray:
-            ys = np.asarray([r["y"] for r in rows], dtype="float64").reshape(len(rows), *actual.shape[1:])
-            return np.abs(ys - ys.mean(0)).mean(axis=(0, 1)) if rows else per_column
+        def scale_of(rows: np.ndarray) -> np.ndarray:
+            ys = y_train[rows]
+            return np.abs(ys - ys.mean(0)).mean(axis=(0, 1)) if len(rows) else per_column
     series_scale: dict[Any, np.ndarray] = {}
     if many:
-        by_id: dict[Any, list[dict]] = {}
-        for r in raw_train:
-            by_id.setdefault(r.get("id"), []).append(r)
-        series_scale = {i: scale_of(by_id.get(i, [])) for i in dict.fromkeys(ids)}
+        by_id: dict[Any, list[int]] = {}
+        for k, i in enumerate(train_ids):
+            by_id.setdefault(i, []).append(k)
+        series_scale = {i: scale_of(np.asarray(by_id.get(i, []), dtype="int64")) for i in dict.fromkeys(ids)}
         series_scale = {i: np.where(s > 0, s, per_column) for i, s in series_scale.items()}
         per_example: Any = np.asarray([series_scale[i] for i in ids]).reshape(len(raw), targets)
     elif targets > 1:
@@ -169,11 +169,28 @@ def _forecasts(model: Any, preprocess: Any, split: str, model_cfg: ModelConfig, 
     encoded = encoded.reshape(*actual.shape[:-1], -1).astype("float32")
     raw_x = None
     if codec.y.get("reference") or codec.y.get("window_scale"):  # the decoding reads the raw input window
-        raw_x = np.asarray([r["x"] for r in raw], dtype="float32").reshape(len(raw), *arrays["x"].shape[1:])
+        raw_x = _raw_x(preprocess, split, raw).astype("float32").reshape(len(raw), *arrays["x"].shape[1:])
     if levels:
         quantiles = np.asarray(codec.decode_quantiles(encoded, raw_x, len(levels)), dtype="float64")
         return raw, actual, quantiles[..., levels.index(0.5)], quantiles
     return raw, actual, np.asarray(codec.decode_series(encoded, raw_x), dtype="float64"), None
+
+
+def _train_arrays(preprocess: Any) -> tuple[Callable[[], np.ndarray], Callable[[], Any], list[Any]]:
+    """The train split's raw inputs and targets (read when asked) and series ids, without per-window rows
+    for a CSV's windows (cut from its rows)."""
+    windows = files.raw_windows(preprocess, "train")
+    if windows is not None:
+        return (lambda: windows.x()), (lambda: windows.y()), windows.ids() or [None] * len(windows)
+    rows = _raw(preprocess, "train")
+    return ((lambda: np.asarray([r["x"] for r in rows], dtype="float64")), (lambda: [r["y"] for r in rows]),
+            [r.get("id") for r in rows])
+
+
+def _raw_x(preprocess: Any, split: str, raw: list[dict[str, Any]]) -> np.ndarray:
+    """One split's raw input windows [n, steps, features] (a CSV's: cut from its rows, not from `raw`)."""
+    windows = files.raw_windows(preprocess, split)
+    return windows.x() if windows is not None else np.asarray([r["x"] for r in raw], dtype="float64")
 
 
 def _naive(x: np.ndarray, horizon: int, columns: list[int], season: int | None, topology: str) -> dict[str, np.ndarray]:
@@ -194,7 +211,7 @@ def _validation_backtest(model: Any, preprocess: Any, workdir: Path, cfg: Evalua
     if not origins or columns is None:
         why = "no validation windows" if not origins else "the targets are not among the inputs (no naive forecast)"
         return ["", "## Backtest (validation period)", "", f"Not computed: {why}{note}."]
-    x = np.asarray([r["x"] for r in raw], dtype="float64")
+    x = _raw_x(preprocess, "validation", raw)
     bases = _naive(x, actual.shape[1], columns, season, model_cfg.topology)
     name = strongest if strongest in bases else next(iter(bases))
     if series_scale is not None:  # each window's own series scale (an id unseen in train: the mean scale)
