@@ -33,7 +33,6 @@ the train ids in sorted order, 0 for an id unseen in train), which `model.id_emb
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ import numpy as np
 
 from components import kinds
 from components import stage_files as files
+from components.artifacts import link_or_copy
 from components.config import ConfigError, DataConfig
 from components.ingestion import SeriesRows, Windows, read_spec, read_split
 from components.kinds import io_spec  # noqa: F401 - also public here
@@ -344,7 +344,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
         if dropped[split]:
             ctx.log(f"{split}: {dropped[split]} examples have a target class unseen in train; left out")
         if isinstance(examples, Windows):  # the rows once, the windows' starts and their encoded targets
-            shutil.copyfile(ingest.path(files.rows_file(split)), workdir / files.rows_file(split))
+            link_or_copy(ingest.path(files.rows_file(split)), workdir / files.rows_file(split))
             np.savez(workdir / files.split_file(split), starts=examples.starts, **encode_windows(codec, examples))
             continue
         xs = [e[0] for e in examples]
@@ -371,7 +371,6 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
 def encode_windows(codec: Codec, windows: Windows) -> dict[str, np.ndarray]:
     """The encoded targets (and known future values, series ids) of a CSV's windows, CHUNK windows at a time."""
     import tensorflow as tf
-
     parts: dict[str, list[np.ndarray]] = {}
     reads_x = bool(codec.y.get("window_scale") or codec.y.get("reference"))
     for lo in range(0, max(len(windows), 1), CHUNK):  # once for an empty split: arrays of the right shape

@@ -307,8 +307,8 @@ def _plot_lengths(stats: dict, path: Path) -> None:
     from components.plots import figure
 
     sides = [(split, side) for split in stats for side in ("x", "y") if stats[split][side].get("length_counts")]
-    if not sides:
-        return
+    if len({length for split, side in sides for length in stats[split][side]["length_counts"]}) < 2:
+        return  # one length for every sequence (e.g. a CSV's windows): the report's table says it
     with figure(path, "Sequence lengths") as ax:
         for split, side in sides:
             counts = stats[split][side]["length_counts"]
@@ -323,7 +323,9 @@ def _plot_numeric(stats: dict, path: Path) -> None:
     """A histogram per numeric column (up to 16), train / validation / test overlaid."""
     from components.plots import plt
 
-    cols = [(side, j, c["name"]) for side in ("x", "y") for j, c in enumerate(stats["train"][side].get("columns", []))]
+    x_names = [c["name"] for c in stats["train"]["x"].get("columns", [])]
+    cols = [(side, j, c["name"]) for side in ("x", "y") for j, c in enumerate(stats["train"][side].get("columns", []))
+            if side == "x" or "length_counts" not in stats["train"]["y"] or c["name"] not in x_names]
     if not cols:
         return
     cols = cols[:16]

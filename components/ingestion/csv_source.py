@@ -67,7 +67,7 @@ def load_csv(data: DataConfig) -> tuple[dict[str, SeriesRows], Rows, dict[str, A
     times = None
     if data.time_column:
         try:
-            times = timeseries.parse_times(raw[data.time_column], data.time_format)
+            times = timeseries.parse_times(raw[data.time_column], data.time_format, absent[data.time_column])
         except ValueError as exc:  # only a bad data.time_format gets here (values are coerced)
             raise DataSourceError(f"data.time_format={data.time_format!r} cannot read column "
                                   f"{data.time_column!r} of '{rows.path}': {exc}") from None
@@ -179,6 +179,7 @@ def _read_fast(rows: Rows, header: list[str], used: list[str], data: DataConfig)
                             skip_blank_lines=False, dtype=strings, float_precision="round_trip", low_memory=False)
     except (ValueError, pd.errors.ParserError):
         return None
+    padded = any(pad in text for pad in (" ,", ", ", " \n", "\n ", " \r", "\t")) or text[:1] == " " or text[-1:] == " "
     del text
     if len(frame) != n_lines - 1 or not len(frame):
         return None
@@ -191,7 +192,8 @@ def _read_fast(rows: Rows, header: list[str], used: list[str], data: DataConfig)
                 return None
             absent[name], parsed[name] = np.isnan(values), values
             continue
-        values = col.astype(object).where(col.notna(), "").astype(str).str.strip().to_numpy(dtype=object)
+        values = col.astype(object).where(col.notna(), "").astype(str)
+        values = (values.str.strip() if padded else values).to_numpy(dtype=object)  # no blank around a field: as is
         raw[name], absent[name] = values, timeseries.missing(values)
         if name not in strings:  # a target or feature column (never the time or id column)
             parsed[name] = _to_numbers(values, absent[name])

@@ -47,11 +47,12 @@ class Times:
     date_only: bool = False  # every datetime is at midnight: labels are plain dates
 
 
-def parse_times(raw: np.ndarray, time_format: str | None) -> Times:
-    """The time column -> Times (numbers when most values are numbers, else datetimes)."""
+def parse_times(raw: np.ndarray, time_format: str | None, absent: np.ndarray | None = None) -> Times:
+    """The time column -> Times (numbers when most values are numbers, else datetimes); `absent`: which
+    values are missing, when the caller knows."""
     import pandas as pd
 
-    absent = missing(raw)
+    absent = missing(raw) if absent is None else absent
     series = pd.Series(np.where(absent, None, raw), dtype=object)
     if time_format is None:
         numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64")
