@@ -47,7 +47,7 @@ GB = 1024 ** 3
 
 
 def write_csv(path: Path, rows: int, seed: int = 0) -> Path:
-    """An hourly series: a daily cycle plus noise in `y`, three related features."""
+    """An hourly series (minutely above 2M rows): a 24-step cycle plus noise in `y`, three related features."""
     import numpy as np
     import pandas as pd
 
@@ -57,7 +57,8 @@ def write_csv(path: Path, rows: int, seed: int = 0) -> Path:
     b = np.sin(2 * np.pi * hours / 24) + rng.normal(scale=0.1, size=rows)
     c = rng.uniform(size=rows)
     y = 10 + 3 * b + a + rng.normal(scale=0.3, size=rows)
-    frame = pd.DataFrame({"time": pd.date_range("2000-01-01", periods=rows, freq="h"),
+    freq = "h" if rows <= 2_000_000 else "min"  # 10M hours would pass 2262, the end of datetime64[ns]
+    frame = pd.DataFrame({"time": pd.date_range("2000-01-01", periods=rows, freq=freq),
                           "y": y.round(4), "a": a.round(4), "b": b.round(4), "c": c.round(4)})
     frame.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S")
     return path

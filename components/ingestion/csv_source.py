@@ -9,6 +9,7 @@ time grid and the fills themselves are in `timeseries.py`; the shared line reade
 
 from __future__ import annotations
 
+import codecs
 import csv
 import operator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from components.stage_files import SPLITS
 
 from . import timeseries
 from .bundled import time_split
-from .readers import DataSourceError, Rows, read_bytes
+from .readers import DataSourceError, Rows
 from .windows import SeriesRows
 
 
@@ -45,19 +46,25 @@ def load_csv(data: DataConfig) -> tuple[dict[str, SeriesRows], Rows, dict[str, A
     never cross a segment, so no window hides a gap or spans two series.
     """
     rows = Rows(Path(data.path))
-    lines = rows.lines()
-    try:
-        header_line, header_text = next(lines)
-    except StopIteration:
-        raise DataSourceError(f"data file '{rows.path}' has no readable lines.") from None
-    rows.total -= 1
-    header = [h.strip() for h in next(csv.reader([header_text]))]
-    targets, features = _csv_columns(header, data, rows.path)
-    used = list(dict.fromkeys([*targets, *features, *(c for c in (data.time_column, data.id_column) if c)]))
-    fast = _read_fast(rows, header, used, data) if header_line == 1 else None
+    first = _first_line(rows.path)  # the header, when it is line 1: the whole-file reader may take the file
+    fast = None
+    if first is not None:
+        header = [h.strip() for h in next(csv.reader([first]))]
+        targets, features = _csv_columns(header, data, rows.path)
+        used = list(dict.fromkeys([*targets, *features, *(c for c in (data.time_column, data.id_column) if c)]))
+        fast = _read_fast(rows, header, used, data)
     if fast is not None:
         numbers, raw, absent, parsed_numbers = fast
     else:
+        lines = rows.lines()
+        try:
+            _, header_text = next(lines)
+        except StopIteration:
+            raise DataSourceError(f"data file '{rows.path}' has no readable lines.") from None
+        rows.total -= 1
+        header = [h.strip() for h in next(csv.reader([header_text]))]
+        targets, features = _csv_columns(header, data, rows.path)
+        used = list(dict.fromkeys([*targets, *features, *(c for c in (data.time_column, data.id_column) if c)]))
         numbers, raw = _read_lines(rows, lines, header, used)
         absent = {name: timeseries.missing(raw[name]) for name in used}
         parsed_numbers = {name: _to_numbers(raw[name], absent[name]) for name in [*targets, *features]}
@@ -152,40 +159,85 @@ def _read_lines(rows: Rows, lines: Any, header: list[str], used: list[str]) -> t
 NA_TOKENS = sorted({v for m in timeseries.MISSING if m for v in (m, m.upper(), m.title(), m.capitalize())})
 
 
+def _first_line(path: Path) -> str | None:
+    """Line 1 of the file as text, when it is there, not blank and UTF-8 (BOM removed); else None."""
+    try:
+        with open(path, "rb") as handle:
+            line = handle.readline(1 << 20).removeprefix(codecs.BOM_UTF8).rstrip(b"\r\n")
+        return line.decode("utf-8") if line.strip() and b"\x00" not in line else None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+@dataclass
+class Scan:
+    """What one pass over a file's bytes found: its lines, commas, quotes, blanks next to a separator."""
+
+    lines: int = 0
+    commas: int = 0
+    quotes: bool = False
+    padded: bool = False
+
+
+def _scan(path: Path, block: int = 1 << 24) -> Scan | None:
+    """Count lines and commas block by block (memory: one block); None when it is not plain UTF-8 text."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    scan, previous, size = Scan(), b"\n", 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            if not size:
+                chunk = chunk.removeprefix(codecs.BOM_UTF8)
+            size += len(chunk)
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError:
+                return None
+            if b"\x00" in chunk:
+                return None
+            edge = previous + chunk[:1]  # a blank next to a separator across the block boundary
+            scan.lines += chunk.count(b"\n")
+            scan.commas += chunk.count(b",")
+            scan.quotes |= b'"' in chunk
+            pads = (b" ,", b", ", b" \n", b"\n ", b" \r")
+            scan.padded |= any(p in chunk or p == edge for p in pads) or b"\t" in chunk
+            previous = chunk[-1:]
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return None
+    scan.lines += previous != b"\n"  # a last line without its newline
+    scan.padded |= previous == b" "
+    return scan
+
+
 def _read_fast(rows: Rows, header: list[str], used: list[str], data: DataConfig) -> tuple[Any, ...] | None:
     """The whole file through pandas' C parser when every line is a well-formed row; None otherwise (the
     line-by-line reader then names each bad line).
 
-    Taken only when: the file decodes as UTF-8, there are >= 2 columns, every line (the header too)
+    Taken only when: the file is UTF-8 text, there are >= 2 columns, every line (the header too)
     holds exactly len(header) - 1 commas (no blank or short lines, no quoted commas or newlines),
     and no numeric column holds an infinity. A column the C parser cannot read as numbers (a text
     target, a number column with a stray word) is read as strings, as the line reader would.
+    The file is read from disk by the parser, never held whole as text.
     """
-    import io
-
     import pandas as pd
 
-    text = read_bytes(rows.path)
-    try:
-        text = text.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    n_lines = text.count("\n") + (0 if text.endswith("\n") else 1)
-    if len(header) < 2 or text.count(",") != (len(header) - 1) * n_lines or '"' in text:
+    scan = _scan(rows.path)
+    if scan is None or len(header) < 2 or scan.commas != (len(header) - 1) * scan.lines or scan.quotes:
         return None
     strings = {c: str for c in (data.time_column, data.id_column) if c}
     try:
-        frame = pd.read_csv(io.StringIO(text), usecols=used, engine="c", na_values=NA_TOKENS, keep_default_na=False,
-                            skip_blank_lines=False, dtype=strings, float_precision="round_trip", low_memory=False)
-    except (ValueError, pd.errors.ParserError):
+        frame = pd.read_csv(rows.path, usecols=used, engine="c", na_values=NA_TOKENS, keep_default_na=False,
+                            skip_blank_lines=False, dtype=strings, float_precision="round_trip", low_memory=False,
+                            encoding="utf-8-sig")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
         return None
-    padded = any(pad in text for pad in (" ,", ", ", " \n", "\n ", " \r", "\t")) or text[:1] == " " or text[-1:] == " "
-    del text
-    if len(frame) != n_lines - 1 or not len(frame):
+    n = len(frame)
+    if n != scan.lines - 1 or not n:
         return None
     raw, absent, parsed = {}, {}, {}
     for name in used:
-        col = frame[name]
+        col = frame.pop(name)
         if col.dtype.kind in "fiu" and name not in strings:  # numbers (NaN: a missing-value token)
             values = col.to_numpy(dtype="float64")
             if np.isinf(values).any():
@@ -193,12 +245,13 @@ def _read_fast(rows: Rows, header: list[str], used: list[str], data: DataConfig)
             absent[name], parsed[name] = np.isnan(values), values
             continue
         values = col.astype(object).where(col.notna(), "").astype(str)
-        values = (values.str.strip() if padded else values).to_numpy(dtype=object)  # no blank around a field: as is
+        del col
+        values = (values.str.strip() if scan.padded else values).to_numpy(dtype=object)  # no blank by a comma: as is
         raw[name], absent[name] = values, timeseries.missing(values)
         if name not in strings:  # a target or feature column (never the time or id column)
             parsed[name] = _to_numbers(values, absent[name])
-    rows.total = len(frame)
-    return np.arange(2, len(frame) + 2, dtype="int64"), raw, absent, parsed
+    rows.total = n
+    return np.arange(2, n + 2, dtype="int64"), raw, absent, parsed
 
 
 def _csv_columns(header: list[str], data: DataConfig, path: Path) -> tuple[list[str], list[str]]:
