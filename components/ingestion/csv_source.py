@@ -82,6 +82,8 @@ def load_csv(data: DataConfig) -> tuple[dict[str, SeriesRows], Rows, dict[str, A
             problems.setdefault(int(i), f"unreadable time {raw[data.time_column][i]!r} in column "
                                         f"{data.time_column!r}" + (f" (data.time_format={data.time_format!r})"
                                                                    if data.time_format else ""))
+        if data.time_column != data.id_column:
+            del raw[data.time_column]  # parsed: its strings (most of a long file's memory) are no longer needed
     for i in sorted(problems):
         rows.skip(int(numbers[i]), problems[i])
     good = np.ones(len(numbers), dtype=bool)
@@ -228,7 +230,7 @@ def _read_fast(rows: Rows, header: list[str], used: list[str], data: DataConfig)
     strings = {c: str for c in (data.time_column, data.id_column) if c}
     try:
         frame = pd.read_csv(rows.path, usecols=used, engine="c", na_values=NA_TOKENS, keep_default_na=False,
-                            skip_blank_lines=False, dtype=strings, float_precision="round_trip", low_memory=False,
+                            skip_blank_lines=False, dtype=strings, float_precision="round_trip", low_memory=True,
                             encoding="utf-8-sig")
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
         return None
@@ -391,8 +393,10 @@ def _series_rows(key: str | None, order: np.ndarray, t: np.ndarray, times: Any, 
         counts.rows[split] += int(hi - lo)
         if hi > lo:
             slots = keep[lo:hi]
+            if slots[-1] - slots[0] == hi - lo - 1:  # no gap inside: views, not copies
+                slots = slice(int(slots[0]), int(slots[-1]) + 1)
             parts[split].append(SeriesRows({name: grid_values[name][slots] for name in columns},
-                                           seg[lo:hi].astype("int64"),
+                                           seg[lo:hi].astype("int64", copy=False),
                                            None if key is None else np.full(hi - lo, key, dtype=object),
                                            None if stamps is None else stamps[lo:hi]))
     return int(seg[-1]) + 1
@@ -405,4 +409,4 @@ def _time_stamps(tt: np.ndarray, pos: np.ndarray, keep: np.ndarray, present: np.
     made = keep[~present[keep]]
     if len(made):
         stamps[made] = grid.time_at(tt[0], made)
-    return stamps[keep]
+    return stamps if len(keep) == len(stamps) else stamps[keep]

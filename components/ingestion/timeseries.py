@@ -27,10 +27,14 @@ NAMES = {3_600 * 10**9: "hourly", DAY: "daily", 7 * DAY: "weekly", 60 * 10**9: "
 
 
 def missing(values: np.ndarray) -> np.ndarray:
-    """Which raw strings are missing values."""
+    """Which raw strings are missing values (only the short ones are lower-cased: no copy of every string)."""
     import pandas as pd
 
-    return pd.Series(values, dtype=object).str.strip().str.lower().isin(MISSING).to_numpy(dtype=bool)
+    stripped = pd.Series(values, dtype=object).str.strip()
+    short = (stripped.str.len() <= max(map(len, MISSING))).to_numpy(dtype=bool)
+    out = np.zeros(len(stripped), dtype=bool)
+    out[short] = stripped[short].str.lower().isin(MISSING).to_numpy(dtype=bool)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ class SeriesRows:
     def concat(cls, parts: list[SeriesRows], dtypes: dict[str, Any], ids: bool, times: Any) -> SeriesRows:
         """One split from its series' rows; `dtypes` of the columns, whether there are `ids`, the `times`
         dtype (or None), so an empty split keeps the columns' types."""
+        if len(parts) == 1:  # one series (or one part of it): no copy
+            return parts[0]
+
         def cat(arrays: list[np.ndarray], dtype: Any) -> np.ndarray:
             return np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
 
