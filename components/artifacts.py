@@ -265,7 +265,11 @@ def fsync_dir(path: Path) -> None:
 
 
 def link_or_copy(source: Path, target: Path) -> None:
-    """A committed stage output never changes: share its file (a hard link), or copy across file systems."""
+    """A committed stage output never changes: share its file (a hard link), or copy across file systems;
+    a folder is linked file by file."""
+    if Path(source).is_dir():
+        shutil.copytree(source, target, copy_function=link_or_copy)
+        return
     try:
         os.link(source, target)
     except OSError:

@@ -85,6 +85,9 @@ class DataConfig:
     split_seed: int = bounded(42, 0, SEED_MAX)
     season: int | None = bounded(None, 1)  # season length of a series (steps); None: from its frequency
     max_bad_fraction: float = bounded(0.01, 0.0, 1.0)
+    # csv: the per-series ingest work in this process, or as an Apache Beam pipeline (`pip install rnnpipe[beam]`)
+    runner: str = choice("local", "local", "beam")
+    beam_options: dict[str, Any] = field(default_factory=dict)  # Beam PipelineOptions, e.g. {runner: FlinkRunner}
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ def raw_examples(preprocess: Any, split: str = "test", limit: int | None = None)
 def raw_windows(preprocess: Any, split: str) -> Any:
     """A CSV's windows of one split (`components.ingestion.windows.Windows`: raw arrays), else None."""
     rows = preprocess.path(rows_file(split))
-    if not rows.is_file():
+    if not rows.exists():
         return None
     from components.ingestion.windows import SeriesRows, Windows
 
@@ -125,8 +125,8 @@ def split_digest(folder: Path, split: str) -> str:
         digest.update(f"{key}{array.dtype}{array.shape}".encode())
         digest.update(np.ascontiguousarray(array).tobytes())
     rows = Path(folder) / rows_file(split)
-    if rows.is_file():
-        digest.update(rows.read_bytes())
+    for part in sorted(rows.glob("*.parquet")) if rows.is_dir() else [rows] if rows.is_file() else []:
+        digest.update(part.read_bytes())
     return digest.hexdigest()[:16]
 
 

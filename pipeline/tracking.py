@@ -177,7 +177,7 @@ def _log_dataset(artifact: Any, dataset: dict[str, Any]) -> None:
     rows = artifact.path(files.rows_file(dataset["context"]))
     with warnings.catch_warnings():  # MLflow registers its local source twice and says so
         warnings.simplefilter("ignore", UserWarning)
-        if "x" not in arrays and rows.is_file():  # a CSV's split: its rows once (windows are cut from them)
+        if "x" not in arrays and rows.exists():  # a CSV's split: its rows once (windows are cut from them)
             import pandas as pd
 
             logged = mlflow.data.from_pandas(pd.read_parquet(rows), source=str(artifact.uri), name=dataset["name"],

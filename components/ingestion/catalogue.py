@@ -227,6 +227,16 @@ def check(data: DataConfig, topology: str) -> None:
         if both:
             raise ConfigError(f"data.future_columns names {both[0]!r}, a target column: a target is not known "
                               f"ahead; remove it from data.future_columns.")
+    if data.runner == "beam" or data.beam_options:
+        if data.source != "csv":
+            raise ConfigError(f"data.runner='beam' runs the csv source's per-series ingest as a Beam pipeline; "
+                              f"data.source={data.source!r} runs locally: remove data.runner / data.beam_options.")
+        if data.runner != "beam":
+            raise ConfigError("data.beam_options is set but data.runner is 'local': set data.runner: beam.")
+        try:
+            import apache_beam  # noqa: F401
+        except ImportError:
+            raise ConfigError("data.runner='beam' needs Apache Beam: pip install 'rnnpipe[beam]'.") from None
     if data.time_format and not data.time_column:
         raise ConfigError("data.time_format is set but data.time_column is not: name the column it parses.")
     if source.bundled and data.path:

@@ -14,7 +14,7 @@ import csv
 import operator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class Column:
     missing: int = 0
 
 
-def load_csv(data: DataConfig) -> tuple[dict[str, SeriesRows], Rows, dict[str, Any]]:
+def load_csv(data: DataConfig) -> tuple[dict[str, Any], Rows, dict[str, Any]]:
     """A time-series CSV -> rows per split (each series split by time) + the columns used.
 
     Each split is a `SeriesRows` (windows.py): the used columns, each row's segment, and its series
@@ -111,15 +111,14 @@ def load_csv(data: DataConfig) -> tuple[dict[str, SeriesRows], Rows, dict[str, A
             f"(e.g. {next(b['where'] for b in rows.bad if b['reason'].startswith('duplicate time'))}): is it "
             f"several series in one file? Set data.id_column to the column that names each series.")
     grid = timeseries.infer_grid([t[o] for _, o in series], times)
-    counts = timeseries.Counts(series=len(series), rows={s: 0 for s in SPLITS})
-    parts: dict[str, list[SeriesRows]] = {s: [] for s in SPLITS}
-    segment = 0
-    for key, order in series:
-        segment = _series_rows(key if data.id_column else None, order, t, times, grid, columns, values,
-                               data, counts, parts, segment)
-    dtypes = {name: "float64" if column.numeric else object for name, column in columns.items()}
-    splits = {s: SeriesRows.concat(parts[s], dtypes, bool(data.id_column), None if times is None else t.dtype)
-              for s in SPLITS}
+    job = SeriesJob(data, grid, columns, times is not None, None if times is None else t.dtype)
+    ordered = ((key if data.id_column else None, t[o], {n: values[n][o] for n in columns}) for key, o in series)
+    if data.runner == "beam":  # the per-series work as an Apache Beam pipeline (beam.py), sharded rows
+        from .beam import run_series
+
+        splits, counts = run_series(list(ordered), job)
+    else:
+        splits, counts = job.run(ordered)
     if counts.irregular_series:
         counts.missing_timestamps = None
     info = {"targets": targets, "features": features,
@@ -347,14 +346,37 @@ def _drop_duplicate_times(order: np.ndarray, t: np.ndarray, numbers: np.ndarray,
     return order[~same]
 
 
-def _series_rows(key: str | None, order: np.ndarray, t: np.ndarray, times: Any, grid: Any,
-                 columns: dict[str, Column], values: dict[str, np.ndarray], data: DataConfig,
-                 counts: Any, parts: dict[str, list[SeriesRows]], segment: int) -> int:
+@dataclass
+class SeriesJob:
+    """The per-series work (grid, fills, gap-free segments, split by time), the same in both drivers:
+    `run` here (local) and one Beam task per shard of series (`beam.py`)."""
+
+    data: DataConfig
+    grid: Any
+    columns: dict[str, Column]
+    timed: bool  # the rows carry time stamps (data.time_column)
+    time_dtype: Any = None
+
+    def run(self, series: Iterable[tuple[str | None, np.ndarray, dict[str, np.ndarray]]],
+            segment: int = 0) -> tuple[dict[str, SeriesRows], timeseries.Counts]:
+        """The rows per split of some series (each: its key, its times and values in time order)."""
+        counts = timeseries.Counts(rows={s: 0 for s in SPLITS})
+        parts: dict[str, list[SeriesRows]] = {s: [] for s in SPLITS}
+        for key, tt, vals in series:
+            counts.series += 1
+            segment = _series_rows(key, tt, vals, self, counts, parts, segment)
+        dtypes = {name: "float64" if column.numeric else object for name, column in self.columns.items()}
+        return {s: SeriesRows.concat(parts[s], dtypes, bool(self.data.id_column), self.time_dtype)
+                for s in SPLITS}, counts
+
+
+def _series_rows(key: str | None, tt: np.ndarray, vals: dict[str, np.ndarray], job: SeriesJob, counts: Any,
+                 parts: dict[str, list[SeriesRows]], segment: int) -> int:
     """Place one series on its grid, fill, cut it into gap-free segments, split it by time.
 
     Appends each split's rows to `parts`, adds to `counts`; returns the next free segment number.
     """
-    tt = t[order]
+    data, grid, columns = job.data, job.grid, job.columns
     pos = grid.positions(tt)
     if len(pos) > 1 and np.any(np.diff(pos) <= 0):  # off the grid: only jumps of > 1.5 steps are gaps
         counts.irregular_series += 1
@@ -369,7 +391,7 @@ def _series_rows(key: str | None, order: np.ndarray, t: np.ndarray, times: Any, 
             arr = np.full(n, np.nan)
         else:
             arr = np.full(n, None, dtype=object)
-        arr[pos] = values[name][order]
+        arr[pos] = vals[name]
         counts.missing_values += int(((np.isnan(arr) if column.numeric else arr == None) & present).sum())  # noqa: E711
         grid_values[name], did = timeseries.fill_column(arr, column.numeric, data.fill_missing, data.max_fill)
         filled.append(did)
@@ -386,7 +408,7 @@ def _series_rows(key: str | None, order: np.ndarray, t: np.ndarray, times: Any, 
     breaks = np.concatenate([[0], (np.diff(keep) > 1).astype("int64")])
     seg = segment + np.cumsum(breaks)
     counts.gaps += int(breaks.sum())
-    stamps = _time_stamps(tt, pos, keep, present, grid) if times is not None else None
+    stamps = _time_stamps(tt, pos, keep, present, grid) if job.timed else None
     parts_of = time_split(n, data.val_fraction, data.test_fraction)
     for split, r in parts_of.items():
         lo, hi = np.searchsorted(keep, [r.start, r.stop])

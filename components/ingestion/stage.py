@@ -21,7 +21,7 @@ from . import sources, windows
 from .catalogue import SOURCES, Loaded, Task
 from .examples import Example, read_examples, write_examples
 from .sources import DataSourceError
-from .windows import Windows
+from .windows import SeriesRows, Windows
 
 
 def resolve_kinds(task: Task, loaded: Loaded, data: DataConfig, topology: str) -> tuple[dict, dict]:
@@ -51,8 +51,11 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig, topology: st
     if task.make is None:  # a CSV: each split's rows once; windows are cut where they are read
         spec["windows"] = windows.recipe(data, topology, loaded.info)
         for split in files.SPLITS:
-            loaded.splits[split].write(workdir / files.rows_file(split))
-            counts[split] = len(Windows(loaded.splits[split], spec["windows"]))
+            rows = loaded.splits[split]
+            rows.write(workdir / files.rows_file(split))  # a file, or a folder of shards (data.runner: beam)
+            if not isinstance(rows, SeriesRows):
+                rows = SeriesRows.read(workdir / files.rows_file(split))
+            counts[split] = len(Windows(rows, spec["windows"]))
     for split in files.SPLITS if task.make else ():
         examples = _drop_empty(task.make(loaded.splits.get(split, []), data), split, loaded, x_kind)
         if data.max_examples is not None and len(examples) > data.max_examples:

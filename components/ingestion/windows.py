@@ -66,9 +66,13 @@ class SeriesRows:
 
     @classmethod
     def read(cls, path: Path) -> SeriesRows:
+        """One file, or a folder of shards (`data.runner: beam`) read in name order (= series order)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        path = Path(path)
+        parts = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        table = pa.concat_tables([pq.read_table(part) for part in parts])
         names = table.column_names
         col = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
         return cls({n[len(PREFIX):]: col[n] for n in names if n.startswith(PREFIX)}, col["segment"].astype("int64"),

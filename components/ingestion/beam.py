@@ -1,0 +1,91 @@
+"""`data.runner: beam`: a CSV's per-series ingest work as an Apache Beam pipeline (`pip install rnnpipe[beam]`).
+
+The driver (this process) reads and checks the file as the local runner does (`load_csv`:
+parsing, column types, bad rows, the time grid). The per-series work (each series placed on
+its grid, filled, cut into gap-free segments, split by time) is `SeriesJob.run`, the very
+function the local runner calls, applied by Beam to shards of consecutive series. Each shard
+writes its rows per split as `part-<shard>.parquet`, so the ingest output's `<split>.parquet` is
+a folder of shards, read back in shard order (= series order) as one table.
+
+Beam's DirectRunner runs here with 2 worker processes (`direct_num_workers: 2`,
+`direct_running_mode: multi_processing`); `data.beam_options` go to `PipelineOptions` as given
+(e.g. `runner: FlinkRunner`, `flink_master: host:8081`), and `temp_location`, if set, is where the
+shards are written: on a cluster it must be storage every worker and this process share.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.stage_files import SPLITS
+
+from .timeseries import Counts
+
+SEGMENT_SPAN = 1 << 40  # the segment numbers of shard k start at k * SEGMENT_SPAN: distinct across shards
+DEFAULTS = {"runner": "DirectRunner", "direct_num_workers": 2, "direct_running_mode": "multi_processing"}
+
+
+class ShardedRows:
+    """A split's rows, written as shards by the Beam workers; `write` moves the folder into place."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def write(self, path: Path) -> None:
+        shutil.move(str(self.folder), str(path))
+
+
+def shards(series: list[Any], n: int) -> list[list[Any]]:
+    """Consecutive series in n shards of about equal rows (a shard is never empty unless there are no series)."""
+    rows = np.cumsum([len(tt) for _, tt, _ in series])
+    if not len(series):
+        return [[]]
+    bounds = np.searchsorted(rows, rows[-1] * np.arange(1, n) / n, side="right")
+    cuts = sorted({0, *(int(b) for b in bounds if 0 < b < len(series)), len(series)})
+    return [series[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+def shard_task(item: tuple[int, list[Any]], job: Any, out: str) -> int:
+    """One Beam task: the rows of one shard of series, written per split; its counts as JSON."""
+    k, series = item
+    splits, counts = job.run(series, segment=k * SEGMENT_SPAN)
+    for split, rows in splits.items():
+        folder = Path(out) / split
+        folder.mkdir(parents=True, exist_ok=True)
+        rows.write(folder / f"part-{k:05d}.parquet")
+    (Path(out) / "counts").mkdir(exist_ok=True)
+    (Path(out) / "counts" / f"{k:05d}.json").write_text(json.dumps(counts.as_dict()))
+    return k
+
+
+def run_series(series: list[Any], job: Any) -> tuple[dict[str, ShardedRows], Counts]:
+    """Run `job` over shards of `series` as a Beam pipeline; the sharded rows per split and the summed counts."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = {**DEFAULTS, **job.data.beam_options}
+    workers = int(options.get("direct_num_workers") or 1) if options["runner"] == "DirectRunner" else 8
+    out = Path(tempfile.mkdtemp(prefix="rnnpipe-beam-", dir=options.get("temp_location")))
+    parts = list(enumerate(shards(series, max(2 * workers, 1))))
+    with beam.Pipeline(options=PipelineOptions(flags=[], **options)) as pipeline:
+        tasks = pipeline | "shards of series" >> beam.Create(parts)
+        _ = tasks | "rows per split" >> beam.Map(shard_task, job, str(out))
+    done = sorted((out / "counts").glob("*.json"))
+    if len(done) != len(parts):
+        raise RuntimeError(f"the Beam pipeline finished {len(done)} of {len(parts)} shards (runner "
+                           f"{options['runner']}): its output in {out} is incomplete.")
+    total = Counts(rows={s: 0 for s in SPLITS})
+    for path in done:
+        for key, value in json.loads(path.read_text()).items():
+            if key == "rows":
+                total.rows = {s: total.rows[s] + value[s] for s in SPLITS}
+            elif value is not None:
+                setattr(total, key, getattr(total, key) + value)
+    shutil.rmtree(out / "counts")
+    return {split: ShardedRows(out / split) for split in SPLITS}, total
