@@ -26,8 +26,8 @@ from components import kinds
 from components.config import DataConfig
 from components.ingestion import Windows, read_spec, read_split
 from components.kinds.tokens import tokens_of
-from components.kinds.vector import numeric_columns
-from components.stage_files import BAD_ROWS, SPLITS
+from components.kinds.vector import numeric_columns, numeric_of
+from components.stage_files import BAD_ROWS, SPLITS, rows_file
 
 __all__ = ["DataValidationError", "run", "side_stats", "tokens_of", "type_error"]
 OOV_WARNING = 0.05  # share of validation/test tokens unseen in train that deserves a warning
@@ -78,10 +78,12 @@ def sides(spec: dict[str, Any]) -> tuple[str, ...]:
     return ("x", "y", "future") if spec.get("future") else ("x", "y")
 
 
-def split_stats(examples: Windows | list[Any], spec: dict[str, Any], lowercase: bool) -> dict[str, Any]:
-    """Statistics of one split's x, y (and known future values)."""
+def split_stats(examples: Windows | list[Any], spec: dict[str, Any], lowercase: bool,
+                numeric: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Statistics of one split's x, y (and known future values); `numeric`: a CSV's column statistics per
+    side, computed already (`data.runner: beam`)."""
     if isinstance(examples, Windows):
-        return window_stats(examples, spec, lowercase)
+        return window_stats(examples, spec, lowercase, numeric)
     xs, ys = [e[0] for e in examples], [e[1] for e in examples]
     out = {
         "count": len(examples),
@@ -94,7 +96,8 @@ def split_stats(examples: Windows | list[Any], spec: dict[str, Any], lowercase: 
     return out
 
 
-def window_stats(windows: Windows, spec: dict[str, Any], lowercase: bool) -> dict[str, Any]:
+def window_stats(windows: Windows, spec: dict[str, Any], lowercase: bool,
+                 numeric: dict[str, Any] | None = None) -> dict[str, Any]:
     """Statistics of a CSV's windows, vectorised: each numeric column over the split's rows, each row once
     (a window's steps are rows; they are typed numbers and complete by construction)."""
     n = len(windows)
@@ -108,9 +111,22 @@ def window_stats(windows: Windows, spec: dict[str, Any], lowercase: bool) -> dic
         if side == "y" and windows.spec["topology"] == "many_to_many":
             steps = windows.w
         out[side] = {"kind": "series", "count": n, "wrong_type": 0, "missing": 0,
-                     **numeric_columns(windows.steps(side), side_spec.get("columns")),
+                     **(numeric_of(*numeric[side], side_spec.get("columns")) if numeric else
+                        numeric_columns(windows.steps(side), side_spec.get("columns"))),
                      **length_stats(Counter({steps: n} if n else {}))}
     return out
+
+
+def beam_stats(ingest: Any, spec: dict[str, Any], data: DataConfig) -> dict[str, dict[str, Any]]:
+    """A CSV's numeric column statistics per split and side, as a Beam pipeline over its shards."""
+    from components.ingestion.beam import column_stats
+
+    recipe = spec["windows"]
+    sides_of = {"x": recipe["x"], "future": recipe["future"], **({} if recipe["text"] else {"y": recipe["y"]})}
+    tables = {f"{split}-{side}": (ingest.path(rows_file(split)), columns) for split in SPLITS
+              for side, columns in sides_of.items() if side in sides(spec)}
+    out = column_stats(tables, data)
+    return {split: {side: out[f"{split}-{side}"] for side in sides_of if f"{split}-{side}" in out} for split in SPLITS}
 
 
 def infer_schema(train: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
@@ -225,7 +241,12 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     """Compute statistics, infer the schema, check every split, write the report."""
     ingest = inputs["ingest"]
     spec = read_spec(ingest)
-    stats = {split: split_stats(read_split(ingest, split, spec), spec, data.lowercase) for split in SPLITS}
+    numeric = beam_stats(ingest, spec, data) if data.runner == "beam" and spec.get("windows") else {}
+    if numeric:
+        ctx.log(f"column statistics: a Beam pipeline ({data.beam_options.get('runner', 'DirectRunner')}) over the "
+                f"row shards")
+    stats = {split: split_stats(read_split(ingest, split, spec), spec, data.lowercase, numeric.get(split))
+             for split in SPLITS}
     schema = infer_schema(stats["train"], spec)
     bad = json.loads(ingest.path(BAD_ROWS).read_text())
     anomalies = find_anomalies(stats, schema, bad, data, spec)

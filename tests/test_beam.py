@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components import ingestion, preprocessing
+from components import ingestion, preprocessing, validation
 from components.artifacts import Artifact
 from components.config import ConfigError, DataConfig
 from tests.conftest import ingested
@@ -40,6 +40,11 @@ def run(tmp_path: Path, name: str, **data: object) -> tuple[Artifact, Artifact]:
     out.mkdir()
     props = ingestion.run({}, out, Ctx(), data=cfg, topology="seq2seq")
     art = Artifact("ingest", out, name, props)
+    checked = tmp_path / f"{name}_validate"
+    checked.mkdir()
+    ctx = Ctx()
+    validation.run({"ingest": art}, checked, ctx, data=cfg)
+    assert any("a Beam pipeline" in line for line in ctx.lines) == (cfg.runner == "beam")
     pre = tmp_path / f"{name}_pre"
     pre.mkdir()
     pre_props = preprocessing.run({"ingest": art}, pre, Ctx(), data=cfg)
@@ -63,6 +68,24 @@ def test_beam_ingest_equals_local(tmp_path: Path, fill: str) -> None:
     assert beam.properties["spec"]["series"] == local.properties["spec"]["series"]
     assert json.loads((beam.uri / "bad_rows.json").read_text()) == json.loads((local.uri / "bad_rows.json").read_text())
     assert beam_pre.properties["io"] == local_pre.properties["io"]
+    same_numbers(json.loads((tmp_path / "beam_validate" / "statistics.json").read_text()),
+                 json.loads((tmp_path / "local_validate" / "statistics.json").read_text()))
+
+
+def same_numbers(a: object, b: object) -> None:
+    """Equal, but a float may differ in its last bits (the shards' sums are added in another order)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys()
+        for key in a:
+            same_numbers(a[key], b[key])
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b)
+        for x, y in zip(a, b):
+            same_numbers(x, y)
+    elif isinstance(a, float):
+        assert b == pytest.approx(a, rel=1e-12, abs=1e-12)
+    else:
+        assert a == b
 
 
 def test_beam_is_for_the_csv_source(tmp_path: Path) -> None:

@@ -89,3 +89,78 @@ def run_series(series: list[Any], job: Any) -> tuple[dict[str, ShardedRows], Cou
                 setattr(total, key, getattr(total, key) + value)
     shutil.rmtree(out / "counts")
     return {split: ShardedRows(out / split) for split in SPLITS}, total
+
+
+# --------------------------------------------------------------------------------------------
+# Validation statistics: each numeric column's parts and histogram, per shard, summed
+
+
+def _options(data: Any) -> Any:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    return PipelineOptions(flags=[], **{**DEFAULTS, **data.beam_options})
+
+
+def _shard_columns(path: str, columns: list[str]) -> np.ndarray:
+    from .windows import SeriesRows
+
+    rows = SeriesRows.read(Path(path))
+    return np.stack([rows.values[c] for c in columns], axis=1) if columns else np.zeros((len(rows), 0))
+
+
+def _parts_task(item: tuple[str, str, list[str]]) -> tuple[str, dict[str, list[float]]]:
+    from components.kinds.vector import as_table, column_parts
+
+    key, path, columns = item
+    return key, column_parts(as_table(_shard_columns(path, columns)))
+
+
+def _counts_task(item: tuple[str, str, list[str]], edges: dict[str, Any]) -> tuple[str, list[list[int]]]:
+    from components.kinds.vector import as_table, column_counts
+
+    key, path, columns = item
+    return key, column_counts(as_table(_shard_columns(path, columns)), edges[key])
+
+
+def _save(item: tuple[str, Any], out: str, stage: str) -> None:
+    key, value = item
+    (Path(out) / f"{stage}-{key}.json").write_text(json.dumps(value))
+
+
+def column_stats(tables: dict[str, tuple[Path, list[str]]], data: Any) -> dict[str, tuple[Any, ...]]:
+    """{key: (rows folder of shards, columns)} -> {key: (parts, counts, edges)}: two Beam passes over the
+    shards (min / max / sums, then histograms between the merged min and max), the same functions as
+    `numeric_columns`."""
+    import apache_beam as beam
+
+    from components.kinds.vector import edges_of, merge_parts
+
+    items = [(key, str(part), columns) for key, (folder, columns) in tables.items()
+             for part in (sorted(Path(folder).glob("*.parquet")) if Path(folder).is_dir() else [folder])]
+    out = Path(tempfile.mkdtemp(prefix="rnnpipe-beam-stats-", dir=data.beam_options.get("temp_location")))
+    try:
+        with beam.Pipeline(options=_options(data)) as pipeline:
+            _ = (pipeline | "shards" >> beam.Create(items) | "parts" >> beam.Map(_parts_task)
+                 | "merge" >> beam.CombinePerKey(lambda parts: _reduce(merge_parts, parts))
+                 | "save parts" >> beam.Map(_save, str(out), "parts"))
+        parts = {key: json.loads((out / f"parts-{key}.json").read_text()) for key in tables}
+        edges = {key: edges_of(p) for key, p in parts.items()}
+        with beam.Pipeline(options=_options(data)) as pipeline:
+            _ = (pipeline | "shards" >> beam.Create(items) | "counts" >> beam.Map(_counts_task, edges)
+                 | "sum" >> beam.CombinePerKey(lambda counts: _reduce(_add_counts, counts))
+                 | "save counts" >> beam.Map(_save, str(out), "counts"))
+        return {key: (parts[key], json.loads((out / f"counts-{key}.json").read_text()), edges[key]) for key in tables}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _reduce(fn: Any, values: Any) -> Any:
+    values = list(values)
+    out = values[0]
+    for value in values[1:]:
+        out = fn(out, value)
+    return out
+
+
+def _add_counts(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
+    return [[x + y for x, y in zip(p, q)] for p, q in zip(a, b)]

@@ -41,19 +41,68 @@ def numeric(rows: list[list[float]], names: list[str] | None = None) -> dict[str
 
 
 def numeric_columns(rows: np.ndarray, names: list[str] | None = None) -> dict[str, Any]:
-    """`numeric` of a float array [rows, columns], vectorised (no ragged rows; NaN is missing)."""
+    """`numeric` of a float array [rows, columns], vectorised (no ragged rows; NaN is missing).
+
+    Two passes of mergeable parts, so shards can be summed (`data.runner: beam`): `column_parts`
+    (counts, sums, min, max), then `column_counts` of each column's histogram between the merged
+    min and max (`edges_of`); `numeric_of` puts them together."""
+    rows = as_table(rows)
+    parts = column_parts(rows)
+    edges = edges_of(parts)
+    return numeric_of(parts, column_counts(rows, edges), edges, names)
+
+
+def as_table(rows: Any) -> np.ndarray:
     rows = np.asarray(rows, dtype="float64")
-    rows = rows.reshape(len(rows), rows.shape[-1] if rows.ndim > 1 else 1)
-    out: dict[str, Any] = {"features": int(rows.shape[1]), "ragged": 0, "columns": []}
-    for j in range(rows.shape[1]):
+    return rows.reshape(len(rows), rows.shape[-1] if rows.ndim > 1 else 1)
+
+
+def column_parts(rows: np.ndarray) -> dict[str, list[float]]:
+    """Per column: rows, finite values, their sum, min and max (mergeable with `merge_parts`)."""
+    finite = np.isfinite(rows)
+    some = finite.any(axis=0)
+    return {"rows": [len(rows)] * rows.shape[1], "finite": finite.sum(axis=0).tolist(),
+            "sum": np.where(finite, rows, 0.0).sum(axis=0).tolist(),
+            "min": np.where(some, np.min(np.where(finite, rows, np.inf), axis=0, initial=np.inf), np.inf).tolist(),
+            "max": np.where(some, np.max(np.where(finite, rows, -np.inf), axis=0, initial=-np.inf), -np.inf).tolist()}
+
+
+def merge_parts(a: dict[str, list[float]], b: dict[str, list[float]]) -> dict[str, list[float]]:
+    pick = {"min": min, "max": max}
+    return {k: [pick.get(k, lambda x, y: x + y)(x, y) for x, y in zip(a[k], b[k])] for k in a}
+
+
+def edges_of(parts: dict[str, list[float]], bins: int = 20) -> list[list[float] | None]:
+    """Each column's histogram edges: `bins` equal bins from its min to its max (None: no finite value)."""
+    out: list[list[float] | None] = []
+    for n, lo, hi in zip(parts["finite"], parts["min"], parts["max"]):
+        if not n:
+            out.append(None)
+            continue
+        lo, hi = (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)
+        out.append(np.linspace(lo, hi, bins + 1).tolist())
+    return out
+
+
+def column_counts(rows: np.ndarray, edges: list[list[float] | None]) -> list[list[int]]:
+    """Each column's finite values counted into its bins (mergeable by adding)."""
+    out = []
+    for j, e in enumerate(edges):
         col = rows[:, j]
-        finite = col[np.isfinite(col)]
-        some = bool(len(finite))
+        out.append(np.histogram(col[np.isfinite(col)], bins=e)[0].tolist() if e is not None else [])
+    return out
+
+
+def numeric_of(parts: dict[str, list[float]], counts: list[list[int]], edges: list[list[float] | None],
+               names: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"features": len(parts["rows"]), "ragged": 0, "columns": []}
+    for j, n in enumerate(parts["finite"]):
         out["columns"].append({
             "name": names[j] if names and j < len(names) else f"f{j}",
-            "min": float(finite.min()) if some else None, "max": float(finite.max()) if some else None,
-            "mean": float(finite.mean()) if some else None, "missing": int(len(col) - len(finite)),
-            "histogram": histogram(finite),
+            "min": float(parts["min"][j]) if n else None, "max": float(parts["max"][j]) if n else None,
+            "mean": float(parts["sum"][j] / n) if n else None, "missing": int(parts["rows"][j] - n),
+            "histogram": {"edges": [round(float(x), 6) for x in edges[j]], "counts": counts[j]} if n else
+            {"edges": [], "counts": []},
         })
     return out
 
