@@ -1,10 +1,9 @@
 """Preprocessing stage: fit vocabularies and normalisers on TRAIN only, encode every split.
 
 inputs -> outputs: ingest, validate -> `preprocessor.json` (the fitted state), `io.json`
-(shapes the model builder needs) and `<split>.npz` (encoded, right-padded arrays). A CSV's
-windows are not stored: `<split>.npz` holds their start rows and encoded targets beside a copy
-of the rows (`<split>.parquet`), statistics are fitted on each train row once, and `load_split`
-cuts and encodes the inputs where they are read (CHUNK windows at a time).
+(shapes the model builder needs) and `<split>.npz` (encoded, right-padded arrays); for a CSV,
+window starts and encoded targets beside its rows (`<split>.parquet`, fitted on each row once):
+`load_split` cuts and encodes the inputs where they are read (`data.runner: beam`: preprocessing_beam.py).
 
 `Codec` rebuilds Keras preprocessing layers (StringLookup, Normalization) from the fitted
 state. The same layers encode the training data here and run inside the exported SavedModel,
@@ -244,11 +243,11 @@ def values(split: Windows | list[Any], side: str) -> Any:
     return [e[0 if side == "x" else 1] for e in split]
 
 
-def fit_values(split: Windows | list[Any], side: str, spec: dict[str, Any]) -> Any:
+def fit_values(split: Windows | list[Any], side: str, spec: dict[str, Any], moments: Any = None) -> Any:
     """What a side is fitted on: a CSV's numeric windows as `Steps` (each row once), else its values."""
     if isinstance(split, Windows) and spec[side]["kind"] == "series":
         steps = split.w if side == "x" or split.spec["topology"] == "many_to_many" else split.h
-        return Steps(split.steps(side), steps)
+        return Steps(split.steps(side), steps, moments)
     return values(split, side)
 
 
@@ -288,11 +287,8 @@ def usable(examples: Windows | list, state: dict[str, Any]) -> tuple[Windows | l
 
 
 def fit_residuals(train: list, spec: dict[str, Any], data: DataConfig, ref: dict[str, Any]) -> dict[str, Any]:
-    """A numeric target fitted as its difference from the reference forecast.
-
-    The differences are scaled but not centred: a model that outputs zero makes exactly the
-    reference forecast, and no train-period drift is baked in as a constant offset.
-    """
+    """A numeric target fitted as its difference from the reference forecast, scaled but not centred: a
+    model that outputs zero makes exactly the reference forecast (no train-period drift baked in)."""
     ys, xs = np.asarray(values(train, "y"), dtype="float64"), np.asarray(values(train, "x"), dtype="float32")
     horizon = ys.shape[1]
     if ref["mode"] == "season" and horizon > xs.shape[1]:
@@ -313,14 +309,17 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
 
     generated = generates(spec["topology"], spec["y"])
     train = read_split(ingest, "train", spec)
-    x_state = fit_side(fit_values(train, "x", spec), spec["x"], data, generated=False)
+    if beam := data.runner == "beam" and bool(spec.get("windows")):  # fit and encode as Beam pipelines
+        from components.preprocessing_beam import beam_encode, beam_moments
+    fitted = beam_moments(ingest.path(files.rows_file("train")), spec["windows"], data) if beam else {}
+    x_state = fit_side(fit_values(train, "x", spec, fitted.get("x")), spec["x"], data, generated=False)
     ref = reference_spec(spec, data)
     if spec["y"].get("language_model"):  # next-token targets share the input's vocabulary and length
         y_state = {**x_state, **spec["y"]}
     elif ref:
         y_state = fit_residuals(train, spec["y"], data, ref)
     else:
-        y_state = fit_side(fit_values(train, "y", spec), spec["y"], data, generated=generated)
+        y_state = fit_side(fit_values(train, "y", spec, fitted.get("y")), spec["y"], data, generated=generated)
     named = {str(c) for side in (x_state, y_state) for c in side.get("columns") or []}
     unknown = sorted(set(data.units) - named)
     if unknown:
@@ -345,7 +344,9 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
             ctx.log(f"{split}: {dropped[split]} examples have a target class unseen in train; left out")
         if isinstance(examples, Windows):  # the rows once, the windows' starts and their encoded targets
             link_or_copy(ingest.path(files.rows_file(split)), workdir / files.rows_file(split))
-            np.savez(workdir / files.split_file(split), starts=examples.starts, **encode_windows(codec, examples))
+            encoded = (beam_encode(ingest.path(files.rows_file(split)), examples, state, data) if beam else
+                       encode_windows(codec, examples))
+            np.savez(workdir / files.split_file(split), starts=examples.starts, **encoded)
             continue
         xs = [e[0] for e in examples]
         arrays = {"x": codec.encode_inputs(xs), "y": codec.encode_targets([e[1] for e in examples], xs),

@@ -1,5 +1,6 @@
-"""`data.runner: beam`: the CSV ingest's per-series work as an Apache Beam pipeline (DirectRunner, 2 worker
-processes) gives the local runner's windows, counts and bad rows, and the same encoded arrays downstream."""
+"""`data.runner: beam`: the CSV's per-series ingest, the validation statistics and preprocessing's fit and
+encoding as Apache Beam pipelines (DirectRunner, 2 worker processes) give the local runner's windows, counts,
+bad rows, statistics, fitted state and encoded arrays."""
 
 from __future__ import annotations
 
@@ -52,22 +53,31 @@ def run(tmp_path: Path, name: str, **data: object) -> tuple[Artifact, Artifact]:
 
 
 @pytest.mark.parametrize("fill", ["none", "ffill"])
-def test_beam_ingest_equals_local(tmp_path: Path, fill: str) -> None:
+def test_beam_stages_equal_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fill: str) -> None:
+    from components.ingestion import beam as beam_module
+
     local, local_pre = run(tmp_path, "local", fill_missing=fill)
+    tasks: list[str] = []
+    real = beam_module.run_tasks
+    monkeypatch.setattr(beam_module, "run_tasks", lambda items, fn, data: tasks.append(fn.__name__) or
+                        real(items, fn, data))
     beam, beam_pre = run(tmp_path, "beam", fill_missing=fill, runner="beam",
                          beam_options={"direct_num_workers": 2, "direct_running_mode": "multi_processing"})
+    assert tasks == ["shard_moments"] + ["shard_encode"] * 3  # preprocessing's fit and encoding ran on Beam
     assert (beam.uri / "train.parquet").is_dir()  # written as shards by the workers
     assert len(list((beam.uri / "train.parquet").glob("part-*.parquet"))) >= 2
     for split in ("train", "validation", "test"):
         assert ingested(beam.uri, split) == ingested(local.uri, split) != []
         ours, theirs = preprocessing.load_split(beam_pre, split), preprocessing.load_split(local_pre, split)
         assert ours.keys() == theirs.keys()
-        for key in ours:
-            np.testing.assert_array_equal(ours[key], theirs[key])
+        for key in ours:  # the fit's moments were merged from shards: equal to float precision
+            np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-5, atol=1e-6)
     assert beam.properties["counts"] == local.properties["counts"]
     assert beam.properties["spec"]["series"] == local.properties["spec"]["series"]
     assert json.loads((beam.uri / "bad_rows.json").read_text()) == json.loads((local.uri / "bad_rows.json").read_text())
     assert beam_pre.properties["io"] == local_pre.properties["io"]
+    same_numbers(json.loads((beam_pre.uri / "preprocessor.json").read_text()),
+                 json.loads((local_pre.uri / "preprocessor.json").read_text()))
     same_numbers(json.loads((tmp_path / "beam_validate" / "statistics.json").read_text()),
                  json.loads((tmp_path / "local_validate" / "statistics.json").read_text()))
 
@@ -94,3 +104,14 @@ def test_beam_is_for_the_csv_source(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="set data.runner: beam"):
         ingestion.check(DataConfig(source="csv", path=str(long_csv(tmp_path / "s.csv")), target_columns=("units",),
                                    beam_options={"direct_num_workers": 2}), "many_to_one")
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"runner": "NoSuchRunner"}, "data.beam_options.runner: Unexpected pipeline runner: NoSuchRunner"),
+    ({"direct_num_worker": 2}, "data.beam_options.direct_num_worker is not a Beam pipeline option; did you mean "
+                               "'direct_num_workers'"),
+])
+def test_bad_beam_options_are_one_line(tmp_path: Path, options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ingestion.check(DataConfig(source="csv", path=str(long_csv(tmp_path / "s.csv")), target_columns=("units",),
+                                   runner="beam", beam_options=options), "many_to_one")

@@ -28,9 +28,9 @@ def same(a: tuple, b: tuple) -> None:
     for split in a[0]:
         x, y = a[0][split], b[0][split]
         assert x.values.keys() == y.values.keys()
-        for name in x.values:
-            assert x.values[name].tolist() == y.values[name].tolist() or np.allclose(
-                x.values[name].astype(float), y.values[name].astype(float), equal_nan=True)
+        for name in x.values:  # exactly (NaN equals NaN): the same bits from both readers
+            assert x.values[name].dtype == y.values[name].dtype
+            np.testing.assert_array_equal(x.values[name], y.values[name])
         assert x.segment.tolist() == y.segment.tolist() and x.id.tolist() == y.id.tolist()
         assert x.time.tolist() == y.time.tolist()
     assert a[1].bad == b[1].bad and a[1].total == b[1].total
@@ -51,6 +51,14 @@ def same(a: tuple, b: tuple) -> None:
      {"target_columns": ["sales"], "feature_columns": ["promo"]}),
     ("a blank line (line reader only)", LINES[:5] + [""] + LINES[5:],
      {"target_columns": ["sales"], "feature_columns": ["promo"]}),
+    ("full-precision floats, and a word", [f"{line.rsplit(',', 3)[0]},{9373.711634780513 + i / 7!r},"
+                                           f"{'abc' if i == 9 else i % 2},sun" for i, line in enumerate(LINES)],
+     {"target_columns": ["sales"], "feature_columns": ["promo"]}),
+    ("Unicode blanks (NBSP, em space, NEL)", [line.replace(",sun", ",sun\xa0").replace(",A,", ",A\u2003,")
+                                              .replace(",1,", ",1\x85,") for line in LINES],
+     {"target_columns": ["weather"], "feature_columns": ["sales", "promo"]}),
+    ("a missing time", [line.replace("2024-01-05", "NA", 1) for line in LINES],
+     {"target_columns": ["sales"], "feature_columns": ["promo"]}),
 ])
 def test_both_readers_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, lines: list[str],
                             data: dict) -> None:
@@ -59,13 +67,33 @@ def test_both_readers_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cas
     same(load(path, True, monkeypatch, **data), load(path, False, monkeypatch, **data))
 
 
+def test_the_time_column_as_a_feature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("t,y\n" + "".join(f"{i},{2 * i}\n" for i in range(1, 30)))
+    cfg = {"target_columns": ["y"], "feature_columns": ["t"]}
+    a = csv_source.load_csv(DataConfig(source="csv", path=str(path), time_column="t", window=3, **cfg))
+    monkeypatch.setattr(csv_source, "_read_fast", lambda *a: None)
+    b = csv_source.load_csv(DataConfig(source="csv", path=str(path), time_column="t", window=3, **cfg))
+    assert a[0]["train"].values["t"].tolist() == b[0]["train"].values["t"].tolist() == list(range(1, 24))
+
+
+def test_a_header_over_a_mebibyte(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    columns = [f"c{i:06d}" for i in range(150_000)]
+    path.write_text("t," + ",".join(columns) + ",y\n" + "".join(f"{i}," + ",".join(["1"] * len(columns)) + f",{i}\n"
+                                                             for i in range(1, 4)))
+    splits, _, _ = csv_source.load_csv(DataConfig(source="csv", path=str(path), time_column="t",
+                                                  target_columns=["y"], feature_columns=[], window=1))
+    assert splits["train"].values["y"].tolist() == [1.0, 2.0]
+
+
 def test_the_fast_reader_takes_clean_files_only(tmp_path: Path) -> None:
     path = tmp_path / "data.csv"
     cfg = DataConfig(source="csv", path=str(path), time_column="time", id_column="store", target_columns=["sales"])
     path.write_text("\n".join([HEADER, *LINES]) + "\n")
     rows = csv_source.Rows(path)
     used = ["sales", "promo", "weather", "time", "store"]
-    assert csv_source._read_fast(rows, HEADER.split(","), used, cfg) is not None
+    assert csv_source._read_fast(rows, HEADER.split(","), used, used[:3], cfg) is not None
     for bad in (LINES[:3] + ["2024-02-01,A,3"], LINES[:3] + [""], LINES[:3] + ['2024-02-01,A,"1,5",0,sun']):
         path.write_text("\n".join([HEADER, *bad]) + "\n")
-        assert csv_source._read_fast(csv_source.Rows(path), HEADER.split(","), used, cfg) is None
+        assert csv_source._read_fast(csv_source.Rows(path), HEADER.split(","), used, used[:3], cfg) is None

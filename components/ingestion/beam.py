@@ -15,6 +15,7 @@ shards are written: on a cluster it must be storage every worker and this proces
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -31,6 +32,29 @@ SEGMENT_SPAN = 1 << 40  # the segment numbers of shard k start at k * SEGMENT_SP
 DEFAULTS = {"runner": "DirectRunner", "direct_num_workers": 2, "direct_running_mode": "multi_processing"}
 
 
+def check_options(options: dict[str, Any]) -> None:
+    """`data.beam_options` before any work: Beam installed, every key a Beam pipeline option, a known runner."""
+    import difflib
+
+    from components.config import ConfigError
+
+    try:
+        from apache_beam.options.pipeline_options import PipelineOptions
+        from apache_beam.runners.runner import create_runner
+    except ImportError:
+        raise ConfigError("data.runner='beam' needs Apache Beam: pip install 'rnnpipe[beam]'.") from None
+    known = set(PipelineOptions(flags=[]).get_all_options(retain_unknown_options=False))
+    for key in options:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(f"data.beam_options.{key} is not a Beam pipeline option"
+                              + (f"; did you mean {near[0]!r}?" if near else "."))
+    try:
+        create_runner(str({**DEFAULTS, **options}["runner"]))
+    except (ValueError, ImportError) as exc:
+        raise ConfigError(f"data.beam_options.runner: {str(exc).splitlines()[0]}") from None
+
+
 class ShardedRows:
     """A split's rows, written as shards by the Beam workers; `write` moves the folder into place."""
 
@@ -39,6 +63,8 @@ class ShardedRows:
 
     def write(self, path: Path) -> None:
         shutil.move(str(self.folder), str(path))
+        with contextlib.suppress(OSError):  # the pipeline's folder, once its last split has moved
+            self.folder.parent.rmdir()
 
 
 def shards(series: list[Any], n: int) -> list[list[Any]]:
@@ -73,11 +99,16 @@ def run_series(series: list[Any], job: Any) -> tuple[dict[str, ShardedRows], Cou
     workers = int(options.get("direct_num_workers") or 1) if options["runner"] == "DirectRunner" else 8
     out = Path(tempfile.mkdtemp(prefix="rnnpipe-beam-", dir=options.get("temp_location")))
     parts = list(enumerate(shards(series, max(2 * workers, 1))))
-    with beam.Pipeline(options=PipelineOptions(flags=[], **options)) as pipeline:
-        tasks = pipeline | "shards of series" >> beam.Create(parts)
-        _ = tasks | "rows per split" >> beam.Map(shard_task, job, str(out))
+    try:
+        with beam.Pipeline(options=PipelineOptions(flags=[], **options)) as pipeline:
+            tasks = pipeline | "shards of series" >> beam.Create(parts)
+            _ = tasks | "rows per split" >> beam.Map(shard_task, job, str(out))
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # no half-written shards left behind
+        raise
     done = sorted((out / "counts").glob("*.json"))
     if len(done) != len(parts):
+        shutil.rmtree(out, ignore_errors=True)
         raise RuntimeError(f"the Beam pipeline finished {len(done)} of {len(parts)} shards (runner "
                            f"{options['runner']}): its output in {out} is incomplete.")
     total = Counts(rows={s: 0 for s in SPLITS})
@@ -164,3 +195,48 @@ def _reduce(fn: Any, values: Any) -> Any:
 
 def _add_counts(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
     return [[x + y for x, y in zip(p, q)] for p, q in zip(a, b)]
+
+
+# --------------------------------------------------------------------------------------------
+# Any per-shard work: a Beam task per item, results back in item order
+
+
+def _run_one(item: tuple[int, Any], fn: Any, out: str) -> int:
+    import pickle
+
+    i, value = item
+    (Path(out) / f"{i:06d}.pkl").write_bytes(pickle.dumps(fn(value)))
+    return i
+
+
+def run_tasks(items: list[Any], fn: Any, data: Any) -> list[Any]:
+    """`[fn(item) for item in items]` as a Beam pipeline (`fn` a module-level function: workers import it)."""
+    import pickle
+
+    import apache_beam as beam
+
+    out = Path(tempfile.mkdtemp(prefix="rnnpipe-beam-tasks-", dir=data.beam_options.get("temp_location")))
+    try:
+        with beam.Pipeline(options=_options(data)) as pipeline:
+            _ = (pipeline | "items" >> beam.Create(list(enumerate(items)))
+                 | "work" >> beam.Map(_run_one, fn, str(out)))
+        done = [out / f"{i:06d}.pkl" for i in range(len(items))]
+        missing = [p.name for p in done if not p.is_file()]
+        if missing:
+            raise RuntimeError(f"the Beam pipeline left {len(missing)} of {len(items)} tasks undone")
+        return [pickle.loads(p.read_bytes()) for p in done]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def shard_files(path: Path) -> list[tuple[Path, int, int]]:
+    """A split's row shards: (file, first row in the whole table, rows), in table order."""
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(path).glob("*.parquet")) if Path(path).is_dir() else [Path(path)]
+    out, offset = [], 0
+    for file in files:
+        rows = pq.ParquetFile(file).metadata.num_rows
+        out.append((file, offset, rows))
+        offset += rows
+    return out

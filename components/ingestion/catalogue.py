@@ -233,10 +233,9 @@ def check(data: DataConfig, topology: str) -> None:
                               f"data.source={data.source!r} runs locally: remove data.runner / data.beam_options.")
         if data.runner != "beam":
             raise ConfigError("data.beam_options is set but data.runner is 'local': set data.runner: beam.")
-        try:
-            import apache_beam  # noqa: F401
-        except ImportError:
-            raise ConfigError("data.runner='beam' needs Apache Beam: pip install 'rnnpipe[beam]'.") from None
+        from .beam import check_options
+
+        check_options(data.beam_options)
     if data.time_format and not data.time_column:
         raise ConfigError("data.time_format is set but data.time_column is not: name the column it parses.")
     if source.bundled and data.path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import csv
 import operator
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -52,7 +53,7 @@ def load_csv(data: DataConfig) -> tuple[dict[str, Any], Rows, dict[str, Any]]:
         header = [h.strip() for h in next(csv.reader([first]))]
         targets, features = _csv_columns(header, data, rows.path)
         used = list(dict.fromkeys([*targets, *features, *(c for c in (data.time_column, data.id_column) if c)]))
-        fast = _read_fast(rows, header, used, data)
+        fast = _read_fast(rows, header, used, [*targets, *features], data)
     if fast is not None:
         numbers, raw, absent, parsed_numbers = fast
     else:
@@ -164,10 +165,19 @@ def _first_line(path: Path) -> str | None:
     """Line 1 of the file as text, when it is there, not blank and UTF-8 (BOM removed); else None."""
     try:
         with open(path, "rb") as handle:
-            line = handle.readline(1 << 20).removeprefix(codecs.BOM_UTF8).rstrip(b"\r\n")
+            line = handle.readline(1 << 20)
+            if not line.endswith(b"\n") and handle.read(1):
+                return None  # a header over 1 MiB: the line reader takes it
+            line = line.removeprefix(codecs.BOM_UTF8).rstrip(b"\r\n")
         return line.decode("utf-8") if line.strip() and b"\x00" not in line else None
     except (OSError, UnicodeDecodeError):
         return None
+
+
+# Bytes of what str.strip removes besides the space: tab, other ASCII controls, and (UTF-8) NEL, NBSP and the
+# Unicode spaces; a file holding any of them has its text fields stripped (b"\xe2\x80" also matches dashes and
+# quotes: a needless strip, never a missed one).
+OTHER_BLANKS = re.compile(rb"[\t\x0b\x0c\x1c-\x1f]|\xc2[\x85\xa0]|\xe1\x9a\x80|\xe2\x80|\xe2\x81\x9f|\xe3\x80\x80")
 
 
 @dataclass
@@ -200,7 +210,7 @@ def _scan(path: Path, block: int = 1 << 24) -> Scan | None:
             scan.commas += chunk.count(b",")
             scan.quotes |= b'"' in chunk
             pads = (b" ,", b", ", b" \n", b"\n ", b" \r")
-            scan.padded |= any(p in chunk or p == edge for p in pads) or b"\t" in chunk
+            scan.padded |= any(p in chunk or p == edge for p in pads) or bool(OTHER_BLANKS.search(chunk))
             previous = chunk[-1:]
     try:
         decoder.decode(b"", final=True)
@@ -211,7 +221,8 @@ def _scan(path: Path, block: int = 1 << 24) -> Scan | None:
     return scan
 
 
-def _read_fast(rows: Rows, header: list[str], used: list[str], data: DataConfig) -> tuple[Any, ...] | None:
+def _read_fast(rows: Rows, header: list[str], used: list[str], numeric: list[str],
+               data: DataConfig) -> tuple[Any, ...] | None:
     """The whole file through pandas' C parser when every line is a well-formed row; None otherwise (the
     line-by-line reader then names each bad line).
 
@@ -226,9 +237,10 @@ def _read_fast(rows: Rows, header: list[str], used: list[str], data: DataConfig)
     scan = _scan(rows.path)
     if scan is None or len(header) < 2 or scan.commas != (len(header) - 1) * scan.lines or scan.quotes:
         return None
-    strings = {c: str for c in (data.time_column, data.id_column) if c}
+    strings = {c: str for c in (data.time_column, data.id_column) if c}  # as written: "007", "NA" reported as is
+    tokens = {c: NA_TOKENS for c in used if c not in strings}
     try:
-        frame = pd.read_csv(rows.path, usecols=used, engine="c", na_values=NA_TOKENS, keep_default_na=False,
+        frame = pd.read_csv(rows.path, usecols=used, engine="c", na_values=tokens, keep_default_na=False,
                             skip_blank_lines=False, dtype=strings, float_precision="round_trip", low_memory=True,
                             encoding="utf-8-sig")
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
@@ -249,7 +261,7 @@ def _read_fast(rows: Rows, header: list[str], used: list[str], data: DataConfig)
         del col
         values = (values.str.strip() if scan.padded else values).to_numpy(dtype=object)  # no blank by a comma: as is
         raw[name], absent[name] = values, timeseries.missing(values)
-        if name not in strings:  # a target or feature column (never the time or id column)
+        if name in numeric:  # a target or feature column (a time or id column can be a feature too)
             parsed[name] = _to_numbers(values, absent[name])
     rows.total = n
     return np.arange(2, n + 2, dtype="int64"), raw, absent, parsed
@@ -286,7 +298,12 @@ def _to_numbers(values: np.ndarray, absent: np.ndarray) -> np.ndarray:
 
     out = pd.to_numeric(pd.Series(np.where(absent, None, values), dtype=object), errors="coerce")
     out = out.to_numpy(dtype="float64", na_value=np.nan)
-    return np.where(np.isfinite(out), out, np.nan)
+    ok = np.isfinite(out)
+    try:  # what to_numeric accepts, correctly rounded (as Python's float; to_numeric can be an ulp off)
+        out[ok] = values[ok].astype("float64")
+    except (ValueError, TypeError):  # a form float() refuses: to_numeric's reading stands
+        pass
+    return np.where(ok, out, np.nan)
 
 
 def _column_type(name: str, absent: np.ndarray, numbers: np.ndarray) -> Column:

@@ -124,6 +124,7 @@ class Windows:
                 starts = starts[sorted(random.Random(spec["seed"]).sample(range(len(starts)), cap))]
         self.starts = starts
         self._x = np.stack([rows.values[c] for c in spec["x"]], axis=1) if spec["x"] else np.zeros((len(rows), 0))
+        self._x32: np.ndarray | None = None
         if text:
             self._labels = rows.values[spec["y"][0]]
         else:
@@ -145,7 +146,11 @@ class Windows:
         return self.starts[idx][:, None] + first + np.arange(steps)
 
     def x(self, idx: Any = slice(None), dtype: str = "float64") -> np.ndarray:
-        """Raw input windows [n, window, features]."""
+        """Raw input windows [n, window, features] (float32: gathered from a float32 copy of the rows, made once)."""
+        if dtype == "float32":
+            if self._x32 is None:
+                self._x32 = self._x.astype("float32")
+            return self._x32[self._offsets(idx, 0, self.w)]
         return self._x[self._offsets(idx, 0, self.w)].astype(dtype, copy=False)
 
     def y(self, idx: Any = slice(None)) -> Any:

@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from components.kinds.base import input_checks
-from components.kinds.vector import Vector, fit_flat, is_number, numeric
+from components.kinds.vector import Vector, fit_moments, is_number, moments, numeric
 
 
 class Steps(NamedTuple):
@@ -24,6 +24,7 @@ class Steps(NamedTuple):
 
     rows: np.ndarray
     length: int
+    moments: dict[str, list[float]] | None = None  # computed already (`data.runner: beam`)
 
 
 def reference(y_state: dict[str, Any], x: Any) -> Any:
@@ -81,7 +82,7 @@ class Series(Vector):
     def fit(self, values: Any, state: dict[str, Any], data: Any, generated: bool) -> None:
         """From windows [n, steps, features], or from `Steps` (a CSV's rows once and the window length)."""
         if isinstance(values, Steps):
-            fit_flat(np.asarray(values.rows, dtype="float64"), state)
+            fit_moments(values.moments or moments(values.rows), state)
             state["length"] = values.length
             return
         super().fit(values, state, data, generated)

@@ -116,11 +116,43 @@ def histogram(values: Any, bins: int = 20) -> dict[str, list[float]]:
 
 def fit_flat(flat: np.ndarray, state: dict[str, Any]) -> None:
     """Per-feature train `mean` and `variance` of numeric rows [n, features] (NaN ignored), and `features`."""
-    state["mean"] = np.nanmean(flat, axis=0).tolist()
-    variance = np.nanvar(flat, axis=0)
-    # a feature constant in train (e.g. an always-blank pixel) is centred, not blown up
+    fit_moments(moments(flat), state)
+
+
+def moments(rows: np.ndarray) -> dict[str, list[float]]:
+    """Per column: finite count, mean and sum of squared deviations (mergeable with `merge_moments`)."""
+    rows = as_table(rows)
+    finite = np.isfinite(rows)
+    n = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, np.where(finite, rows, 0.0).sum(axis=0) / np.maximum(n, 1), np.nan)
+    m2 = np.where(finite, (rows - mean) ** 2, 0.0).sum(axis=0)
+    return {"n": n.tolist(), "mean": mean.tolist(), "m2": m2.tolist()}
+
+
+def merge_moments(a: dict[str, list[float]], b: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Two parts' moments as one (Chan et al.'s parallel variance)."""
+    out: dict[str, list[float]] = {"n": [], "mean": [], "m2": []}
+    for na, ma, qa, nb, mb, qb in zip(a["n"], a["mean"], a["m2"], b["n"], b["mean"], b["m2"]):
+        n = na + nb
+        if not na or not nb:
+            row = (n, ma if na else mb, qa if na else qb)
+        else:
+            delta = mb - ma
+            row = (n, ma + delta * nb / n, qa + qb + delta * delta * na * nb / n)
+        for key, value in zip(("n", "mean", "m2"), row):
+            out[key].append(value)
+    return out
+
+
+def fit_moments(parts: dict[str, list[float]], state: dict[str, Any]) -> None:
+    """`mean` and `variance` from moments; a feature constant in train (e.g. an always-blank pixel) is
+    centred, not blown up."""
+    n = np.asarray(parts["n"], dtype="float64")
+    variance = np.where(n > 0, np.asarray(parts["m2"]) / np.maximum(n, 1), np.nan)
+    state["mean"] = np.asarray(parts["mean"], dtype="float64").tolist()
     state["variance"] = np.where(variance < 1e-8, 1.0, variance).tolist()
-    state["features"] = int(flat.shape[-1])
+    state["features"] = len(parts["n"])
 
 
 class Vector(Kind):

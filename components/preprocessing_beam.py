@@ -1,0 +1,49 @@
+"""`data.runner: beam` in preprocessing: the fit's moments and the targets' encoding, one Beam task per row shard.
+
+The tasks call what the local path calls (`moments`, `encode_windows`) on one shard's rows; no
+window crosses a shard (a shard holds whole series), and the parts come back in shard order.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.config import DataConfig
+from components.ingestion import SeriesRows, Windows
+from components.preprocessing import Codec, encode_windows
+
+
+def beam_moments(path: Path, recipe: dict[str, Any], data: DataConfig) -> dict[str, Any]:
+    """The train rows' moments of x (and numeric y) columns, per shard on Beam, merged in shard order."""
+    from components.ingestion.beam import run_tasks, shard_files
+    from components.kinds.vector import merge_moments
+
+    sides = {"x": recipe["x"], **({} if recipe["text"] else {"y": recipe["y"]})}
+    parts = run_tasks([(str(file), sides) for file, _, _ in shard_files(path)], shard_moments, data)
+    return {side: functools.reduce(merge_moments, [p[side] for p in parts]) for side in sides}
+
+
+def shard_moments(item: tuple[str, dict[str, list[str]]]) -> dict[str, Any]:
+    from components.kinds.vector import moments
+
+    rows = SeriesRows.read(Path(item[0]))
+    return {side: moments(np.stack([rows.values[c] for c in cols], axis=1)) for side, cols in item[1].items()}
+
+
+def beam_encode(path: Path, windows: Windows, state: dict[str, Any], data: DataConfig) -> dict[str, np.ndarray]:
+    """`encode_windows` per row shard on Beam (no window crosses a shard), concatenated in shard order."""
+    from components.ingestion.beam import run_tasks, shard_files
+
+    items = [(str(file), windows.starts[(windows.starts >= lo) & (windows.starts < lo + n)] - lo, state)
+             for file, lo, n in shard_files(path)]
+    parts = run_tasks(items, shard_encode, data)
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+def shard_encode(item: tuple[str, np.ndarray, dict[str, Any]]) -> dict[str, np.ndarray]:
+    path, starts, state = item
+    return encode_windows(Codec(state), Windows(SeriesRows.read(Path(path)), state["windows"], starts))
