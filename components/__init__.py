@@ -1,8 +1,8 @@
 """The pipeline's stages (TFX's components) and what they share.
 
 Stages, in order (each `run(inputs, workdir, ctx, **config) -> properties`): ingestion/, validation.py,
-preprocessing.py, training.py, evaluation/, export.py, infra_validation.py, push.py. No stage imports a
-stage that runs after it (import-linter contract).
+preprocessing.py (+ preprocessing_beam.py: its `data.runner: beam` tasks), training.py, evaluation/,
+export.py, infra_validation.py, push.py. No stage imports a stage that runs after it (import-linter contract).
 
 Shared: config.py (the config schema every stage reads its section of; config_load.py loads and
 validates it, config_plain.py flattens and redacts it), kinds/ (one module per data
