@@ -55,7 +55,7 @@ from components.kinds.tokens import (
     lm_generate,
     max_generate_length,
 )
-from components.preprocessing import Codec, load_split
+from components.preprocessing import Codec
 from components.stage_files import SPLITS
 
 INPUT_NAME = "inputs"
@@ -213,7 +213,7 @@ def data_stats(preprocess: Any) -> list[str]:
     lines = ["| split | examples |", "|---|---|"]
     train_y = None
     for split in SPLITS:
-        arrays = load_split(preprocess, split)
+        arrays = files.load_arrays(preprocess, split)  # the targets only: no inputs encoded to count them
         lines.append(f"| {split} | {len(arrays['y'])} |")
         if split == "train":
             train_y = arrays["y"]

@@ -41,7 +41,7 @@ from components import kinds
 from components import stage_files as files
 from components.artifacts import link_or_copy
 from components.config import ConfigError, DataConfig
-from components.ingestion import SeriesRows, Windows, read_spec, read_split
+from components.ingestion import Windows, read_spec, read_split
 from components.kinds import io_spec  # noqa: F401 - also public here
 from components.kinds.series import Steps, pairing, reference, target_columns, window_stats
 from components.kinds.tokens import END, PAD, START, UNK
@@ -386,15 +386,14 @@ def encode_windows(codec: Codec, windows: Windows) -> dict[str, np.ndarray]:
     return {key: np.concatenate(value) for key, value in parts.items()}
 
 
-def load_split(preprocess: Any, split: str) -> dict[str, np.ndarray]:
-    """The encoded arrays of one split (`x`, `y`, and `future` / `series_id` where used); a CSV's inputs
-    are cut from its rows and encoded here, CHUNK windows at a time."""
-    arrays = files.load_arrays(preprocess, split)
-    starts = arrays.pop("starts", None)
-    if starts is None:
+def load_split(preprocess: Any, split: str, limit: int | None = None) -> dict[str, np.ndarray]:
+    """The encoded arrays of one split (`x`, `y`, and `future` / `series_id` where used), or its first `limit`
+    examples; a CSV's inputs are cut from its rows and encoded here, CHUNK windows at a time."""
+    arrays = {k: v[:limit] for k, v in files.load_arrays(preprocess, split).items()}
+    if arrays.pop("starts", None) is None:
         return arrays
+    windows = files.raw_windows(preprocess, split, limit)
     codec = Codec.load(preprocess)
-    windows = Windows(SeriesRows.read(preprocess.path(files.rows_file(split))), codec.state["windows"], starts)
     chunks = [np.asarray(codec.encode(windows.x(slice(lo, lo + CHUNK), "float32"), "x"))
               for lo in range(0, max(len(windows), 1), CHUNK)]
     return {"x": np.concatenate(chunks).astype("float32", copy=False), **arrays}

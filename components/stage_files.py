@@ -91,21 +91,22 @@ def load_arrays(preprocess: Any, split: str) -> dict[str, Any]:
 
 def raw_examples(preprocess: Any, split: str = "test", limit: int | None = None) -> list[dict[str, Any]]:
     """The examples of one split as read, in the encoded arrays' order: {"x", "y"} and meta (id, time, future)."""
-    windows = raw_windows(preprocess, split)
+    windows = raw_windows(preprocess, split, limit)
     if windows is not None:  # a CSV: its windows, cut from the rows at the saved starts
         return [{"x": x, "y": y, **meta} for x, y, meta in windows.examples(limit)]
     lines = preprocess.path(raw_file(split)).read_text().splitlines()
     return [json.loads(line) for line in lines[:limit]]
 
 
-def raw_windows(preprocess: Any, split: str) -> Any:
-    """A CSV's windows of one split (`components.ingestion.windows.Windows`: raw arrays), else None."""
+def raw_windows(preprocess: Any, split: str, limit: int | None = None) -> Any:
+    """A CSV's windows of one split, or its first `limit` (`components.ingestion.windows.Windows`: raw
+    arrays), else None."""
     rows = preprocess.path(rows_file(split))
     if not rows.exists():
         return None
     from components.ingestion.windows import SeriesRows, Windows
 
-    starts = load_arrays(preprocess, split)["starts"]
+    starts = load_arrays(preprocess, split)["starts"][:limit]
     return Windows(SeriesRows.read(rows), preprocessor_state(preprocess)["windows"], starts)
 
 

@@ -231,7 +231,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
             ctx.log(line)
         train_ds = split_dataset(preprocess, "train", model, train, shuffle=True)
         val_ds = split_dataset(preprocess, "validation", model, train)
-        has_val = len(load_split(preprocess, "validation")["y"]) > 0
+        has_val = len(files.load_arrays(preprocess, "validation")["y"]) > 0  # (no inputs encoded to count)
         if not has_val:
             ctx.log("warning: the validation split is empty (data.val_fraction=0, or series too short for a "
                     "window): training without validation (no val_loss; early stopping watches loss)")
@@ -260,7 +260,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
     (workdir / files.CUDNN_REPORT).write_text(cudnn.markdown(report))
     from models.build import model_inputs, training_data
 
-    head = {k: v[:5] for k, v in load_split(preprocess, "train").items()}
+    head = load_split(preprocess, "train", limit=5)
     # teacher-forced models take two inputs; known future values / series ids ride along by name
     example, _ = training_data(model, io, model_inputs(model, io, head), head["y"])
     np.savez(workdir / files.INPUT_EXAMPLE, **(example if isinstance(example, dict) else {"inputs": example}))

@@ -16,7 +16,6 @@ shards are written: on a cluster it must be storage every worker and this proces
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -49,6 +48,10 @@ def check_options(options: dict[str, Any]) -> None:
             near = difflib.get_close_matches(key, known, n=1)
             raise ConfigError(f"data.beam_options.{key} is not a Beam pipeline option"
                               + (f"; did you mean {near[0]!r}?" if near else "."))
+    temp = options.get("temp_location")
+    if temp is not None and not Path(str(temp)).is_dir():
+        raise ConfigError(f"data.beam_options.temp_location={str(temp)!r} is not a folder (the shards are written "
+                          f"there; on a cluster, storage every worker shares).")
     try:
         create_runner(str({**DEFAULTS, **options}["runner"]))
     except (ValueError, ImportError) as exc:
@@ -77,48 +80,35 @@ def shards(series: list[Any], n: int) -> list[list[Any]]:
     return [series[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
-def shard_task(item: tuple[int, list[Any]], job: Any, out: str) -> int:
-    """One Beam task: the rows of one shard of series, written per split; its counts as JSON."""
-    k, series = item
+def shard_task(item: tuple[int, list[Any], Any, str]) -> dict[str, Any]:
+    """One Beam task: the rows of one shard of series, written per split; returns its counts."""
+    k, series, job, out = item
     splits, counts = job.run(series, segment=k * SEGMENT_SPAN)
     for split, rows in splits.items():
         folder = Path(out) / split
         folder.mkdir(parents=True, exist_ok=True)
         rows.write(folder / f"part-{k:05d}.parquet")
-    (Path(out) / "counts").mkdir(exist_ok=True)
-    (Path(out) / "counts" / f"{k:05d}.json").write_text(json.dumps(counts.as_dict()))
-    return k
+    return counts.as_dict()
 
 
 def run_series(series: list[Any], job: Any) -> tuple[dict[str, ShardedRows], Counts]:
-    """Run `job` over shards of `series` as a Beam pipeline; the sharded rows per split and the summed counts."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
+    """Run `job` over shards of `series` on Beam; the sharded rows per split and the summed counts."""
     options = {**DEFAULTS, **job.data.beam_options}
     workers = int(options.get("direct_num_workers") or 1) if options["runner"] == "DirectRunner" else 8
     out = Path(tempfile.mkdtemp(prefix="rnnpipe-beam-", dir=options.get("temp_location")))
-    parts = list(enumerate(shards(series, max(2 * workers, 1))))
     try:
-        with beam.Pipeline(options=PipelineOptions(flags=[], **options)) as pipeline:
-            tasks = pipeline | "shards of series" >> beam.Create(parts)
-            _ = tasks | "rows per split" >> beam.Map(shard_task, job, str(out))
+        parts = run_tasks([(k, shard, job, str(out)) for k, shard in enumerate(shards(series, 2 * workers))],
+                          shard_task, job.data)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # no half-written shards left behind
         raise
-    done = sorted((out / "counts").glob("*.json"))
-    if len(done) != len(parts):
-        shutil.rmtree(out, ignore_errors=True)
-        raise RuntimeError(f"the Beam pipeline finished {len(done)} of {len(parts)} shards (runner "
-                           f"{options['runner']}): its output in {out} is incomplete.")
     total = Counts(rows={s: 0 for s in SPLITS})
-    for path in done:
-        for key, value in json.loads(path.read_text()).items():
+    for part in parts:
+        for key, value in part.items():
             if key == "rows":
                 total.rows = {s: total.rows[s] + value[s] for s in SPLITS}
             elif value is not None:
                 setattr(total, key, getattr(total, key) + value)
-    shutil.rmtree(out / "counts")
     return {split: ShardedRows(out / split) for split in SPLITS}, total
 
 
@@ -126,75 +116,43 @@ def run_series(series: list[Any], job: Any) -> tuple[dict[str, ShardedRows], Cou
 # Validation statistics: each numeric column's parts and histogram, per shard, summed
 
 
-def _options(data: Any) -> Any:
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    return PipelineOptions(flags=[], **{**DEFAULTS, **data.beam_options})
-
-
 def _shard_columns(path: str, columns: list[str]) -> np.ndarray:
+    from components.kinds.vector import as_table
+
     from .windows import SeriesRows
 
     rows = SeriesRows.read(Path(path))
-    return np.stack([rows.values[c] for c in columns], axis=1) if columns else np.zeros((len(rows), 0))
+    return as_table(np.stack([rows.values[c] for c in columns], axis=1) if columns else np.zeros((len(rows), 0)))
 
 
-def _parts_task(item: tuple[str, str, list[str]]) -> tuple[str, dict[str, list[float]]]:
-    from components.kinds.vector import as_table, column_parts
+def _parts_task(item: tuple[str, list[str]]) -> dict[str, list[float]]:
+    from components.kinds.vector import column_parts
 
-    key, path, columns = item
-    return key, column_parts(as_table(_shard_columns(path, columns)))
-
-
-def _counts_task(item: tuple[str, str, list[str]], edges: dict[str, Any]) -> tuple[str, list[list[int]]]:
-    from components.kinds.vector import as_table, column_counts
-
-    key, path, columns = item
-    return key, column_counts(as_table(_shard_columns(path, columns)), edges[key])
+    return column_parts(_shard_columns(*item))
 
 
-def _save(item: tuple[str, Any], out: str, stage: str) -> None:
-    key, value = item
-    (Path(out) / f"{stage}-{key}.json").write_text(json.dumps(value))
+def _counts_task(item: tuple[str, list[str], list[Any]]) -> list[list[int]]:
+    from components.kinds.vector import column_counts
+
+    return column_counts(_shard_columns(item[0], item[1]), item[2])
 
 
 def column_stats(tables: dict[str, tuple[Path, list[str]]], data: Any) -> dict[str, tuple[Any, ...]]:
     """{key: (rows folder of shards, columns)} -> {key: (parts, counts, edges)}: two Beam passes over the
     shards (min / max / sums, then histograms between the merged min and max), the same functions as
-    `numeric_columns`."""
-    import apache_beam as beam
-
+    `numeric_columns`, merged here in shard order."""
     from components.kinds.vector import edges_of, merge_parts
 
-    items = [(key, str(part), columns) for key, (folder, columns) in tables.items()
-             for part in (sorted(Path(folder).glob("*.parquet")) if Path(folder).is_dir() else [folder])]
-    out = Path(tempfile.mkdtemp(prefix="rnnpipe-beam-stats-", dir=data.beam_options.get("temp_location")))
-    try:
-        with beam.Pipeline(options=_options(data)) as pipeline:
-            _ = (pipeline | "shards" >> beam.Create(items) | "parts" >> beam.Map(_parts_task)
-                 | "merge" >> beam.CombinePerKey(lambda parts: _reduce(merge_parts, parts))
-                 | "save parts" >> beam.Map(_save, str(out), "parts"))
-        parts = {key: json.loads((out / f"parts-{key}.json").read_text()) for key in tables}
-        edges = {key: edges_of(p) for key, p in parts.items()}
-        with beam.Pipeline(options=_options(data)) as pipeline:
-            _ = (pipeline | "shards" >> beam.Create(items) | "counts" >> beam.Map(_counts_task, edges)
-                 | "sum" >> beam.CombinePerKey(lambda counts: _reduce(_add_counts, counts))
-                 | "save counts" >> beam.Map(_save, str(out), "counts"))
-        return {key: (parts[key], json.loads((out / f"counts-{key}.json").read_text()), edges[key]) for key in tables}
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
-
-
-def _reduce(fn: Any, values: Any) -> Any:
-    values = list(values)
-    out = values[0]
-    for value in values[1:]:
-        out = fn(out, value)
-    return out
-
-
-def _add_counts(a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
-    return [[x + y for x, y in zip(p, q)] for p, q in zip(a, b)]
+    items = [(key, str(file), columns) for key, (folder, columns) in tables.items()
+             for file, _, _ in shard_files(folder)]
+    parts: dict[str, Any] = {}
+    for (key, _, _), part in zip(items, run_tasks([(f, c) for _, f, c in items], _parts_task, data)):
+        parts[key] = merge_parts(parts[key], part) if key in parts else part
+    edges = {key: edges_of(p) for key, p in parts.items()}
+    counts: dict[str, Any] = {}
+    for (key, _, _), part in zip(items, run_tasks([(f, c, edges[k]) for k, f, c in items], _counts_task, data)):
+        counts[key] = [[x + y for x, y in zip(a, b)] for a, b in zip(counts[key], part)] if key in counts else part
+    return {key: (parts[key], counts[key], edges[key]) for key in tables}
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,10 +172,11 @@ def run_tasks(items: list[Any], fn: Any, data: Any) -> list[Any]:
     import pickle
 
     import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
 
     out = Path(tempfile.mkdtemp(prefix="rnnpipe-beam-tasks-", dir=data.beam_options.get("temp_location")))
     try:
-        with beam.Pipeline(options=_options(data)) as pipeline:
+        with beam.Pipeline(options=PipelineOptions(flags=[], **{**DEFAULTS, **data.beam_options})) as pipeline:
             _ = (pipeline | "items" >> beam.Create(list(enumerate(items)))
                  | "work" >> beam.Map(_run_one, fn, str(out)))
         done = [out / f"{i:06d}.pkl" for i in range(len(items))]
