@@ -13,13 +13,16 @@ not load, an error status, a different answer) raises InfraValidationError and t
 nothing was ever visible in the served base. The fingerprint follows the export's content, so
 a new export is always validated again.
 
-Off the critical path (issue 16): `prestart()` (the runner calls it when the export stage starts
-building) launches that fresh server process on an empty private base while the export is still
-being written, so its interpreter start, TensorFlow import and HTTP server overlap the export;
-`run()` then links the export in (`serve_candidate`) and waits for it to be AVAILABLE; without a
-prestarted server it starts one the same way, so there is one path. The server is still a process that never saw
-another model, started for this validation only; one that is not claimed (export cached or failed,
-a gate closed) is stopped by `discard_prestarted()` or dies with this process.
+Off the critical path (issue 16): `prestart()` (the runner calls it when the train stage, or a
+later one before this, starts building) launches that fresh server process on an empty private
+base at a lower CPU priority (`PRESTART_NICE`), so its interpreter start and TensorFlow import
+(~6 CPU-seconds) use the cycles training leaves idle instead of adding to the run's critical path;
+`run()` then links the export in (`serve_candidate`) and waits for it to be AVAILABLE. Without a
+prestarted server, or if it did not come up, it starts one the same way at normal priority, so
+there is one path. The server is still a process that never saw another model, started for this
+validation only (a sweep's trials each get their own: reusing one across trials would break that
+guarantee); one that is not claimed (export cached or failed, a gate closed) is stopped by
+`discard_prestarted()` or dies with this process.
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ def wait_available(url: str, version: int, timeout: float = 120) -> None:
 
 CANDIDATE = "candidate"
 POLL_SECONDS = "0.1"  # the validation server looks for the linked version this often
+PRESTART_NICE = 19  # a prestarted server's CPU priority: the lowest (CFS weight 15 against training's 1024)
+PRESTART_TIMEOUT = 900  # s: at that priority, on a machine training saturates, it starts slowly
 
 
 class Prestarted(HeldServer):
@@ -86,12 +91,13 @@ class Prestarted(HeldServer):
     started now and held by a thread that lives as long as it (see components.serving.HeldServer:
     the parent-death signal fires when the spawning *thread* ends)."""
 
-    def __init__(self) -> None:
+    def __init__(self, nice: int = 0, start_timeout: float = 180) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="rnnpipe-infra-"))
         self.base = self.home / CANDIDATE
         self.base.mkdir()
         super().__init__(ServerProcess(self.base, "--model-name", CANDIDATE, "--poll-seconds", POLL_SECONDS,
-                                       log_path=self.home / "server.log"), name="infra-validation-server")
+                                       log_path=self.home / "server.log", nice=nice, start_timeout=start_timeout),
+                         name="infra-validation-server")
 
     def close(self) -> None:
         super().close()
@@ -102,10 +108,20 @@ _prestarted: list[Prestarted] = []  # at most one, claimed by the next infra_val
 
 
 def prestart(config: Any) -> None:
-    """Start the validation server now (the export is being built), if infra validation will run."""
-    discard_prestarted()
-    if config.export.infra_validate:
-        _prestarted.append(Prestarted())
+    """Start the validation server now, at a low priority, if infra validation will run (once)."""
+    if config.export.infra_validate and not _prestarted:
+        _prestarted.append(Prestarted(nice=PRESTART_NICE, start_timeout=PRESTART_TIMEOUT))
+
+
+def claim() -> tuple[Prestarted, bool]:
+    """The prestarted server if there is one and it came up, else a fresh one; whether it was prestarted."""
+    if _prestarted:
+        server = _prestarted.pop()
+        server.ready.wait()
+        if server.error is None:
+            return server, True
+        server.close()  # it did not come up: one fresh try at normal priority says why, if it fails too
+    return Prestarted(), False
 
 
 def discard_prestarted() -> None:
@@ -168,9 +184,8 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig) -> dict[
         files.write_canary(workdir, canary)
         return {"summary": "skipped (export.infra_validate=false)", "validated": False,
                 "content_hash": props["content_hash"]}
-    prestarted = bool(_prestarted)
-    server = _prestarted.pop() if prestarted else Prestarted()
     started = time.monotonic()
+    server, prestarted = claim()
     try:
         answers = validate(server, files.saved_model(art), canary, props.get("signatures", ["serving_default"]))
     except InfraValidationError as exc:
@@ -182,7 +197,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig) -> dict[
         server.close()
     files.write_canary(workdir, {**canary, "answers": answers})
     seconds = time.monotonic() - started
-    how = "fresh process started during export" if prestarted else "fresh process"
+    how = "fresh process prestarted during training" if prestarted else "fresh process"
     sent = canary["inputs"]["inputs"] if isinstance(canary["inputs"], dict) else canary["inputs"]  # named inputs
     return {"summary": f"{len(sent)} canaries answered identically by `rnnpipe serve` "
                        f"({how}, {seconds:.1f}s)",

@@ -335,7 +335,16 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv[:1] == ["serve"]:
+        # The HTTP server has drained and stopped. Tearing down an interpreter that holds TensorFlow
+        # and loaded SavedModels takes 1-2 s and frees nothing the OS does not: skip it. (A stop
+        # was measured at 1.4 s after SIGTERM, most of infra validation's time once the server is warm.)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -98,13 +98,15 @@ def run(
         run_dir.mkdir(parents=True, exist_ok=True)
         result = RunResult(tracker.run_id, run_dir, {}, {}, {})
         total = last + 1
+        warmed: set[str] = set()  # stages whose warm-up started in this run (once each)
         try:
             pipeline = wiring.STAGES  # looked up now: a test may have replaced a stage (stages.replace_stage)
             for index, stage in enumerate(pipeline[: last + 1]):
                 produced = _run_stage(stage, config, root, result, force=index >= first and from_stage is not None,
                                       may_build=index >= first, tracker=tracker, log=log,
                                       label=f"[{index + 1}/{total}] {stage.name}",
-                                      then=pipeline[index + 1] if index < last else None)
+                                      later=[s for s in pipeline[index + 1: last + 1] if s.name not in warmed],
+                                      warmed=warmed)
                 if produced is None:  # gate closed (e.g. not blessed): later stages do not run
                     break
         finally:
@@ -190,7 +192,7 @@ def _as_worker(config: Config, last: int) -> tuple[Config, int]:
 
 def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, force: bool,
                may_build: bool, tracker: Any, log: Callable[[str], None], label: str,
-               then: Stage | None = None) -> Artifact | None:
+               later: list[Stage] | None = None, warmed: set[str] | None = None) -> Artifact | None:
     missing = [i for i in stage.inputs if i not in result.artifacts]
     if missing:
         log(f"{label:<24} skipped (no {', '.join(missing)} output)")
@@ -215,8 +217,10 @@ def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, f
                 )
             ctx.scratch.mkdir(parents=True, exist_ok=True)
             log(f"{label:<24} running...")
-            if then is not None and then.warm_up:  # e.g. the validation server starts while export builds
-                then.warm_up(config)
+            for waiting in later or ():  # e.g. the validation server starts when training starts
+                if waiting.warm_up and STAGE_NAMES.index(stage.name) >= _warm_up_index(waiting):
+                    warmed.add(waiting.name)
+                    waiting.warm_up(config)
             with artifacts.building(stage_dir, fp) as tmp:
                 properties = stage.run(inputs, tmp, ctx, **kwargs)
                 art = artifacts.commit(tmp, stage.name, fp, properties or {})
@@ -236,6 +240,11 @@ def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, f
         log(f"    stopping here: {art.properties.get('reason', 'gate closed')}")
         return None
     return art
+
+
+def _warm_up_index(stage: Stage) -> int:
+    """Where a stage's warm-up may start: its `warm_up_from` stage, else the stage right before it."""
+    return STAGE_NAMES.index(stage.warm_up_from) if stage.warm_up_from else STAGE_NAMES.index(stage.name) - 1
 
 
 def _reusable(stage_dir: Path, fp: str, label: str, log: Callable[[str], None]) -> Artifact | None:

@@ -55,7 +55,8 @@ class Stage:
     run: Callable[..., dict[str, Any]]
     inputs: tuple[str, ...]
     select: Callable[[Config], dict[str, Any]]
-    warm_up: Callable[[Config], None] | None = None  # slow set-up started while the stage before builds
+    warm_up: Callable[[Config], None] | None = None  # slow set-up started early, while earlier stages build:
+    warm_up_from: str | None = None  # once per run, when this stage (or a later one before it) builds
     cancel_warm_up: Callable[[], None] | None = None  # at the end of a run: a warm-up nobody used
     after: Callable[[Any, StageContext], str | None] | None = None  # on the output, built or cached; a note
 
@@ -81,8 +82,9 @@ def create_pipeline() -> tuple[Stage, ...]:
               lambda c: {"export": c.export, "name": c.name, "model": c.model, "data": c.data, "train": c.train,
                          "evaluate": c.evaluate}),
         Stage("infra_validate", infra_validation.run, ("export",), lambda c: {"export": c.export},
-              # its fresh server starts while the export is written
-              warm_up=infra_validation.prestart, cancel_warm_up=infra_validation.discard_prestarted),
+              # its fresh server starts, at a low CPU priority, when training starts
+              warm_up=infra_validation.prestart, warm_up_from="train",
+              cancel_warm_up=infra_validation.discard_prestarted),
         Stage("push", push.run, ("export", "infra_validate", "evaluate"),
               lambda c: {"export": c.export, "name": c.name}, after=push.register),
     )

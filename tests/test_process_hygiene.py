@@ -107,8 +107,9 @@ def test_the_serve_child_of_infra_validation_dies_when_its_parent_is_killed_9(tm
 
 
 def test_the_prestarted_validation_server_serves_what_is_linked_in_and_dies_with_its_parent(tmp_path: Path) -> None:
-    """Issue 16: the infra-validation server started during export (a thread that outlives the spawn,
-    so the parent-death signal is not fired early) picks up the export linked in later, and dies on kill -9."""
+    """Issue 16: the infra-validation server started during training (a thread that outlives the spawn,
+    so the parent-death signal is not fired early) runs at a lower CPU priority, picks up the export
+    linked in later, and dies on kill -9."""
     from tests.serving_support import toy_saved_model
 
     toy_saved_model(tmp_path / "toy")
@@ -117,14 +118,18 @@ def test_the_prestarted_validation_server_serves_what_is_linked_in_and_dies_with
         from pathlib import Path
         from components import infra_validation as iv
         from components.serving import call
-        server = iv.Prestarted()
+        server = iv.Prestarted(nice=iv.PRESTART_NICE)
         root = server.wait()
         url = iv.serve_candidate(server, Path({str(tmp_path / "toy")!r}))
         iv.wait_available(f"{{url}}/v1/models/{{iv.CANDIDATE}}", 1)
         print(server.server.proc.pid, flush=True)
         time.sleep(300)
     """)
+    from components.infra_validation import PRESTART_NICE
+
+    niceness = os.getpriority(os.PRIO_PROCESS, child), os.getpriority(os.PRIO_PROCESS, proc.pid)
     killed_parent_takes_child(proc, child, "the orphaned prestarted server")
+    assert niceness[0] == min(19, niceness[1] + PRESTART_NICE)
 
 
 def test_stop_group_ends_a_helper_and_its_workers() -> None:

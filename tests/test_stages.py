@@ -50,3 +50,40 @@ def test_push_registers_through_the_registry_it_is_handed(tmp_path: Path) -> Non
     assert seen == [pushed.properties["register"]]
     assert note == "registry: m version 3, champion (first registered version)"
     assert push.register(pushed, SimpleNamespace(register=lambda info: None)) is None  # the registry declined
+
+
+def test_a_warm_up_starts_when_its_first_stage_builds_and_not_on_a_cached_run(make_config, monkeypatch) -> None:  # noqa: ANN001
+    """Issue 16: the validation server is prestarted once, when training starts building (its
+    warm_up_from) or else the first later stage before infra_validate that builds; never on a cached
+    run or one that stops before infra_validate; the end of a run cancels a warm-up nobody claimed."""
+    from pipeline import runner
+
+    events: list[str] = []
+
+    def fake(name: str):  # noqa: ANN202
+        def run(inputs, workdir, ctx, **kwargs):  # noqa: ANN001, ANN003, ANN202
+            events.append(name)
+            return {}
+        return run
+
+    pipeline = stages.STAGES
+    for stage in stages.STAGE_NAMES:
+        pipeline = stages.replace_stage(pipeline, stage, run=fake(stage), after=None)
+    pipeline = stages.replace_stage(pipeline, "infra_validate", warm_up=lambda config: events.append("warm_up"),
+                                    cancel_warm_up=lambda: events.append("cancel"))
+    monkeypatch.setattr(stages, "STAGES", pipeline)
+    config = make_config(tracking__enabled="false")
+    quiet = {"log": lambda _: None}
+
+    runner.run(config, **quiet)
+    assert events == ["ingest", "validate", "preprocess", "warm_up", "train", "evaluate", "export",
+                      "infra_validate", "push", "cancel"]
+    events.clear()
+    runner.run(config, **quiet)  # all cached
+    assert events == ["cancel"]
+    events.clear()
+    runner.run(config, from_stage="export", **quiet)
+    assert events == ["warm_up", "export", "infra_validate", "push", "cancel"]
+    events.clear()
+    runner.run(config, from_stage="train", to_stage="export", **quiet)  # infra_validate will not run
+    assert events == ["train", "evaluate", "export", "cancel"]

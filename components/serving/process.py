@@ -140,18 +140,25 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
     return preexec
 
 
-def spawn(argv: Sequence[str], guarded: bool = True, **popen: Any) -> subprocess.Popen:
+def spawn(argv: Sequence[str], guarded: bool = True, nice: int = 0, **popen: Any) -> subprocess.Popen:
     """Start `argv` in a new process group that dies with this process.
 
     guarded: under the guard (SIGTERM when this process dies; the guard ends the whole group,
     workers included); else `argv` itself gets SIGKILL (a single-process server). Stop it with
-    `stop_group(proc)` (SIGTERM to the group, SIGKILL after a grace period).
+    `stop_group(proc)` (SIGTERM to the group, SIGKILL after a grace period). nice: added to the
+    child's niceness (a lower CPU priority: it runs on cycles the rest of the machine leaves idle).
     """
     env = dict(popen.pop("env", None) or os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", GUARD, "--", *argv] if guarded else list(argv)
-    return subprocess.Popen(command, env=env, start_new_session=True,
-                            preexec_fn=die_with_parent(signal.SIGTERM if guarded else signal.SIGKILL), **popen)
+    tie = die_with_parent(signal.SIGTERM if guarded else signal.SIGKILL)
+
+    def preexec() -> None:
+        tie()
+        if nice:
+            os.nice(nice)
+
+    return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=preexec, **popen)
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 30) -> None:
@@ -184,8 +191,8 @@ class Launched:
     def __init__(self, argv: Sequence[str], ready: Callable[[], str | None], *, guarded: bool = True,
                  log_path: str | Path, env: dict[str, str] | None = None, cwd: str | Path | None = None,
                  start_timeout: float = 180, poll: float = 0.05,
-                 failure: Callable[[subprocess.Popen], str] | None = None):
-        self.argv, self.ready, self.guarded = list(argv), ready, guarded
+                 failure: Callable[[subprocess.Popen], str] | None = None, nice: int = 0):
+        self.argv, self.ready, self.guarded, self.nice = list(argv), ready, guarded, nice
         self.log_path, self.env, self.cwd = Path(log_path), env, cwd
         self.start_timeout, self.poll, self.failure = start_timeout, poll, failure or self.not_ready
         self.proc: Any = None
@@ -203,8 +210,8 @@ class Launched:
 
     def __enter__(self) -> str:
         with open(self.log_path, "wb") as log:
-            self.proc = spawn(self.argv, guarded=self.guarded, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                              cwd=self.cwd)
+            self.proc = spawn(self.argv, guarded=self.guarded, nice=self.nice, stdout=log, stderr=subprocess.STDOUT,
+                              env=self.env, cwd=self.cwd)
         deadline = time.monotonic() + self.start_timeout
         try:
             while (url := self.ready()) is None:
@@ -231,7 +238,7 @@ class ServerProcess(Launched):
     """
 
     def __init__(self, base: str | Path, *args: str, log_path: str | Path | None = None, start_timeout: float = 180,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, nice: int = 0):
         self.base, self.args = str(base), args
         self.tmp = tempfile.TemporaryDirectory(prefix="rnnpipe-serve-")
         self.ready_file = Path(self.tmp.name) / "ready.json"
@@ -240,7 +247,7 @@ class ServerProcess(Launched):
         super().__init__(command, self.listening, guarded=False,
                          log_path=log_path or Path(self.tmp.name) / "server.log",
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}, cwd=ROOT,
-                         start_timeout=start_timeout)
+                         start_timeout=start_timeout, nice=nice)
 
     def listening(self) -> str | None:
         if not self.ready_file.is_file():
