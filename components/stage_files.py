@@ -119,15 +119,18 @@ def split_digest(folder: Path, split: str) -> str:
     """The content hash of an encoded split's arrays, and of a CSV's rows (see data_digest)."""
     import numpy as np
 
-    with np.load(Path(folder) / split_file(split)) as data:
-        arrays = {k: data[k] for k in data.files}
     digest = hashlib.sha256()
-    for key, array in sorted(arrays.items()):
-        digest.update(f"{key}{array.dtype}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
+    with np.load(Path(folder) / split_file(split)) as data:
+        for key in sorted(data.files):  # one array in memory at a time, hashed where it lies (no copy)
+            array = np.ascontiguousarray(data[key])
+            digest.update(f"{key}{array.dtype}{array.shape}".encode())
+            digest.update(memoryview(array).cast("B") if array.size and array.dtype.kind != "O" else array.tobytes())
+            del array
     rows = Path(folder) / rows_file(split)
     for part in sorted(rows.glob("*.parquet")) if rows.is_dir() else [rows] if rows.is_file() else []:
-        digest.update(part.read_bytes())
+        with open(part, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
     return digest.hexdigest()[:16]
 
 

@@ -52,16 +52,16 @@ def check(model: ModelConfig, train: Any = None) -> None:
 
     `train` (the pipeline's TrainConfig) is accepted for callers that pass it; no check needs it yet.
     """
-    from models.topologies import BUILDERS
+    from models.io import FITS  # not models.topologies: no Keras (TensorFlow) import before the data stages
 
     for line in notices(model):
         if line not in _printed:
             _printed.add(line)
             print(line, file=sys.stderr)
 
-    if model.topology not in BUILDERS:
+    if model.topology not in FITS:
         raise ConfigError(
-            f"model.topology={model.topology!r} has no builder yet. Allowed: {', '.join(BUILDERS)}."
+            f"model.topology={model.topology!r} has no builder yet. Allowed: {', '.join(FITS)}."
         )
     if model.topology == "one_to_many" and model.bidirectional:
         raise ConfigError(
@@ -96,8 +96,7 @@ def _gpu_visible() -> bool:
 
 def check_io(model: ModelConfig, io: dict[str, Any]) -> None:
     """The checks that need the data's kinds (x/y "kind" is enough: ingestion's spec can be passed early)."""
-    from models.io import side
-    from models.topologies import fit_error
+    from models.io import fit_error, side
 
     x, y = io["x"]["kind"], io["y"]["kind"]
     problem = fit_error(model.topology, x, y)

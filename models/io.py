@@ -14,7 +14,9 @@ the builders use instead of kind names:
   forecast), so a backward RNN would see it.
 
 Adding a data kind with a new encoded shape: a row here, its module in components/kinds/, and the
-(x, y) pairs it fits in models/topologies.py FITS.
+(x, y) pairs it fits in FITS below.
+
+Nothing here imports Keras: the config checks run before any TensorFlow import.
 """
 
 from __future__ import annotations
@@ -57,3 +59,30 @@ def generates(topology: str, io_y: dict[str, Any]) -> bool:
 def classes(io_y: dict[str, Any]) -> int:
     """The softmax width of a classes/tokens target."""
     return io_y["vocab_size"] if side(io_y).output == "tokens" else io_y["num_classes"]
+
+
+# Which (x kind, y kind) pairs each topology can learn: the one compatibility table (ingestion
+# checks a source's examples against it, `build.check_io` a model's io). Every pair builds, trains,
+# evaluates and exports end to end (checked through the pipeline with a stub source for
+# one_to_one category -> label, many_to_one and many_to_many tokens -> series). Not
+# many_to_many series -> tokens: a token y that is not a language model's shifted x is
+# evaluated by generation, which a synced many_to_many model does not do.
+FITS: dict[str, set[tuple[str, str]]] = {
+    "one_to_one": {("vector", "label"), ("category", "label")},
+    "one_to_many": {(x, y) for x in ("vector", "category") for y in ("tokens", "series")},
+    "many_to_one": {("tokens", "label"), ("series", "label"), ("series", "series"), ("tokens", "series")},
+    "many_to_many": {("tokens", "labels"), ("series", "labels"), ("tokens", "tokens"), ("series", "series"),
+                     ("tokens", "series")},
+    "seq2seq": {(x, y) for x in ("tokens", "series") for y in ("tokens", "series")},
+}
+
+
+def fit_error(topology: str, x: str, y: str, source: str | None = None) -> str | None:
+    """None if `topology` can learn x -> y examples, else the one-line reason (naming `source` when given)."""
+    if (x, y) in FITS[topology]:
+        return None
+    allowed = ", ".join(f"{a} -> {b}" for a, b in sorted(FITS[topology]))
+    if source is None:
+        return f"model.topology={topology!r} cannot map {x} -> {y}; it takes {allowed}."
+    return (f"data.source={source!r} gives {x} -> {y} examples, which model.topology={topology!r} cannot learn; "
+            f"it takes: {allowed}.")

@@ -44,8 +44,8 @@ from models.seq2seq import DECODER_INPUTS, generation_models, one_to_many, seq2s
 from models.spec import ModelConfig
 
 # the names importable from here (callers in components/ and models/ import them from models.topologies)
-__all__ = ["BUILDERS", "DECODER_INPUTS", "FITS", "FUTURE", "SERIES_ID", "extra_names", "fit_error",
-           "generation_models", "many_to_many", "many_to_one", "one_to_many", "one_to_one", "seq2seq"]
+__all__ = ["BUILDERS", "DECODER_INPUTS", "FUTURE", "SERIES_ID", "extra_names", "generation_models", "many_to_many",
+           "many_to_one", "one_to_many", "one_to_one", "seq2seq"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,28 +98,3 @@ BUILDERS: dict[str, Callable[[ModelConfig, dict[str, Any]], keras.Model]] = {
     "seq2seq": seq2seq,
 }
 
-# Which (x kind, y kind) pairs each topology can learn: the one compatibility table (ingestion
-# checks a source's examples against it, `build.check_io` a model's io). Every pair builds, trains,
-# evaluates and exports end to end (checked through the pipeline with a stub source for
-# one_to_one category -> label, many_to_one and many_to_many tokens -> series). Not
-# many_to_many series -> tokens: a token y that is not a language model's shifted x is
-# evaluated by generation, which a synced many_to_many model does not do.
-FITS: dict[str, set[tuple[str, str]]] = {
-    "one_to_one": {("vector", "label"), ("category", "label")},
-    "one_to_many": {(x, y) for x in ("vector", "category") for y in ("tokens", "series")},
-    "many_to_one": {("tokens", "label"), ("series", "label"), ("series", "series"), ("tokens", "series")},
-    "many_to_many": {("tokens", "labels"), ("series", "labels"), ("tokens", "tokens"), ("series", "series"),
-                     ("tokens", "series")},
-    "seq2seq": {(x, y) for x in ("tokens", "series") for y in ("tokens", "series")},
-}
-
-
-def fit_error(topology: str, x: str, y: str, source: str | None = None) -> str | None:
-    """None if `topology` can learn x -> y examples, else the one-line reason (naming `source` when given)."""
-    if (x, y) in FITS[topology]:
-        return None
-    allowed = ", ".join(f"{a} -> {b}" for a, b in sorted(FITS[topology]))
-    if source is None:
-        return f"model.topology={topology!r} cannot map {x} -> {y}; it takes {allowed}."
-    return (f"data.source={source!r} gives {x} -> {y} examples, which model.topology={topology!r} cannot learn; "
-            f"it takes: {allowed}.")

@@ -60,11 +60,36 @@ def same(a: tuple, b: tuple) -> None:
     ("a missing time", [line.replace("2024-01-05", "NA", 1) for line in LINES],
      {"target_columns": ["sales"], "feature_columns": ["promo"]}),
 ])
+@pytest.mark.parametrize("chunk", [csv_source.CHUNK_ROWS, 7])
 def test_both_readers_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, lines: list[str],
-                            data: dict) -> None:
+                            data: dict, chunk: int) -> None:
+    """Also with the fast reader in chunks of 7 lines (times parsed chunk by chunk by the first chunk's rule)."""
     path = tmp_path / "data.csv"
     path.write_text("\n".join([HEADER, *lines]) + "\n")
-    same(load(path, True, monkeypatch, **data), load(path, False, monkeypatch, **data))
+    monkeypatch.setattr(csv_source, "CHUNK_ROWS", chunk)
+    fast = load(path, True, monkeypatch, **data)
+    same(fast, load(path, False, monkeypatch, **data))
+
+
+def test_the_fast_reader_reads_in_chunks_and_parses_each_chunk_by_the_first_chunks_time_rule(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16 (memory bounded by a chunk's strings): a file of 3 chunks is read by the fast reader, and an
+    ambiguous day/month in a later chunk is read as the first present value decides (as pandas does for a
+    whole column), not as that chunk's own first value would."""
+    days = [f"{d:02d}/01/2024" for d in range(13, 32)] + [f"{d:02d}/02/2024" for d in range(1, 29)]  # day first
+    path = tmp_path / "d.csv"
+    path.write_text("time,y\n" + "".join(f"{t},{i}\n" for i, t in enumerate(days)))
+    taken = []
+    real = csv_source._read_fast
+    monkeypatch.setattr(csv_source, "_read_fast", lambda *a: taken.append(real(*a)) or taken[-1])
+    monkeypatch.setattr(csv_source, "CHUNK_ROWS", 19)  # the second chunk starts at 01/02: Feb 1, not Jan 2
+    splits, rows, info = csv_source.load_csv(DataConfig(source="csv", path=str(path), time_column="time",
+                                                        target_columns=["y"], window=3))
+    assert taken[0] is not None and rows.bad == []
+    stamps = np.concatenate([splits[s].time for s in ("train", "validation", "test")])
+    assert stamps.tolist() == np.array([f"2024-{t[3:5]}-{t[:2]}" for t in days], "datetime64[ns]").astype(
+        "int64").tolist()
+    assert info["frequency"] == "daily"
 
 
 def test_the_time_column_as_a_feature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,3 +122,30 @@ def test_the_fast_reader_takes_clean_files_only(tmp_path: Path) -> None:
     for bad in (LINES[:3] + ["2024-02-01,A,3"], LINES[:3] + [""], LINES[:3] + ['2024-02-01,A,"1,5",0,sun']):
         path.write_text("\n".join([HEADER, *bad]) + "\n")
         assert csv_source._read_fast(csv_source.Rows(path), HEADER.split(","), used, used[:3], cfg) is None
+
+
+def test_the_data_stages_before_preprocess_do_not_import_tensorflow(tmp_path: Path) -> None:
+    """Issue 16 (memory): the config checks and ingest + validate of a CSV run without TensorFlow (~0.6 GB,
+    ~6 s), which preprocess imports when it needs it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.conftest import ROOT
+
+    path = tmp_path / "d.csv"
+    path.write_text("\n".join([HEADER, *LINES]) + "\n")
+    code = textwrap.dedent(f"""
+        import sys
+        from components import config
+        from pipeline import runner
+        cfg = config.from_dict({{"name": "t", "runs_dir": {str(tmp_path / "runs")!r}, "tracking": {{"enabled": False}},
+                                "data": {{"source": "csv", "path": {str(path)!r}, "time_column": "time",
+                                         "id_column": "store", "target_columns": ["sales"], "window": 3}},
+                                "model": {{"topology": "many_to_one"}}}})
+        runner.run(cfg, to_stage="validate", log=lambda _: None)
+        print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -122,14 +122,16 @@ def test_empty_inputs_are_left_out_and_recorded() -> None:
 
 
 def test_one_compatibility_table_for_sources_and_models() -> None:
-    """Ingestion reads the models' table (no copy of its own) and every declared source task fits it."""
-    from models import topologies
+    """Ingestion reads the models' table (no copy of its own), every declared source task fits it, and
+    every topology in it has a builder."""
+    from models import io, topologies
 
+    assert set(io.FITS) == set(topologies.BUILDERS)
     assert not hasattr(ingestion, "FITS")
-    assert set(ingestion.SOURCES["tfds"].tasks) == set(topologies.FITS)
+    assert set(ingestion.SOURCES["tfds"].tasks) == set(io.FITS)
     for name, source in ingestion.SOURCES.items():
         for topology, task in source.tasks.items():
             if task.x and task.y:
-                assert topologies.fit_error(topology, task.x["kind"], task.y["kind"]) is None, (name, topology)
-    assert "cannot learn" in topologies.fit_error("seq2seq", "vector", "label", source="tfds")
-    assert "cannot map vector -> label" in topologies.fit_error("seq2seq", "vector", "label")
+                assert io.fit_error(topology, task.x["kind"], task.y["kind"]) is None, (name, topology)
+    assert "cannot learn" in io.fit_error("seq2seq", "vector", "label", source="tfds")
+    assert "cannot map vector -> label" in io.fit_error("seq2seq", "vector", "label")

@@ -55,7 +55,7 @@ def load_csv(data: DataConfig) -> tuple[dict[str, Any], Rows, dict[str, Any]]:
         used = list(dict.fromkeys([*targets, *features, *(c for c in (data.time_column, data.id_column) if c)]))
         fast = _read_fast(rows, header, used, [*targets, *features], data)
     if fast is not None:
-        numbers, raw, absent, parsed_numbers = fast
+        numbers, raw, absent, parsed_numbers, times, unreadable = fast
     else:
         lines = rows.lines()
         try:
@@ -69,29 +69,20 @@ def load_csv(data: DataConfig) -> tuple[dict[str, Any], Rows, dict[str, Any]]:
         numbers, raw = _read_lines(rows, lines, header, used)
         absent = {name: timeseries.missing(raw[name]) for name in used}
         parsed_numbers = {name: _to_numbers(raw[name], absent[name]) for name in [*targets, *features]}
+        times, unreadable, _ = _read_times(raw, absent, data, rows.path, [*targets, *features])
     columns = {name: _column_type(name, absent[name], parsed_numbers[name]) for name in [*targets, *features]}
     _check_columns(columns, targets, features, rows.path, numbers, raw, absent)
     values, problems = _csv_values(columns, raw, absent, parsed_numbers, data)
-    times = None
-    if data.time_column:
-        try:
-            times = timeseries.parse_times(raw[data.time_column], data.time_format, absent[data.time_column])
-        except ValueError as exc:  # only a bad data.time_format gets here (values are coerced)
-            raise DataSourceError(f"data.time_format={data.time_format!r} cannot read column "
-                                  f"{data.time_column!r} of '{rows.path}': {exc}") from None
-        for i in np.flatnonzero(~times.ok):
-            problems.setdefault(int(i), f"unreadable time {raw[data.time_column][i]!r} in column "
-                                        f"{data.time_column!r}" + (f" (data.time_format={data.time_format!r})"
-                                                                   if data.time_format else ""))
-        if data.time_column != data.id_column:
-            del raw[data.time_column]  # parsed: its strings (most of a long file's memory) are no longer needed
+    for i, text in unreadable.items():
+        problems.setdefault(i, f"unreadable time {text!r} in column {data.time_column!r}"
+                               + (f" (data.time_format={data.time_format!r})" if data.time_format else ""))
     for i in sorted(problems):
         rows.skip(int(numbers[i]), problems[i])
     good = np.ones(len(numbers), dtype=bool)
     good[list(problems)] = False
     if times is not None:
         t = times.values
-    ids = raw[data.id_column] if data.id_column else np.full(len(numbers), "", dtype=object)
+    ids = raw[data.id_column] if data.id_column else None
     if times is None and data.id_column:  # each series in file order: a skipped row of it is a gap
         import pandas as pd
 
@@ -99,12 +90,19 @@ def load_csv(data: DataConfig) -> tuple[dict[str, Any], Rows, dict[str, Any]]:
     elif times is None:  # file order: a skipped line leaves a hole in the positions (a gap)
         lines_seen = np.sort(np.concatenate([numbers, [int(b["where"].rsplit(":", 1)[1]) for b in rows.bad]]))
         t = np.searchsorted(lines_seen, numbers).astype("int64")
-    keys, code = np.unique(ids[good].astype(str), return_inverse=True)
     rows_good = np.flatnonzero(good)
-    ranked = rows_good[np.lexsort((rows_good, t[rows_good], code))]  # by series, then time, then line
-    bounds = np.searchsorted(np.sort(code), np.arange(len(keys) + 1))
+    if data.id_column:
+        keys, code = np.unique(ids[good].astype(str), return_inverse=True)
+        ranked = rows_good[np.lexsort((rows_good, t[rows_good], code))]  # by series, then time, then line
+        bounds = np.searchsorted(np.sort(code), np.arange(len(keys) + 1))
+    else:  # one series: by time, then line (a file in time order is already sorted: no sort, no copy)
+        ordered_in_file = len(rows_good) < 2 or bool(np.all(t[rows_good[1:]] >= t[rows_good[:-1]]))
+        ranked = rows_good if ordered_in_file else rows_good[np.argsort(t[rows_good], kind="stable")]
+        keys, bounds = np.array([""]), np.array([0, len(ranked)])
+    del ids
     series = [(str(key), _drop_duplicate_times(ranked[bounds[k]:bounds[k + 1]], t, numbers, rows))
               for k, key in enumerate(keys)]
+    del ranked, rows_good, raw, absent  # the strings and masks of the read: only the series' rows go on
     repeated = int(good.sum()) - sum(len(o) for _, o in series)  # rows dropped as duplicate times
     if times is not None and not data.id_column and repeated > max(2, 0.1 * good.sum()):
         raise DataSourceError(
@@ -113,7 +111,8 @@ def load_csv(data: DataConfig) -> tuple[dict[str, Any], Rows, dict[str, Any]]:
             f"several series in one file? Set data.id_column to the column that names each series.")
     grid = timeseries.infer_grid([t[o] for _, o in series], times)
     job = SeriesJob(data, grid, columns, times is not None, None if times is None else t.dtype)
-    ordered = ((key if data.id_column else None, t[o], {n: values[n][o] for n in columns}) for key, o in series)
+    ordered = ((key if data.id_column else None, _take(t, o), {n: _take(values[n], o) for n in columns})
+               for key, o in series)
     if data.runner == "beam":  # the per-series work as an Apache Beam pipeline (beam.py), sharded rows
         from .beam import run_series
 
@@ -221,6 +220,30 @@ def _scan(path: Path, block: int = 1 << 24) -> Scan | None:
     return scan
 
 
+def _read_times(raw: dict[str, np.ndarray], absent: dict[str, np.ndarray], data: DataConfig, path: Path,
+                numeric: list[str], rule: timeseries.TimeRule | None = None) -> tuple[Any, dict[int, str], Any]:
+    """The time column of some rows parsed by `rule` (default: decided from these rows): (Times or None,
+    the text of each unreadable time by row index, the rule). Its strings leave `raw` unless the column
+    is also the id or a feature."""
+    name = data.time_column
+    if not name:
+        return None, {}, None
+    text = raw[name]
+    try:
+        rule = rule or timeseries.time_rule(text, data.time_format, absent[name])
+        times = timeseries.parse_times(text, data.time_format, absent[name], rule)
+    except ValueError as exc:  # only a bad data.time_format gets here (values are coerced)
+        raise DataSourceError(f"data.time_format={data.time_format!r} cannot read column "
+                              f"{name!r} of '{path}': {exc}") from None
+    unreadable = {int(i): text[i] for i in np.flatnonzero(~times.ok)}
+    if name != data.id_column and name not in numeric:
+        del raw[name]  # parsed: its strings (most of a long file's memory) are no longer needed
+    return times, unreadable, rule
+
+
+CHUNK_ROWS = 1 << 20  # the fast reader's rows per chunk: one chunk's strings are parsed and freed at a time
+
+
 def _read_fast(rows: Rows, header: list[str], used: list[str], numeric: list[str],
                data: DataConfig) -> tuple[Any, ...] | None:
     """The whole file through pandas' C parser when every line is a well-formed row; None otherwise (the
@@ -230,7 +253,10 @@ def _read_fast(rows: Rows, header: list[str], used: list[str], numeric: list[str
     holds exactly len(header) - 1 commas (no blank or short lines, no quoted commas or newlines),
     and no numeric column holds an infinity. A column the C parser cannot read as numbers (a text
     target, a number column with a stray word) is read as strings, as the line reader would.
-    The file is read from disk by the parser, never held whole as text.
+    The file is read from disk by the parser CHUNK_ROWS lines at a time, never held whole as text;
+    each chunk's time strings are parsed (by the TimeRule of the first chunk) and freed before the
+    next chunk is read. A column read as numbers in one chunk and as text in another, or a first
+    chunk without a time, takes the line reader.
     """
     import pandas as pd
 
@@ -239,15 +265,49 @@ def _read_fast(rows: Rows, header: list[str], used: list[str], numeric: list[str
         return None
     strings = {c: str for c in (data.time_column, data.id_column) if c}  # as written: "007", "NA" reported as is
     tokens = {c: NA_TOKENS for c in used if c not in strings}
+    chunks: list[tuple[dict[str, np.ndarray], ...]] = []
+    time_parts, unreadable, rule, n = [], {}, None, 0
     try:
-        frame = pd.read_csv(rows.path, usecols=used, engine="c", na_values=tokens, keep_default_na=False,
-                            skip_blank_lines=False, dtype=strings, float_precision="round_trip", low_memory=True,
-                            encoding="utf-8-sig")
+        reader = pd.read_csv(rows.path, usecols=used, engine="c", na_values=tokens, keep_default_na=False,
+                             skip_blank_lines=False, dtype=strings, float_precision="round_trip", low_memory=True,
+                             encoding="utf-8-sig", chunksize=CHUNK_ROWS)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
         return None
-    n = len(frame)
+    with reader:
+        while True:
+            try:
+                frame = next(reader, None)
+            except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
+                return None
+            if frame is None:
+                break
+            chunk = _chunk_columns(frame, used, strings, numeric, scan.padded)
+            del frame
+            if chunk is None:
+                return None  # an infinity in a numeric column
+            if data.time_column:
+                if rule is None and chunk[1][data.time_column].all():
+                    return None  # no time in the first chunk to decide how times are read
+                times, bad, rule = _read_times(chunk[0], chunk[1], data, rows.path, numeric, rule)
+                time_parts.append(times)
+                unreadable.update({n + i: text for i, text in bad.items()})
+            if chunks and set(chunk[0]) != set(chunks[0][0]):
+                return None  # a column read as numbers in one chunk, as text in another
+            chunks.append(chunk)
+            n += len(chunk[1][used[0]])
     if n != scan.lines - 1 or not n:
         return None
+    raw, absent, parsed = ({name: np.concatenate([c[k][name] for c in chunks]) for name in chunks[0][k]}
+                           for k in range(3))
+    rows.total = n
+    times = timeseries.Times.concat(time_parts) if time_parts else None
+    return np.arange(2, n + 2, dtype="int64"), raw, absent, parsed, times, unreadable
+
+
+def _chunk_columns(frame: Any, used: list[str], strings: dict[str, Any], numeric: list[str],
+                   padded: bool) -> tuple[dict[str, np.ndarray], ...] | None:
+    """One chunk of the C parser's frame -> (raw strings of the text columns, missing masks, numbers of
+    the numeric columns); None when a numeric column holds an infinity."""
     raw, absent, parsed = {}, {}, {}
     for name in used:
         col = frame.pop(name)
@@ -259,12 +319,11 @@ def _read_fast(rows: Rows, header: list[str], used: list[str], numeric: list[str
             continue
         values = col.astype(object).where(col.notna(), "").astype(str)
         del col
-        values = (values.str.strip() if scan.padded else values).to_numpy(dtype=object)  # no blank by a comma: as is
+        values = (values.str.strip() if padded else values).to_numpy(dtype=object)  # no blank by a comma: as is
         raw[name], absent[name] = values, timeseries.missing(values)
         if name in numeric:  # a target or feature column (a time or id column can be a feature too)
             parsed[name] = _to_numbers(values, absent[name])
-    rows.total = n
-    return np.arange(2, n + 2, dtype="int64"), raw, absent, parsed
+    return raw, absent, parsed
 
 
 def _csv_columns(header: list[str], data: DataConfig, path: Path) -> tuple[list[str], list[str]]:
@@ -352,6 +411,13 @@ def _csv_values(columns: dict[str, Column], raw: dict[str, np.ndarray], absent: 
     return values, problems
 
 
+def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """values[rows]; a view when the rows are consecutive (a series stored in time order: no copy)."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and bool(np.all(np.diff(rows) == 1)):
+        return values[int(rows[0]):int(rows[-1]) + 1]
+    return values[rows]
+
+
 def _drop_duplicate_times(order: np.ndarray, t: np.ndarray, numbers: np.ndarray, rows: Rows) -> np.ndarray:
     """Rows of one series sorted by time, without the later rows that repeat a time (recorded as bad)."""
     same = np.concatenate([[False], t[order][1:] == t[order][:-1]])
@@ -404,11 +470,11 @@ def _series_rows(key: str | None, tt: np.ndarray, vals: dict[str, np.ndarray], j
     present[pos] = True
     grid_values, filled = {}, []
     for name, column in columns.items():
-        if column.numeric:
-            arr = np.full(n, np.nan)
+        if n == len(pos):  # every step is there: the values as they are (fill_column copies before it writes)
+            arr = vals[name]
         else:
-            arr = np.full(n, None, dtype=object)
-        arr[pos] = vals[name]
+            arr = np.full(n, np.nan) if column.numeric else np.full(n, None, dtype=object)
+            arr[pos] = vals[name]
         counts.missing_values += int(((np.isnan(arr) if column.numeric else arr == None) & present).sum())  # noqa: E711
         grid_values[name], did = timeseries.fill_column(arr, column.numeric, data.fill_missing, data.max_fill)
         filled.append(did)

@@ -32,7 +32,7 @@ def resolve_kinds(task: Task, loaded: Loaded, data: DataConfig, topology: str) -
         x["tokenize"] = data.tokenize
     if y.get("tokenize") == "config":
         y["tokenize"] = data.tokenize if y.get("language_model") else sources.target_tokenize(data)
-    from models.topologies import fit_error  # the one compatibility table (models.topologies.FITS)
+    from models.io import fit_error  # the one compatibility table (models.io.FITS)
 
     problem = fit_error(topology, x["kind"], y["kind"], source=data.source)
     if problem:

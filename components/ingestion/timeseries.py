@@ -50,30 +50,64 @@ class Times:
     datetime: bool
     date_only: bool = False  # every datetime is at midnight: labels are plain dates
 
+    @classmethod
+    def concat(cls, parts: list[Times]) -> Times:
+        """The times of consecutive chunks of one column (read with one TimeRule) as one."""
+        values, ok = np.concatenate([p.values for p in parts]), np.concatenate([p.ok for p in parts])
+        datetime = parts[0].datetime
+        date_only = datetime and bool(ok.any()) and bool(np.all(values[ok] % DAY == 0))
+        return cls(values, ok, datetime, date_only)
 
-def parse_times(raw: np.ndarray, time_format: str | None, absent: np.ndarray | None = None) -> Times:
-    """The time column -> Times (numbers when most values are numbers, else datetimes); `absent`: which
+
+@dataclass(frozen=True)
+class TimeRule:
+    """How a time column is read, decided once from its values: numbers when most present values are
+    numbers, else datetimes in `format` (given by data.time_format, or inferred from the first present
+    value as pandas does; None: each value on its own); `retry`: a value the inferred format misses is
+    parsed on its own (mixed formats)."""
+
+    datetime: bool
+    format: str | None = None
+    retry: bool = False
+
+
+def time_rule(raw: np.ndarray, time_format: str | None, absent: np.ndarray) -> TimeRule:
+    """The TimeRule of a time column (or of its first rows, for a file read in chunks)."""
+    import pandas as pd
+
+    if time_format is not None:
+        return TimeRule(True, time_format)
+    series = pd.Series(np.where(absent, None, raw), dtype=object)
+    finite = np.isfinite(pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64"))
+    if finite.sum() * 2 >= max((~absent).sum(), 1):
+        return TimeRule(False)
+    try:  # the format pd.to_datetime would infer for the whole column (from its first present value)
+        from pandas.core.tools.datetimes import _guess_datetime_format_for_array as guess
+    except ImportError:  # pragma: no cover - a pandas without it: each value on its own
+        return TimeRule(True, None, retry=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TimeRule(True, guess(series.to_numpy(dtype=object)), retry=True)
+
+
+def parse_times(raw: np.ndarray, time_format: str | None, absent: np.ndarray | None = None,
+                rule: TimeRule | None = None) -> Times:
+    """The time column -> Times, read by `rule` (default: the column's own `time_rule`); `absent`: which
     values are missing, when the caller knows."""
     import pandas as pd
 
     absent = missing(raw) if absent is None else absent
+    rule = rule or time_rule(raw, time_format, absent)
     series = pd.Series(np.where(absent, None, raw), dtype=object)
-    if time_format is None:
+    if not rule.datetime:
         numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64")
-        finite = np.isfinite(numbers)
-        if finite.sum() * 2 >= max((~absent).sum(), 1):
-            return Times(numbers, finite, datetime=False)
-    if time_format is not None:
-        stamps = _to_datetime(series, format=time_format)
-    else:
-        stamps = _to_datetime(series)
-        retry = np.flatnonzero(np.isnat(stamps) & ~absent)
-        for i in retry:  # what the inferred format missed: parse one by one (e.g. mixed formats)
+        return Times(numbers, np.isfinite(numbers), datetime=False)
+    stamps = _to_datetime(series, format=rule.format) if rule.format else _to_datetime(series)
+    if rule.retry:
+        for i in np.flatnonzero(np.isnat(stamps) & ~absent):  # what the inferred format missed: one by one
             stamps[i] = _one_datetime(raw[i])
     ok = ~np.isnat(stamps)
-    ns = stamps.astype("int64")
-    date_only = bool(ok.any()) and bool(np.all(ns[ok] % DAY == 0))
-    return Times(ns, ok, datetime=True, date_only=date_only)
+    return Times.concat([Times(stamps.astype("int64"), ok, datetime=True)])
 
 
 def _to_datetime(series: Any, **kwargs: Any) -> np.ndarray:

@@ -72,9 +72,12 @@ class SeriesRows:
 
         path = Path(path)
         parts = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-        table = pa.concat_tables([pq.read_table(part) for part in parts])
-        names = table.column_names
-        col = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
+        names = pq.read_schema(parts[0]).names
+        col = {}
+        for n in names:  # a column at a time: at most one column is held twice (Arrow's and NumPy's copy)
+            col[n] = pa.concat_tables([pq.read_table(part, columns=[n]) for part in parts]).column(0).to_numpy(
+                zero_copy_only=False)
+            pa.default_memory_pool().release_unused()  # the decoded pages, copied out, go back to the OS
         return cls({n[len(PREFIX):]: col[n] for n in names if n.startswith(PREFIX)}, col["segment"].astype("int64"),
                    col.get("id"), col.get("time"))
 

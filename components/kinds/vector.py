@@ -7,6 +7,7 @@ The numeric statistics (`numeric`, per column min/max/mean/missing + histogram) 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from typing import Any
@@ -57,8 +58,19 @@ def as_table(rows: Any) -> np.ndarray:
     return rows.reshape(len(rows), rows.shape[-1] if rows.ndim > 1 else 1)
 
 
+BLOCK = 1 << 20  # rows: the statistics of longer tables are merged block by block (bounded temporaries)
+
+
+def blockwise(fn: Any, merge: Any, rows: np.ndarray) -> dict[str, list[float]]:
+    """fn(rows) for a table of any length: the merged fn of each BLOCK rows (one call when it is shorter)."""
+    parts = [fn(rows[lo:lo + BLOCK]) for lo in range(0, max(len(rows), 1), BLOCK)]
+    return functools.reduce(merge, parts)
+
+
 def column_parts(rows: np.ndarray) -> dict[str, list[float]]:
     """Per column: rows, finite values, their sum, min and max (mergeable with `merge_parts`)."""
+    if len(rows) > BLOCK:
+        return blockwise(column_parts, merge_parts, rows)
     finite = np.isfinite(rows)
     some = finite.any(axis=0)
     return {"rows": [len(rows)] * rows.shape[1], "finite": finite.sum(axis=0).tolist(),
@@ -122,6 +134,8 @@ def fit_flat(flat: np.ndarray, state: dict[str, Any]) -> None:
 def moments(rows: np.ndarray) -> dict[str, list[float]]:
     """Per column: finite count, mean and sum of squared deviations (mergeable with `merge_moments`)."""
     rows = as_table(rows)
+    if len(rows) > BLOCK:
+        return blockwise(moments, merge_moments, rows)
     finite = np.isfinite(rows)
     n = finite.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
