@@ -134,14 +134,15 @@ def test_the_data_stages_before_preprocess_do_not_import_tensorflow(tmp_path: Pa
     from tests.conftest import ROOT
 
     path = tmp_path / "d.csv"
-    path.write_text("\n".join([HEADER, *LINES]) + "\n")
+    path.write_text("time,y,a\n" + "".join(f"2024-01-01T{h % 24:02d}:00:00,{h % 7},{h % 3}\n".replace(
+        "2024-01-01", f"2024-01-{1 + h // 24:02d}") for h in range(240)))
     code = textwrap.dedent(f"""
         import sys
         from components import config
         from pipeline import runner
         cfg = config.from_dict({{"name": "t", "runs_dir": {str(tmp_path / "runs")!r}, "tracking": {{"enabled": False}},
                                 "data": {{"source": "csv", "path": {str(path)!r}, "time_column": "time",
-                                         "id_column": "store", "target_columns": ["sales"], "window": 3}},
+                                         "target_columns": ["y"], "window": 3}},
                                 "model": {{"topology": "many_to_one"}}}})
         runner.run(cfg, to_stage="validate", log=lambda _: None)
         print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
