@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from components.config import DataConfig
-from components.ingestion import csv_source
+from components.ingestion import csv_read, csv_source
 
 HEADER = "time,store,sales,promo,weather"
 LINES = [f"2024-01-{d:02d},{s},{10 + d + 0.1 * i},{(d + i) % 2},{'sun' if d % 3 else 'rain'}"
@@ -18,7 +18,7 @@ LINES = [f"2024-01-{d:02d},{s},{10 + d + 0.1 * i},{(d + i) % 2},{'sun' if d % 3 
 def load(path: Path, fast: bool, monkeypatch: pytest.MonkeyPatch, **data: object) -> tuple:
     cfg = DataConfig(source="csv", path=str(path), time_column="time", id_column="store", window=3, **data)
     if not fast:
-        monkeypatch.setattr(csv_source, "_read_fast", lambda *a: None)
+        monkeypatch.setattr(csv_read, "read_fast", lambda *a: None)
     splits, rows, info = csv_source.load_csv(cfg)
     monkeypatch.undo()
     return splits, rows, info
@@ -60,13 +60,13 @@ def same(a: tuple, b: tuple) -> None:
     ("a missing time", [line.replace("2024-01-05", "NA", 1) for line in LINES],
      {"target_columns": ["sales"], "feature_columns": ["promo"]}),
 ])
-@pytest.mark.parametrize("chunk", [csv_source.CHUNK_ROWS, 7])
+@pytest.mark.parametrize("chunk", [csv_read.CHUNK_ROWS, 7])
 def test_both_readers_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, lines: list[str],
                             data: dict, chunk: int) -> None:
     """Also with the fast reader in chunks of 7 lines (times parsed chunk by chunk by the first chunk's rule)."""
     path = tmp_path / "data.csv"
     path.write_text("\n".join([HEADER, *lines]) + "\n")
-    monkeypatch.setattr(csv_source, "CHUNK_ROWS", chunk)
+    monkeypatch.setattr(csv_read, "CHUNK_ROWS", chunk)
     fast = load(path, True, monkeypatch, **data)
     same(fast, load(path, False, monkeypatch, **data))
 
@@ -80,9 +80,9 @@ def test_the_fast_reader_reads_in_chunks_and_parses_each_chunk_by_the_first_chun
     path = tmp_path / "d.csv"
     path.write_text("time,y\n" + "".join(f"{t},{i}\n" for i, t in enumerate(days)))
     taken = []
-    real = csv_source._read_fast
-    monkeypatch.setattr(csv_source, "_read_fast", lambda *a: taken.append(real(*a)) or taken[-1])
-    monkeypatch.setattr(csv_source, "CHUNK_ROWS", 19)  # the second chunk starts at 01/02: Feb 1, not Jan 2
+    real = csv_read.read_fast
+    monkeypatch.setattr(csv_read, "read_fast", lambda *a: taken.append(real(*a)) or taken[-1])
+    monkeypatch.setattr(csv_read, "CHUNK_ROWS", 19)  # the second chunk starts at 01/02: Feb 1, not Jan 2
     splits, rows, info = csv_source.load_csv(DataConfig(source="csv", path=str(path), time_column="time",
                                                         target_columns=["y"], window=3))
     assert taken[0] is not None and rows.bad == []
@@ -97,7 +97,7 @@ def test_the_time_column_as_a_feature(tmp_path: Path, monkeypatch: pytest.Monkey
     path.write_text("t,y\n" + "".join(f"{i},{2 * i}\n" for i in range(1, 30)))
     cfg = {"target_columns": ["y"], "feature_columns": ["t"]}
     a = csv_source.load_csv(DataConfig(source="csv", path=str(path), time_column="t", window=3, **cfg))
-    monkeypatch.setattr(csv_source, "_read_fast", lambda *a: None)
+    monkeypatch.setattr(csv_read, "read_fast", lambda *a: None)
     b = csv_source.load_csv(DataConfig(source="csv", path=str(path), time_column="t", window=3, **cfg))
     assert a[0]["train"].values["t"].tolist() == b[0]["train"].values["t"].tolist() == list(range(1, 24))
 
@@ -118,10 +118,10 @@ def test_the_fast_reader_takes_clean_files_only(tmp_path: Path) -> None:
     path.write_text("\n".join([HEADER, *LINES]) + "\n")
     rows = csv_source.Rows(path)
     used = ["sales", "promo", "weather", "time", "store"]
-    assert csv_source._read_fast(rows, HEADER.split(","), used, used[:3], cfg) is not None
+    assert csv_read.read_fast(rows, HEADER.split(","), used, used[:3], cfg) is not None
     for bad in (LINES[:3] + ["2024-02-01,A,3"], LINES[:3] + [""], LINES[:3] + ['2024-02-01,A,"1,5",0,sun']):
         path.write_text("\n".join([HEADER, *bad]) + "\n")
-        assert csv_source._read_fast(csv_source.Rows(path), HEADER.split(","), used, used[:3], cfg) is None
+        assert csv_read.read_fast(csv_source.Rows(path), HEADER.split(","), used, used[:3], cfg) is None
 
 
 def test_the_data_stages_before_preprocess_do_not_import_tensorflow(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ topologies it feeds; `check` rejects any other pairing before any work is done.
 Layout: `catalogue.py` (the `SOURCES` table, `Task` / `Loaded` / `Source`, the pre-run checks),
 `examples.py` (records -> examples, the example files),
 `windows.py` (a CSV's rows and lazy windows), `beam.py` (`data.runner: beam`), `stage.py` (`run`),
-`sources.py` / `csv_source.py` / `readers.py` (user files), `bundled.py`, `timeseries.py`.
+`sources.py` / `csv_source.py` (+ `csv_read.py`) / `readers.py` (user files), `bundled.py`, `timeseries.py`.
 This package only re-exports their public names.
 """
 

@@ -1,0 +1,232 @@
+"""Reading a CSV file into columns: the fast chunked reader (pandas' C parser) and the line reader.
+
+`read_fast` takes a clean file (checked first by a streaming byte scan, `_scan`) through pandas'
+C parser CHUNK_ROWS lines at a time; anything irregular returns None and `read_lines` reads it
+line by line, naming each bad `file:line`. Both give the same columns: each used column's raw
+strings (text columns), missing masks, numbers (targets and features), the parsed time column
+(`read_times`) and the text of each unreadable time. `load_csv` (csv_source.py) turns them into
+series.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import operator
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.config import DataConfig
+
+from . import timeseries
+from .readers import DataSourceError, Rows
+
+
+def read_lines(rows: Rows, lines: Any, header: list[str], used: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Line by line: each well-formed line's used fields (stripped strings) and its line number; the
+    others are recorded as bad rows."""
+    pick = operator.itemgetter(*(header.index(name) for name in used), 0)  # always a tuple
+    parsed: list[tuple[str, ...]] = []
+    numbers_list: list[int] = []
+    for number, text in lines:
+        try:
+            fields = next(csv.reader([text]))
+        except csv.Error as exc:
+            rows.skip(number, f"bad CSV line ({exc})")
+            continue
+        if len(fields) != len(header):
+            rows.skip(number, f"expected {len(header)} fields, found {len(fields)}")
+            continue
+        parsed.append(pick(fields))
+        numbers_list.append(number)
+    if not parsed:
+        raise DataSourceError(f"data file '{rows.path}' has a header but no usable rows.")
+    raw = {name: np.array([v.strip() for v in column], dtype=object) for name, column in zip(used, zip(*parsed))}
+    return np.array(numbers_list, dtype="int64"), raw
+
+
+NA_TOKENS = sorted({v for m in timeseries.MISSING if m for v in (m, m.upper(), m.title(), m.capitalize())})
+
+
+def first_line(path: Path) -> str | None:
+    """Line 1 of the file as text, when it is there, not blank and UTF-8 (BOM removed); else None."""
+    try:
+        with open(path, "rb") as handle:
+            line = handle.readline(1 << 20)
+            if not line.endswith(b"\n") and handle.read(1):
+                return None  # a header over 1 MiB: the line reader takes it
+            line = line.removeprefix(codecs.BOM_UTF8).rstrip(b"\r\n")
+        return line.decode("utf-8") if line.strip() and b"\x00" not in line else None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+# Bytes of what str.strip removes besides the space: tab, other ASCII controls, and (UTF-8) NEL, NBSP and the
+# Unicode spaces; a file holding any of them has its text fields stripped (b"\xe2\x80" also matches dashes and
+# quotes: a needless strip, never a missed one).
+OTHER_BLANKS = re.compile(rb"[\t\x0b\x0c\x1c-\x1f]|\xc2[\x85\xa0]|\xe1\x9a\x80|\xe2\x80|\xe2\x81\x9f|\xe3\x80\x80")
+
+
+@dataclass
+class Scan:
+    """What one pass over a file's bytes found: its lines, commas, quotes, blanks next to a separator."""
+
+    lines: int = 0
+    commas: int = 0
+    quotes: bool = False
+    padded: bool = False
+
+
+def _scan(path: Path, block: int = 1 << 24) -> Scan | None:
+    """Count lines and commas block by block (memory: one block); None when it is not plain UTF-8 text."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    scan, previous, size = Scan(), b"\n", 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            if not size:
+                chunk = chunk.removeprefix(codecs.BOM_UTF8)
+            size += len(chunk)
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError:
+                return None
+            if b"\x00" in chunk:
+                return None
+            edge = previous + chunk[:1]  # a blank next to a separator across the block boundary
+            scan.lines += chunk.count(b"\n")
+            scan.commas += chunk.count(b",")
+            scan.quotes |= b'"' in chunk
+            pads = (b" ,", b", ", b" \n", b"\n ", b" \r")
+            scan.padded |= any(p in chunk or p == edge for p in pads) or bool(OTHER_BLANKS.search(chunk))
+            previous = chunk[-1:]
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return None
+    scan.lines += previous != b"\n"  # a last line without its newline
+    scan.padded |= previous == b" "
+    return scan
+
+
+def read_times(raw: dict[str, np.ndarray], absent: dict[str, np.ndarray], data: DataConfig, path: Path,
+                numeric: list[str], rule: timeseries.TimeRule | None = None) -> tuple[Any, dict[int, str], Any]:
+    """The time column of some rows parsed by `rule` (default: decided from these rows): (Times or None,
+    the text of each unreadable time by row index, the rule). Its strings leave `raw` unless the column
+    is also the id or a feature."""
+    name = data.time_column
+    if not name:
+        return None, {}, None
+    text = raw[name]
+    try:
+        rule = rule or timeseries.time_rule(text, data.time_format, absent[name])
+        times = timeseries.parse_times(text, data.time_format, absent[name], rule)
+    except ValueError as exc:  # only a bad data.time_format gets here (values are coerced)
+        raise DataSourceError(f"data.time_format={data.time_format!r} cannot read column "
+                              f"{name!r} of '{path}': {exc}") from None
+    unreadable = {int(i): text[i] for i in np.flatnonzero(~times.ok)}
+    if name != data.id_column and name not in numeric:
+        del raw[name]  # parsed: its strings (most of a long file's memory) are no longer needed
+    return times, unreadable, rule
+
+
+CHUNK_ROWS = 1 << 20  # the fast reader's rows per chunk: one chunk's strings are parsed and freed at a time
+
+
+def read_fast(rows: Rows, header: list[str], used: list[str], numeric: list[str],
+               data: DataConfig) -> tuple[Any, ...] | None:
+    """The whole file through pandas' C parser when every line is a well-formed row; None otherwise (the
+    line-by-line reader then names each bad line).
+
+    Taken only when: the file is UTF-8 text, there are >= 2 columns, every line (the header too)
+    holds exactly len(header) - 1 commas (no blank or short lines, no quoted commas or newlines),
+    and no numeric column holds an infinity. A column the C parser cannot read as numbers (a text
+    target, a number column with a stray word) is read as strings, as the line reader would.
+    The file is read from disk by the parser CHUNK_ROWS lines at a time, never held whole as text;
+    each chunk's time strings are parsed (by the TimeRule of the first chunk) and freed before the
+    next chunk is read. A column read as numbers in one chunk and as text in another, or a first
+    chunk without a time, takes the line reader.
+    """
+    import pandas as pd
+
+    scan = _scan(rows.path)
+    if scan is None or len(header) < 2 or scan.commas != (len(header) - 1) * scan.lines or scan.quotes:
+        return None
+    strings = {c: str for c in (data.time_column, data.id_column) if c}  # as written: "007", "NA" reported as is
+    tokens = {c: NA_TOKENS for c in used if c not in strings}
+    chunks: list[tuple[dict[str, np.ndarray], ...]] = []
+    time_parts, unreadable, rule, n = [], {}, None, 0
+    try:
+        reader = pd.read_csv(rows.path, usecols=used, engine="c", na_values=tokens, keep_default_na=False,
+                             skip_blank_lines=False, dtype=strings, float_precision="round_trip", low_memory=True,
+                             encoding="utf-8-sig", chunksize=CHUNK_ROWS)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
+        return None
+    with reader:
+        while True:
+            try:
+                frame = next(reader, None)
+            except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
+                return None
+            if frame is None:
+                break
+            chunk = _chunk_columns(frame, used, strings, numeric, scan.padded)
+            del frame
+            if chunk is None:
+                return None  # an infinity in a numeric column
+            if data.time_column:
+                if rule is None and chunk[1][data.time_column].all():
+                    return None  # no time in the first chunk to decide how times are read
+                times, bad, rule = read_times(chunk[0], chunk[1], data, rows.path, numeric, rule)
+                time_parts.append(times)
+                unreadable.update({n + i: text for i, text in bad.items()})
+            if chunks and set(chunk[0]) != set(chunks[0][0]):
+                return None  # a column read as numbers in one chunk, as text in another
+            chunks.append(chunk)
+            n += len(chunk[1][used[0]])
+    if n != scan.lines - 1 or not n:
+        return None
+    raw, absent, parsed = ({name: np.concatenate([c[k][name] for c in chunks]) for name in chunks[0][k]}
+                           for k in range(3))
+    rows.total = n
+    times = timeseries.Times.concat(time_parts) if time_parts else None
+    return np.arange(2, n + 2, dtype="int64"), raw, absent, parsed, times, unreadable
+
+
+def _chunk_columns(frame: Any, used: list[str], strings: dict[str, Any], numeric: list[str],
+                   padded: bool) -> tuple[dict[str, np.ndarray], ...] | None:
+    """One chunk of the C parser's frame -> (raw strings of the text columns, missing masks, numbers of
+    the numeric columns); None when a numeric column holds an infinity."""
+    raw, absent, parsed = {}, {}, {}
+    for name in used:
+        col = frame.pop(name)
+        if col.dtype.kind in "fiu" and name not in strings:  # numbers (NaN: a missing-value token)
+            values = col.to_numpy(dtype="float64")
+            if np.isinf(values).any():
+                return None
+            absent[name], parsed[name] = np.isnan(values), values
+            continue
+        values = col.astype(object).where(col.notna(), "").astype(str)
+        del col
+        values = (values.str.strip() if padded else values).to_numpy(dtype=object)  # no blank by a comma: as is
+        raw[name], absent[name] = values, timeseries.missing(values)
+        if name in numeric:  # a target or feature column (a time or id column can be a feature too)
+            parsed[name] = to_numbers(values, absent[name])
+    return raw, absent, parsed
+
+
+def to_numbers(values: np.ndarray, absent: np.ndarray) -> np.ndarray:
+    """Each present value as a float (NaN where missing or not a finite number)."""
+    import pandas as pd
+
+    out = pd.to_numeric(pd.Series(np.where(absent, None, values), dtype=object), errors="coerce")
+    out = out.to_numpy(dtype="float64", na_value=np.nan)
+    ok = np.isfinite(out)
+    try:  # what to_numeric accepts, correctly rounded (as Python's float; to_numeric can be an ulp off)
+        out[ok] = values[ok].astype("float64")
+    except (ValueError, TypeError):  # a form float() refuses: to_numeric's reading stands
+        pass
+    return np.where(ok, out, np.nan)
