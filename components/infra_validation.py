@@ -117,7 +117,11 @@ def claim() -> tuple[Prestarted, bool]:
     """The prestarted server if there is one and it came up, else a fresh one; whether it was prestarted."""
     if _prestarted:
         server = _prestarted.pop()
-        server.ready.wait()
+        try:
+            server.ready.wait()
+        except BaseException:  # Ctrl-C / SIGTERM while it starts: stopped here, no orphan, no temp folder
+            server.close()
+            raise
         if server.error is None:
             return server, True
         server.close()  # it did not come up: one fresh try at normal priority says why, if it fails too

@@ -124,7 +124,8 @@ def split_digest(folder: Path, split: str) -> str:
         for key in sorted(data.files):  # one array in memory at a time, hashed where it lies (no copy)
             array = np.ascontiguousarray(data[key])
             digest.update(f"{key}{array.dtype}{array.shape}".encode())
-            digest.update(memoryview(array).cast("B") if array.size and array.dtype.kind != "O" else array.tobytes())
+            digest.update(memoryview(array).cast("B") if array.size and array.dtype.kind not in "OmM" else
+                          array.tobytes())
             del array
     rows = Path(folder) / rows_file(split)
     for part in sorted(rows.glob("*.parquet")) if rows.is_dir() else [rows] if rows.is_file() else []:

@@ -59,6 +59,13 @@ def same(a: tuple, b: tuple) -> None:
      {"target_columns": ["weather"], "feature_columns": ["sales", "promo"]}),
     ("a missing time", [line.replace("2024-01-05", "NA", 1) for line in LINES],
      {"target_columns": ["sales"], "feature_columns": ["promo"]}),
+    ("blank cells", [line.replace(",0,", ",,", 1) if i % 5 == 0 else line for i, line in enumerate(LINES)],
+     {"target_columns": ["sales"], "feature_columns": ["promo"], "fill_missing": "ffill"}),
+    ("true/false text, then a word", [line.replace(",sun", ",true").replace(",rain", ",false") if i < 20 else
+                                      line.replace(",rain", ",maybe") for i, line in enumerate(LINES)],
+     {"target_columns": ["weather"], "feature_columns": ["sales"]}),
+    ("numbers first, then dates", [f"{i}{line[10:]}" if i < 10 else line for i, line in enumerate(LINES)],
+     {"target_columns": ["sales"], "feature_columns": ["promo"]}),
 ])
 @pytest.mark.parametrize("chunk", [csv_read.CHUNK_ROWS, 7])
 def test_both_readers_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, lines: list[str],
@@ -85,7 +92,7 @@ def test_the_fast_reader_reads_in_chunks_and_parses_each_chunk_by_the_first_chun
     monkeypatch.setattr(csv_read, "CHUNK_ROWS", 19)  # the second chunk starts at 01/02: Feb 1, not Jan 2
     splits, rows, info = csv_source.load_csv(DataConfig(source="csv", path=str(path), time_column="time",
                                                         target_columns=["y"], window=3))
-    assert taken[0] is not None and rows.bad == []
+    assert taken[0] is not None and rows.bad == []  # read by the fast reader, in 4 chunks
     stamps = np.concatenate([splits[s].time for s in ("train", "validation", "test")])
     assert stamps.tolist() == np.array([f"2024-{t[3:5]}-{t[:2]}" for t in days], "datetime64[ns]").astype(
         "int64").tolist()
@@ -150,3 +157,20 @@ def test_the_data_stages_before_preprocess_do_not_import_tensorflow(tmp_path: Pa
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_blank_cells_keep_the_fast_reader_and_a_file_without_readable_times_is_no_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blank number in a later chunk is a missing value (the file stays on the fast reader); times that
+    data.time_format cannot read leave every row bad, not an IndexError."""
+    path = tmp_path / "d.csv"
+    path.write_text("t,y\n" + "".join(f"{i},{'' if i == 9 else i}\n" for i in range(1, 40)))
+    monkeypatch.setattr(csv_read, "CHUNK_ROWS", 4)
+    used = ["y", "t"]
+    cfg = DataConfig(source="csv", path=str(path), time_column="t", target_columns=["y"], window=3)
+    assert csv_read.read_fast(csv_source.Rows(path), ["t", "y"], used, ["y"], cfg) is not None
+    dates = tmp_path / "dates.csv"
+    dates.write_text("time,y\n2024-01-01,1\n2024-01-02,2\n2024-01-03,3\n")
+    splits, rows, _ = csv_source.load_csv(DataConfig(source="csv", path=str(dates), time_column="time",
+                                                     time_format="%d/%m/%Y", target_columns=["y"], window=1))
+    assert sum(len(splits[s]) for s in splits) == 0 and len(rows.bad) == 3

@@ -113,13 +113,13 @@ def _scan(path: Path, block: int = 1 << 24) -> Scan | None:
 
 
 def read_times(raw: dict[str, np.ndarray], absent: dict[str, np.ndarray], data: DataConfig, path: Path,
-                numeric: list[str], rule: timeseries.TimeRule | None = None) -> tuple[Any, dict[int, str], Any]:
+                numeric: list[str], rule: timeseries.TimeRule | None = None) -> tuple[Any, ...]:
     """The time column of some rows parsed by `rule` (default: decided from these rows): (Times or None,
-    the text of each unreadable time by row index, the rule). Its strings leave `raw` unless the column
-    is also the id or a feature."""
+    the text of each unreadable time by row index, the rule, its vote: [present values read as numbers,
+    present values]). Its strings leave `raw` unless the column is also the id or a feature."""
     name = data.time_column
     if not name:
-        return None, {}, None
+        return None, {}, None, [0, 0]
     text = raw[name]
     try:
         rule = rule or timeseries.time_rule(text, data.time_format, absent[name])
@@ -128,9 +128,11 @@ def read_times(raw: dict[str, np.ndarray], absent: dict[str, np.ndarray], data: 
         raise DataSourceError(f"data.time_format={data.time_format!r} cannot read column "
                               f"{name!r} of '{path}': {exc}") from None
     unreadable = {int(i): text[i] for i in np.flatnonzero(~times.ok)}
+    vote = [0 if data.time_format else timeseries.numbers_among(text, absent[name], times, rule),
+            int((~absent[name]).sum())]
     if name != data.id_column and name not in numeric:
         del raw[name]  # parsed: its strings (most of a long file's memory) are no longer needed
-    return times, unreadable, rule
+    return times, unreadable, rule, vote
 
 
 CHUNK_ROWS = 1 << 20  # the fast reader's rows per chunk: one chunk's strings are parsed and freed at a time
@@ -156,9 +158,9 @@ def read_fast(rows: Rows, header: list[str], used: list[str], numeric: list[str]
     if scan is None or len(header) < 2 or scan.commas != (len(header) - 1) * scan.lines or scan.quotes:
         return None
     strings = {c: str for c in (data.time_column, data.id_column) if c}  # as written: "007", "NA" reported as is
-    tokens = {c: NA_TOKENS for c in used if c not in strings}
+    tokens = {c: ["", *NA_TOKENS] for c in used if c not in strings}  # a blank cell is missing, as in a line
     chunks: list[tuple[dict[str, np.ndarray], ...]] = []
-    time_parts, unreadable, rule, n = [], {}, None, 0
+    time_parts, unreadable, rule, n, votes = [], {}, None, 0, [0, 0]
     try:
         reader = pd.read_csv(rows.path, usecols=used, engine="c", na_values=tokens, keep_default_na=False,
                              skip_blank_lines=False, dtype=strings, float_precision="round_trip", low_memory=True,
@@ -180,7 +182,8 @@ def read_fast(rows: Rows, header: list[str], used: list[str], numeric: list[str]
             if data.time_column:
                 if rule is None and chunk[1][data.time_column].all():
                     return None  # no time in the first chunk to decide how times are read
-                times, bad, rule = read_times(chunk[0], chunk[1], data, rows.path, numeric, rule)
+                times, bad, rule, vote = read_times(chunk[0], chunk[1], data, rows.path, numeric, rule)
+                votes = [a + b for a, b in zip(votes, vote)]
                 time_parts.append(times)
                 unreadable.update({n + i: text for i, text in bad.items()})
             if chunks and set(chunk[0]) != set(chunks[0][0]):
@@ -189,6 +192,8 @@ def read_fast(rows: Rows, header: list[str], used: list[str], numeric: list[str]
             n += len(chunk[1][used[0]])
     if n != scan.lines - 1 or not n:
         return None
+    if rule is not None and not data.time_format and (votes[0] * 2 >= max(votes[1], 1)) == rule.datetime:
+        return None  # the whole column votes otherwise than its first chunk (numbers vs datetimes)
     raw, absent, parsed = ({name: np.concatenate([c[k][name] for c in chunks]) for name in chunks[0][k]}
                            for k in range(3))
     rows.total = n
@@ -199,10 +204,12 @@ def read_fast(rows: Rows, header: list[str], used: list[str], numeric: list[str]
 def _chunk_columns(frame: Any, used: list[str], strings: dict[str, Any], numeric: list[str],
                    padded: bool) -> tuple[dict[str, np.ndarray], ...] | None:
     """One chunk of the C parser's frame -> (raw strings of the text columns, missing masks, numbers of
-    the numeric columns); None when a numeric column holds an infinity."""
+    the numeric columns); None when a numeric column holds an infinity or a column was read as booleans."""
     raw, absent, parsed = {}, {}, {}
     for name in used:
         col = frame.pop(name)
+        if col.dtype.kind == "b":
+            return None  # true/false read as booleans ("True"): the line reader keeps the text as written
         if col.dtype.kind in "fiu" and name not in strings:  # numbers (NaN: a missing-value token)
             values = col.to_numpy(dtype="float64")
             if np.isinf(values).any():

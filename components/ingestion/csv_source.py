@@ -67,7 +67,7 @@ def load_csv(data: DataConfig) -> tuple[dict[str, Any], Rows, dict[str, Any]]:
         numbers, raw = reading.read_lines(rows, lines, header, used)
         absent = {name: timeseries.missing(raw[name]) for name in used}
         parsed_numbers = {name: reading.to_numbers(raw[name], absent[name]) for name in [*targets, *features]}
-        times, unreadable, _ = reading.read_times(raw, absent, data, rows.path, [*targets, *features])
+        times, unreadable, *_ = reading.read_times(raw, absent, data, rows.path, [*targets, *features])
     columns = {name: _column_type(name, absent[name], parsed_numbers[name]) for name in [*targets, *features]}
     _check_columns(columns, targets, features, rows.path, numbers, raw, absent)
     values, problems = _csv_values(columns, raw, absent, parsed_numbers, data)
@@ -96,7 +96,7 @@ def load_csv(data: DataConfig) -> tuple[dict[str, Any], Rows, dict[str, Any]]:
     else:  # one series: by time, then line (a file in time order is already sorted: no sort, no copy)
         ordered_in_file = len(rows_good) < 2 or bool(np.all(t[rows_good[1:]] >= t[rows_good[:-1]]))
         ranked = rows_good if ordered_in_file else rows_good[np.argsort(t[rows_good], kind="stable")]
-        keys, bounds = np.array([""]), np.array([0, len(ranked)])
+        keys, bounds = (np.array([""]), np.array([0, len(ranked)])) if len(ranked) else (np.array([]), [0])
     del ids
     series = [(str(key), _drop_duplicate_times(ranked[bounds[k]:bounds[k + 1]], t, numbers, rows))
               for k, key in enumerate(keys)]

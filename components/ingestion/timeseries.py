@@ -90,6 +90,22 @@ def time_rule(raw: np.ndarray, time_format: str | None, absent: np.ndarray) -> T
         return TimeRule(True, guess(series.to_numpy(dtype=object)), retry=True)
 
 
+def numbers_among(raw: np.ndarray, absent: np.ndarray, times: Times, rule: TimeRule) -> int:
+    """How many present values read as finite numbers: the `time_rule` vote, so a file read in chunks can
+    check that its first chunk's rule is the whole column's. Cheap: a value read as a datetime in a format
+    with separators or words cannot be a number, so only the others are converted."""
+    import re
+
+    import pandas as pd
+
+    if not rule.datetime:
+        return int(times.ok.sum())
+    digits = rule.format is None or set(re.sub("%.", "", rule.format)) <= {"."}  # e.g. %Y%m%d: 20240101
+    maybe = ~absent if digits else ~absent & ~times.ok
+    numbers = pd.to_numeric(pd.Series(raw[maybe], dtype=object), errors="coerce").to_numpy(dtype="float64")
+    return int(np.isfinite(numbers).sum())
+
+
 def parse_times(raw: np.ndarray, time_format: str | None, absent: np.ndarray | None = None,
                 rule: TimeRule | None = None) -> Times:
     """The time column -> Times, read by `rule` (default: the column's own `time_rule`); `absent`: which
