@@ -13,6 +13,7 @@ Vectorised with NumPy / pandas; the per-row Python work is limited to the rows t
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,15 +49,17 @@ class Times:
     values: np.ndarray
     ok: np.ndarray
     datetime: bool
-    date_only: bool = False  # every datetime is at midnight: labels are plain dates
+
+    @property
+    def date_only(self) -> bool:
+        """Every datetime is at midnight: labels are plain dates."""
+        return self.datetime and bool(self.ok.any()) and bool(np.all(self.values[self.ok] % DAY == 0))
 
     @classmethod
     def concat(cls, parts: list[Times]) -> Times:
         """The times of consecutive chunks of one column (read with one TimeRule) as one."""
-        values, ok = np.concatenate([p.values for p in parts]), np.concatenate([p.ok for p in parts])
-        datetime = parts[0].datetime
-        date_only = datetime and bool(ok.any()) and bool(np.all(values[ok] % DAY == 0))
-        return cls(values, ok, datetime, date_only)
+        return cls(np.concatenate([p.values for p in parts]), np.concatenate([p.ok for p in parts]),
+                   parts[0].datetime)
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,6 @@ def numbers_among(raw: np.ndarray, absent: np.ndarray, times: Times, rule: TimeR
     """How many present values read as finite numbers: the `time_rule` vote, so a file read in chunks can
     check that its first chunk's rule is the whole column's. Cheap: a value read as a datetime in a format
     with separators or words cannot be a number, so only the others are converted."""
-    import re
-
     import pandas as pd
 
     if not rule.datetime:
@@ -122,8 +123,7 @@ def parse_times(raw: np.ndarray, time_format: str | None, absent: np.ndarray | N
     if rule.retry:
         for i in np.flatnonzero(np.isnat(stamps) & ~absent):  # what the inferred format missed: one by one
             stamps[i] = _one_datetime(raw[i])
-    ok = ~np.isnat(stamps)
-    return Times.concat([Times(stamps.astype("int64"), ok, datetime=True)])
+    return Times(stamps.astype("int64"), ~np.isnat(stamps), datetime=True)
 
 
 def _to_datetime(series: Any, **kwargs: Any) -> np.ndarray:
