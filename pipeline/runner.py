@@ -105,8 +105,7 @@ def run(
                 produced = _run_stage(stage, config, root, result, force=index >= first and from_stage is not None,
                                       may_build=index >= first, tracker=tracker, log=log,
                                       label=f"[{index + 1}/{total}] {stage.name}",
-                                      later=[s for s in pipeline[index + 1: last + 1] if s.name not in warmed],
-                                      warmed=warmed)
+                                      later=pipeline[index + 1: last + 1], warmed=warmed)
                 if produced is None:  # gate closed (e.g. not blessed): later stages do not run
                     break
         finally:
@@ -192,7 +191,7 @@ def _as_worker(config: Config, last: int) -> tuple[Config, int]:
 
 def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, force: bool,
                may_build: bool, tracker: Any, log: Callable[[str], None], label: str,
-               later: list[Stage] | None = None, warmed: set[str] | None = None) -> Artifact | None:
+               later: tuple[Stage, ...] = (), warmed: set[str] | None = None) -> Artifact | None:
     missing = [i for i in stage.inputs if i not in result.artifacts]
     if missing:
         log(f"{label:<24} skipped (no {', '.join(missing)} output)")
@@ -217,8 +216,9 @@ def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, f
                 )
             ctx.scratch.mkdir(parents=True, exist_ok=True)
             log(f"{label:<24} running...")
-            for waiting in later or ():  # e.g. the validation server starts when training starts
-                if waiting.warm_up and STAGE_NAMES.index(stage.name) >= _warm_up_index(waiting):
+            for waiting in later:  # e.g. the validation server starts when training starts (once per run)
+                if waiting.warm_up and waiting.name not in warmed and \
+                        STAGE_NAMES.index(stage.name) >= _warm_up_index(waiting):
                     warmed.add(waiting.name)
                     waiting.warm_up(config)
             with artifacts.building(stage_dir, fp) as tmp:
