@@ -21,14 +21,16 @@ base at a lower CPU priority (`PRESTART_NICE`), so its interpreter start and Ten
 prestarted server, or if it did not come up, it starts one the same way at normal priority, so
 there is one path. The server is still a process that never saw another model, started for this
 validation only (a sweep's trials each get their own: reusing one across trials would break that
-guarantee); one that is not claimed (export cached or failed, a gate closed) is stopped by
-`discard_prestarted()` or dies with this process.
+guarantee); one that is not claimed (export cached or failed, a gate closed, Ctrl-C) is stopped by
+`discard_prestarted()`, at once even while it is still starting, or dies with this process (kill -9);
+its private folder is then removed by the next validation server this machine starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -92,40 +94,43 @@ class Prestarted(HeldServer):
     the parent-death signal fires when the spawning *thread* ends)."""
 
     def __init__(self, nice: int = 0, start_timeout: float = 180) -> None:
-        self.home = Path(tempfile.mkdtemp(prefix="rnnpipe-infra-"))
+        _remove_orphaned_homes()
+        self.home = Path(tempfile.mkdtemp(prefix=f"{HOME_PREFIX}{os.getpid()}-"))  # all its files are in here
         self.base = self.home / CANDIDATE
         self.base.mkdir()
         super().__init__(ServerProcess(self.base, "--model-name", CANDIDATE, "--poll-seconds", POLL_SECONDS,
-                                       log_path=self.home / "server.log", nice=nice, start_timeout=start_timeout),
+                                       log_path=self.home / "server.log", nice=nice, start_timeout=start_timeout,
+                                       tmp_dir=self.home),
                          name="infra-validation-server")
 
     def close(self) -> None:
-        super().close()
-        shutil.rmtree(self.home, ignore_errors=True)
+        try:
+            super().close()
+        finally:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+
+HOME_PREFIX = "rnnpipe-infra-"  # + the pid of the process that made it
+
+
+def _remove_orphaned_homes() -> None:
+    """Remove the private folders of validation servers whose maker died (kill -9 during training): the
+    server died with it (parent-death signal), its folder did not."""
+    for home in Path(tempfile.gettempdir()).glob(f"{HOME_PREFIX}*-*"):
+        pid = home.name[len(HOME_PREFIX):].split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and Path("/proc/self").exists():
+            shutil.rmtree(home, ignore_errors=True)
 
 
 _prestarted: list[Prestarted] = []  # at most one, claimed by the next infra_validate in this process
 
 
-def prestart(config: Any) -> None:
-    """Start the validation server now, at a low priority, if infra validation will run (once)."""
-    if config.export.infra_validate and not _prestarted:
-        _prestarted.append(Prestarted(nice=PRESTART_NICE, start_timeout=PRESTART_TIMEOUT))
-
-
-def claim() -> tuple[Prestarted, bool]:
-    """The prestarted server if there is one and it came up, else a fresh one; whether it was prestarted."""
-    if _prestarted:
-        server = _prestarted.pop()
-        try:
-            server.ready.wait()
-        except BaseException:  # Ctrl-C / SIGTERM while it starts: stopped here, no orphan, no temp folder
-            server.close()
-            raise
-        if server.error is None:
-            return server, True
-        server.close()  # it did not come up: one fresh try at normal priority says why, if it fails too
-    return Prestarted(), False
+def prestart(config: Any, nice: int = PRESTART_NICE) -> None:
+    """Start the validation server now, at a low priority, if infra validation will run (the runner calls
+    this once per run, when training starts building)."""
+    discard_prestarted()
+    if config.export.infra_validate:
+        _prestarted.append(Prestarted(nice=nice, start_timeout=PRESTART_TIMEOUT))
 
 
 def discard_prestarted() -> None:
@@ -189,16 +194,25 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig) -> dict[
         return {"summary": "skipped (export.infra_validate=false)", "validated": False,
                 "content_hash": props["content_hash"]}
     started = time.monotonic()
-    server, prestarted = claim()
+    server = _prestarted.pop() if _prestarted else None
+    prestarted = server is not None
     try:
+        if server is not None:
+            try:
+                server.wait()
+            except RuntimeError:  # it did not come up: one fresh try at normal priority says why, if it fails too
+                server.close()
+                server, prestarted = None, False
+        server = server or Prestarted()
         answers = validate(server, files.saved_model(art), canary, props.get("signatures", ["serving_default"]))
     except InfraValidationError as exc:
         raise InfraValidationError(f"{exc}\nThe export {props['content_hash']} was not published; fix the cause "
                                    f"and rerun (the export stage builds it again).") from None
     finally:
-        with contextlib.suppress(OSError):
-            shutil.copyfile(server.home / "server.log", workdir / "server.log")
-        server.close()
+        if server is not None:
+            with contextlib.suppress(OSError):
+                shutil.copyfile(server.home / "server.log", workdir / "server.log")
+            server.close()
     files.write_canary(workdir, {**canary, "answers": answers})
     seconds = time.monotonic() - started
     how = "fresh process prestarted during training" if prestarted else "fresh process"
@@ -210,7 +224,6 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig) -> dict[
 
 def link_tree(source: Path, target: Path) -> None:
     """Copy a folder as hard links where the file system allows (no bytes copied), else as files."""
-    import os
 
     def link(src: str, dst: str) -> None:
         try:

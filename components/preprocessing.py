@@ -374,8 +374,7 @@ def encode_windows(codec: Codec, windows: Windows) -> dict[str, np.ndarray]:
     import tensorflow as tf
     parts: dict[str, list[np.ndarray]] = {}
     reads_x = bool(codec.y.get("window_scale") or codec.y.get("reference"))
-    for lo in range(0, max(len(windows), 1), CHUNK):  # once for an empty split: arrays of the right shape
-        idx = slice(lo, lo + CHUNK)
+    for idx in chunks(len(windows)):
         out = {"y": codec.encode_targets(windows.y(idx), windows.x(idx, "float32") if reads_x else None)}
         if codec.state.get("future"):
             out["future"] = codec.encode_future(tf.constant(windows.future(idx), tf.float32))
@@ -386,14 +385,20 @@ def encode_windows(codec: Codec, windows: Windows) -> dict[str, np.ndarray]:
     return {key: np.concatenate(value) for key, value in parts.items()}
 
 
-def load_split(preprocess: Any, split: str, limit: int | None = None) -> dict[str, np.ndarray]:
+def load_split(preprocess: Any, split: str, limit: int | None = None, codec: Codec | None = None
+               ) -> dict[str, np.ndarray]:
     """The encoded arrays of one split (`x`, `y`, and `future` / `series_id` where used), or its first `limit`
-    examples; a CSV's inputs are cut from its rows and encoded here, CHUNK windows at a time."""
+    examples; a CSV's inputs are cut from its rows and encoded here (by `codec`, if the caller has one)."""
     arrays = {k: v[:limit] for k, v in files.load_arrays(preprocess, split).items()}
-    if arrays.pop("starts", None) is None:
+    starts = arrays.pop("starts", None)
+    if starts is None:
         return arrays
-    windows = files.raw_windows(preprocess, split, limit)
-    codec = Codec.load(preprocess)
-    chunks = [np.asarray(codec.encode(windows.x(slice(lo, lo + CHUNK), "float32"), "x"))
-              for lo in range(0, max(len(windows), 1), CHUNK)]
-    return {"x": np.concatenate(chunks).astype("float32", copy=False), **arrays}
+    windows = files.raw_windows(preprocess, split, starts=starts)
+    codec = codec or Codec.load(preprocess)
+    x = [np.asarray(codec.encode(windows.x(idx, "float32"), "x")) for idx in chunks(len(windows))]
+    return {"x": np.concatenate(x).astype("float32", copy=False), **arrays}
+
+
+def chunks(n: int) -> list[slice]:
+    """CHUNK windows at a time; one empty slice for none (so arrays keep their shape)."""
+    return [slice(lo, lo + CHUNK) for lo in range(0, max(n, 1), CHUNK)]

@@ -98,15 +98,15 @@ def raw_examples(preprocess: Any, split: str = "test", limit: int | None = None)
     return [json.loads(line) for line in lines[:limit]]
 
 
-def raw_windows(preprocess: Any, split: str, limit: int | None = None) -> Any:
+def raw_windows(preprocess: Any, split: str, limit: int | None = None, starts: Any = None) -> Any:
     """A CSV's windows of one split, or its first `limit` (`components.ingestion.windows.Windows`: raw
-    arrays), else None."""
+    arrays), else None; `starts`: the split's saved starts when the caller has read them already."""
     rows = preprocess.path(rows_file(split))
     if not rows.exists():
         return None
     from components.ingestion.windows import SeriesRows, Windows
 
-    starts = load_arrays(preprocess, split)["starts"][:limit]
+    starts = (load_arrays(preprocess, split)["starts"] if starts is None else starts)[:limit]
     return Windows(SeriesRows.read(rows), preprocessor_state(preprocess)["windows"], starts)
 
 
@@ -116,22 +116,35 @@ def data_digest(preprocess: Any, split: str = "test") -> str:
 
 
 def split_digest(folder: Path, split: str) -> str:
-    """The content hash of an encoded split's arrays, and of a CSV's rows (see data_digest)."""
+    """The content hash of an encoded split's arrays, and of a CSV's rows (see data_digest).
+
+    The rows are hashed by their decoded columns, not the Parquet bytes (which name the writer's
+    version and, with `data.runner: beam`, the shard layout), and a segment by where it changes (its
+    numbers are per shard): the same rows give the same digest whichever runner or pyarrow wrote them.
+    One array in memory at a time.
+    """
     import numpy as np
 
     digest = hashlib.sha256()
-    with np.load(Path(folder) / split_file(split)) as data:
-        for key in sorted(data.files):  # one array in memory at a time, hashed where it lies (no copy)
-            array = np.ascontiguousarray(data[key])
-            digest.update(f"{key}{array.dtype}{array.shape}".encode())
-            digest.update(memoryview(array).cast("B") if array.size and array.dtype.kind not in "OmM" else
+
+    def add(name: str, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{name}{array.dtype}{array.shape}".encode())
+        if array.dtype.kind == "O":  # strings (series ids)
+            digest.update("\x00".join(map(str, array)).encode())
+        else:
+            digest.update(memoryview(array).cast("B") if array.size and array.dtype.kind not in "mM" else
                           array.tobytes())
-            del array
+
+    with np.load(Path(folder) / split_file(split)) as data:
+        for key in sorted(data.files):
+            add(key, data[key])
     rows = Path(folder) / rows_file(split)
-    for part in sorted(rows.glob("*.parquet")) if rows.is_dir() else [rows] if rows.is_file() else []:
-        with open(part, "rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
+    if rows.exists():
+        from components.ingestion.windows import SeriesRows
+
+        for name, values in SeriesRows.columns(rows):
+            add(name, np.flatnonzero(np.diff(values)) if name == "segment" else values)
     return digest.hexdigest()[:16]
 
 

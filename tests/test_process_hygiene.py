@@ -196,3 +196,17 @@ def test_rnnpipe_ui_and_its_mlflow_workers_die_when_it_is_killed_9(tmp_path: Pat
             ui.kill()
         for pid in group(guard) if guard else []:
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_validation_server_closed_while_it_starts_stops_at_once_and_leaves_no_folder() -> None:
+    """Issue 16: Ctrl-C during training reaches `discard_prestarted`; closing a server that is still importing
+    TensorFlow stops it then (it never becomes ready), removes its private folder, and leaves no process."""
+    from components import infra_validation as iv
+
+    server = iv.Prestarted(nice=iv.PRESTART_NICE, start_timeout=iv.PRESTART_TIMEOUT)
+    wait_until(lambda: server.server.proc is not None, "the server process")
+    pid = server.server.proc.pid
+    server.close()
+    assert server.url is None  # stopped before it was ready, not waited for
+    assert not server.home.exists()
+    wait_until(lambda: not alive(pid), "no orphan server")

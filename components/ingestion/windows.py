@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -67,19 +67,25 @@ class SeriesRows:
     @classmethod
     def read(cls, path: Path) -> SeriesRows:
         """One file, or a folder of shards (`data.runner: beam`) read in name order (= series order)."""
+        col = dict(cls.columns(path))
+        return cls({n[len(PREFIX):]: v for n, v in col.items() if n.startswith(PREFIX)}, col["segment"].astype("int64"),
+                   col.get("id"), col.get("time"))
+
+    @staticmethod
+    def columns(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+        """The stored columns (name, NumPy array), one at a time: at most one column is held twice (Arrow's
+        decoded pages and NumPy's copy), and those pages go back to the OS before the next column."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         path = Path(path)
         parts = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-        names = pq.read_schema(parts[0]).names
-        col = {}
-        for n in names:  # a column at a time: at most one column is held twice (Arrow's and NumPy's copy)
-            col[n] = pa.concat_tables([pq.read_table(part, columns=[n]) for part in parts]).column(0).to_numpy(
-                zero_copy_only=False)
-            pa.default_memory_pool().release_unused()  # the decoded pages, copied out, go back to the OS
-        return cls({n[len(PREFIX):]: col[n] for n in names if n.startswith(PREFIX)}, col["segment"].astype("int64"),
-                   col.get("id"), col.get("time"))
+        for name in pq.read_schema(parts[0]).names:
+            table = pa.concat_tables([pq.read_table(part, columns=[name]) for part in parts])
+            values = table.column(0).to_numpy(zero_copy_only=False)
+            del table
+            pa.default_memory_pool().release_unused()
+            yield name, values
 
 
 def _arrow(values: np.ndarray) -> Any:

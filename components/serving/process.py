@@ -196,6 +196,7 @@ class Launched:
         self.log_path, self.env, self.cwd = Path(log_path), env, cwd
         self.start_timeout, self.poll, self.failure = start_timeout, poll, failure or self.not_ready
         self.proc: Any = None
+        self.cancelled = threading.Event()  # set by another thread: stop waiting for readiness, stop the server
 
     def not_ready(self, proc: subprocess.Popen) -> str:
         if proc.poll() is not None:
@@ -215,9 +216,11 @@ class Launched:
         deadline = time.monotonic() + self.start_timeout
         try:
             while (url := self.ready()) is None:
+                if self.cancelled.is_set():
+                    raise RuntimeError("stopped before it was ready")
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{self.failure(self.proc)}:\n{self.log_tail()}")
-                time.sleep(self.poll)
+                self.cancelled.wait(self.poll)
         except BaseException:  # not ready, a failing readiness check or Ctrl-C while waiting: no orphan
             self.__exit__(None, None, None)
             raise
@@ -238,9 +241,9 @@ class ServerProcess(Launched):
     """
 
     def __init__(self, base: str | Path, *args: str, log_path: str | Path | None = None, start_timeout: float = 180,
-                 env: dict[str, str] | None = None, nice: int = 0):
+                 env: dict[str, str] | None = None, nice: int = 0, tmp_dir: str | Path | None = None):
         self.base, self.args = str(base), args
-        self.tmp = tempfile.TemporaryDirectory(prefix="rnnpipe-serve-")
+        self.tmp = tempfile.TemporaryDirectory(prefix="rnnpipe-serve-", dir=tmp_dir)
         self.ready_file = Path(self.tmp.name) / "ready.json"
         command = [sys.executable, "-m", "pipeline.cli", "serve", self.base, "--port", "0",
                    "--ready-file", str(self.ready_file), *args]
@@ -315,6 +318,8 @@ class HeldServer:
         return str(self.url)
 
     def close(self) -> None:
+        """Stop the server, at once even while it is still starting."""
+        self.server.cancelled.set()
         self.done.set()
         self.thread.join()
 
