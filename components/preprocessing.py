@@ -246,8 +246,7 @@ def values(split: Windows | list[Any], side: str) -> Any:
 def fit_values(split: Windows | list[Any], side: str, spec: dict[str, Any], moments: Any = None) -> Any:
     """What a side is fitted on: a CSV's numeric windows as `Steps` (each row once), else its values."""
     if isinstance(split, Windows) and spec[side]["kind"] == "series":
-        steps = split.w if side == "x" or split.spec["topology"] == "many_to_many" else split.h
-        return Steps(split.steps(side), steps, moments)
+        return Steps(split.steps(side), split.length(side), moments)
     return values(split, side)
 
 
@@ -289,14 +288,19 @@ def usable(examples: Windows | list, state: dict[str, Any]) -> tuple[Windows | l
 def fit_residuals(train: list, spec: dict[str, Any], data: DataConfig, ref: dict[str, Any]) -> dict[str, Any]:
     """A numeric target fitted as its difference from the reference forecast, scaled but not centred: a
     model that outputs zero makes exactly the reference forecast (no train-period drift baked in)."""
-    ys, xs = np.asarray(values(train, "y"), dtype="float64"), np.asarray(values(train, "x"), dtype="float32")
-    horizon = ys.shape[1]
-    if ref["mode"] == "season" and horizon > xs.shape[1]:
-        raise ConfigError(f"data.target_reference='season' needs data.window >= data.horizon "
-                          f"(the input has {xs.shape[1]} steps, the target {horizon}).")
-    state = {**spec, "reference": ref, "length": horizon}
-    residuals = ys - np.asarray(reference(state, xs))
-    second = np.mean(residuals.reshape(-1, ys.shape[-1]) ** 2, axis=0)
+    batches = (((train.y(i), train.x(i, "float32")) for i in chunks(len(train))) if isinstance(train, Windows)
+               else [(values(train, "y"), values(train, "x"))])  # a CSV's windows: CHUNK at a time
+    state, squares, count = None, 0.0, 0
+    for y, x in batches:
+        ys, xs = np.asarray(y, dtype="float64"), np.asarray(x, dtype="float32")
+        if state is None:
+            if ref["mode"] == "season" and ys.shape[1] > xs.shape[1]:
+                raise ConfigError(f"data.target_reference='season' needs data.window >= data.horizon "
+                                  f"(the input has {xs.shape[1]} steps, the target {ys.shape[1]}).")
+            state = {**spec, "reference": ref, "length": ys.shape[1]}
+        residuals = (ys - np.asarray(reference(state, xs))).reshape(-1, ys.shape[-1])
+        squares, count = squares + (residuals ** 2).sum(axis=0), count + len(residuals)
+    second = squares / max(count, 1)
     return state | {"mean": [0.0] * ys.shape[-1], "features": int(ys.shape[-1]),
                     "variance": np.where(second < 1e-8, 1.0, second).tolist()}
 

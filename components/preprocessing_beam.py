@@ -14,6 +14,7 @@ import numpy as np
 
 from components.config import DataConfig
 from components.ingestion import SeriesRows, Windows
+from components.ingestion.windows import side_columns
 from components.preprocessing import Codec, encode_windows
 
 
@@ -22,16 +23,16 @@ def beam_moments(path: Path, recipe: dict[str, Any], data: DataConfig) -> dict[s
     from components.ingestion.beam import run_tasks, shard_files
     from components.kinds.vector import merge_moments
 
-    sides = {"x": recipe["x"], **({} if recipe["text"] else {"y": recipe["y"]})}
+    sides = {side: columns for side, columns in side_columns(recipe).items() if side != "future"}
     parts = run_tasks([(str(file), sides) for file, _, _ in shard_files(path)], shard_moments, data)
     return {side: functools.reduce(merge_moments, [p[side] for p in parts]) for side in sides}
 
 
 def shard_moments(item: tuple[str, dict[str, list[str]]]) -> dict[str, Any]:
+    from components.ingestion.beam import shard_columns
     from components.kinds.vector import moments
 
-    rows = SeriesRows.read(Path(item[0]))
-    return {side: moments(np.stack([rows.values[c] for c in cols], axis=1)) for side, cols in item[1].items()}
+    return {side: moments(shard_columns(item[0], cols)) for side, cols in item[1].items()}
 
 
 def beam_encode(path: Path, windows: Windows, state: dict[str, Any], data: DataConfig) -> dict[str, np.ndarray]:

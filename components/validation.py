@@ -25,6 +25,7 @@ from typing import Any
 from components import kinds
 from components.config import DataConfig
 from components.ingestion import Windows, read_spec, read_split
+from components.ingestion.windows import side_columns
 from components.kinds.tokens import tokens_of
 from components.kinds.vector import numeric_columns, numeric_of
 from components.stage_files import BAD_ROWS, SPLITS, rows_file
@@ -107,13 +108,10 @@ def window_stats(windows: Windows, spec: dict[str, Any], lowercase: bool,
         if side_spec["kind"] != "series":  # a text target: its labels, per window
             out[side] = side_stats(windows.y(), side_spec, lowercase)
             continue
-        steps = windows.x(slice(0, 1)).shape[1] if side == "x" else windows.h
-        if side == "y" and windows.spec["topology"] == "many_to_many":
-            steps = windows.w
         out[side] = {"kind": "series", "count": n, "wrong_type": 0, "missing": 0,
                      **(numeric_of(*numeric[side], side_spec.get("columns")) if numeric else
                         numeric_columns(windows.steps(side), side_spec.get("columns"))),
-                     **length_stats(Counter({steps: n} if n else {}))}
+                     **length_stats(Counter({windows.length(side): n} if n else {}))}
     return out
 
 
@@ -121,8 +119,7 @@ def beam_stats(ingest: Any, spec: dict[str, Any], data: DataConfig) -> dict[str,
     """A CSV's numeric column statistics per split and side, as a Beam pipeline over its shards."""
     from components.ingestion.beam import column_stats
 
-    recipe = spec["windows"]
-    sides_of = {"x": recipe["x"], "future": recipe["future"], **({} if recipe["text"] else {"y": recipe["y"]})}
+    sides_of = side_columns(spec["windows"])
     tables = {f"{split}-{side}": (ingest.path(rows_file(split)), columns) for split in SPLITS
               for side, columns in sides_of.items() if side in sides(spec)}
     out = column_stats(tables, data)

@@ -172,28 +172,45 @@ def _log_dataset(artifact: Any, dataset: dict[str, Any]) -> None:
     path = artifact.path(dataset["file"])
     if not path.is_file():
         return
-    with np.load(path) as data:
-        arrays = {k: data[k] for k in data.files if k in ("x", "y")}
     rows = artifact.path(files.rows_file(dataset["context"]))
-    with warnings.catch_warnings():  # MLflow registers its local source twice and says so
+    with warnings.catch_warnings():  # MLflow registers its local source twice, and hints about integer columns
         warnings.simplefilter("ignore", UserWarning)
-        if "x" not in arrays and rows.exists():  # a CSV's split: its rows once (windows are cut from them)
-            import pandas as pd
+        if rows.exists():  # a CSV's split: its rows (windows are cut from them), described by a head, not loaded
+            import pyarrow.parquet as pq
+            from mlflow.data.meta_dataset import MetaDataset
 
-            logged = mlflow.data.from_pandas(pd.read_parquet(rows), source=str(artifact.uri), name=dataset["name"],
-                                             digest=dataset["digest"])
+            first = sorted(rows.glob("*.parquet"))[0] if rows.is_dir() else rows
+            parquet = pq.ParquetFile(first)
+            head = (next(parquet.iter_batches(batch_size=100), None) or parquet.schema_arrow.empty_table()).to_pandas()
+            described = mlflow.data.from_pandas(head, source=str(artifact.uri), name=dataset["name"])
+            logged = MetaDataset(described.source, name=dataset["name"], digest=dataset["digest"],
+                                 schema=described.schema)
         else:
+            with np.load(path) as data:
+                arrays = {k: data[k] for k in data.files if k in ("x", "y")}
             logged = mlflow.data.from_numpy(arrays["x"], targets=arrays.get("y"), source=str(artifact.uri),
                                             name=dataset["name"], digest=dataset["digest"])
-    for attempt in range(3):  # two runs logging the same new dataset at once: the loser finds it on retry
-        try:
-            with warnings.catch_warnings():  # MLflow's hint about integer columns (the segment numbers)
-                warnings.simplefilter("ignore", UserWarning)
+        for attempt in range(3):  # two runs logging the same new dataset at once: the loser finds it on retry
+            try:
                 mlflow.log_input(logged, context=dataset["context"])
-            return
-        except Exception as exc:  # noqa: BLE001 - sqlalchemy's IntegrityError, wrapped or not
-            if "UNIQUE constraint" not in str(exc) or attempt == 2:
-                raise
+                return
+            except Exception as exc:  # noqa: BLE001 - the store's unique-key error, as raised or wrapped
+                if not _duplicate_key(exc) or attempt == 2:
+                    raise
+
+
+def _duplicate_key(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what it wraps) is a database unique-key violation (SQLite, PostgreSQL, MySQL...)."""
+    from sqlalchemy.exc import IntegrityError
+
+    for _ in range(10):
+        if exc is None:
+            return False
+        text = str(exc).lower()  # an MlflowException may carry only the database's words
+        if isinstance(exc, IntegrityError) or "unique constraint" in text or "duplicate entry" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _example_inputs(path: Path) -> Any:

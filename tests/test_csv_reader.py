@@ -44,12 +44,15 @@ def same(a: tuple, b: tuple) -> None:
                               for i, line in enumerate(LINES)],
      {"target_columns": ["sales"], "feature_columns": ["promo"], "fill_missing": "ffill"}),
     ("a text target", LINES, {"target_columns": ["weather"], "feature_columns": ["sales", "promo"]}),
-    ("a stray word in a number column", [line.replace(",1,", ",oops,", 1) if i == 9 else line
+    ("a stray word in a number column", [line.replace(",0,", ",oops,", 1) if i == 9 else line
                                          for i, line in enumerate(LINES)],
      {"target_columns": ["sales"], "feature_columns": ["promo"]}),
     ("a short line (line reader only)", LINES[:5] + ["2024-02-01,A,3"] + LINES[5:],
      {"target_columns": ["sales"], "feature_columns": ["promo"]}),
     ("a blank line (line reader only)", LINES[:5] + [""] + LINES[5:],
+     {"target_columns": ["sales"], "feature_columns": ["promo"]}),
+    ("a line with a field too many and one with a field too few (line reader only)",
+     [line + ",999" if i == 6 else line.rsplit(",", 1)[0] if i == 13 else line for i, line in enumerate(LINES)],
      {"target_columns": ["sales"], "feature_columns": ["promo"]}),
     ("full-precision floats, and a word", [f"{line.rsplit(',', 3)[0]},{9373.711634780513 + i / 7!r},"
                                            f"{'abc' if i == 9 else i % 2},sun" for i, line in enumerate(LINES)],
@@ -73,8 +76,13 @@ def test_both_readers_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cas
     """Also with the fast reader in chunks of 7 lines (times parsed chunk by chunk by the first chunk's rule)."""
     path = tmp_path / "data.csv"
     path.write_text("\n".join([HEADER, *lines]) + "\n")
+    taken = []
+    real = csv_read.read_fast
+    monkeypatch.setattr(csv_read, "read_fast", lambda *a: taken.append(real(*a)) or taken[-1])
     monkeypatch.setattr(csv_read, "CHUNK_ROWS", chunk)
     fast = load(path, True, monkeypatch, **data)
+    if chunk == csv_read.CHUNK_ROWS:  # in one chunk, only an irregular line leaves the fast reader
+        assert (taken[0] is None) == ("line reader only" in case)
     same(fast, load(path, False, monkeypatch, **data))
 
 
@@ -161,14 +169,16 @@ def test_the_data_stages_before_preprocess_do_not_import_tensorflow(tmp_path: Pa
 
 def test_blank_cells_keep_the_fast_reader_and_a_file_without_readable_times_is_no_traceback(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A blank number in a later chunk is a missing value (the file stays on the fast reader); times that
-    data.time_format cannot read leave every row bad, not an IndexError."""
+    """A blank number or a word in a later chunk is a missing value or a bad row (the file stays on the fast
+    reader); times that data.time_format cannot read leave every row bad, not an IndexError."""
     path = tmp_path / "d.csv"
-    path.write_text("t,y\n" + "".join(f"{i},{'' if i == 9 else i}\n" for i in range(1, 40)))
+    path.write_text("t,y\n" + "".join(f"{i},{'' if i == 9 else 'oops' if i == 21 else i}\n" for i in range(1, 40)))
     monkeypatch.setattr(csv_read, "CHUNK_ROWS", 4)
     used = ["y", "t"]
     cfg = DataConfig(source="csv", path=str(path), time_column="t", target_columns=["y"], window=3)
     assert csv_read.read_fast(csv_source.Rows(path), ["t", "y"], used, ["y"], cfg) is not None
+    _, rows, _ = csv_source.load_csv(cfg)  # the word in a later chunk: a bad row, named as the line reader does
+    assert [b["reason"] for b in rows.bad] == ["non-numeric value 'oops' in column 'y'"]
     dates = tmp_path / "dates.csv"
     dates.write_text("time,y\n2024-01-01,1\n2024-01-02,2\n2024-01-03,3\n")
     splits, rows, _ = csv_source.load_csv(DataConfig(source="csv", path=str(dates), time_column="time",

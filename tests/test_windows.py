@@ -107,3 +107,36 @@ def test_max_examples_is_a_seeded_ordered_sample() -> None:
                                                 ("number", [3.0, 4.5], [3, 4.5])])
 def test_time_labels(kind: str, stamps: list, labels: list) -> None:
     assert time_labels(np.array(stamps), kind) == labels
+
+
+def test_preprocessing_in_chunks_gives_what_one_chunk_gives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The targets' encoding, the inputs' encoding (`load_split`) and the residual fit (`data.target_reference`)
+    run CHUNK windows at a time; with chunks of 7 windows the state and arrays are those of one chunk."""
+    import json
+
+    from components import config, preprocessing
+    from pipeline import runner
+
+    path = tmp_path / "d.csv"
+    path.write_text("time,y,a\n" + "".join(f"2024-01-{1 + h // 24:02d}T{h % 24:02d}:00:00,{(h * 7) % 11 + h / 50},"
+                                         f"{h % 5}\n" for h in range(300)))
+
+    def preprocess(runs: str) -> tuple[dict, dict]:
+        cfg = config.from_dict({"name": "t", "runs_dir": str(tmp_path / runs), "tracking": {"enabled": False},
+                                "data": {"source": "csv", "path": str(path), "time_column": "time",
+                                         "target_columns": ["y"], "window": 6, "horizon": 2,
+                                         "target_reference": "last"},
+                                "model": {"topology": "seq2seq"}})
+        art = runner.run(cfg, to_stage="preprocess", log=lambda _: None).artifacts["preprocess"]
+        state = json.loads(art.path("preprocessor.json").read_text())
+        return state, {s: preprocessing.load_split(art, s) for s in ("train", "validation", "test")}
+
+    whole = preprocess("one")
+    monkeypatch.setattr(preprocessing, "CHUNK", 7)
+    chunked = preprocess("seven")
+    assert len(whole[1]["train"]["x"]) > 3 * 7  # several chunks
+    np.testing.assert_allclose(chunked[0]["y"]["variance"], whole[0]["y"]["variance"], rtol=1e-12)
+    for split, arrays in whole[1].items():
+        assert arrays.keys() == chunked[1][split].keys()
+        for key in arrays:
+            np.testing.assert_array_equal(arrays[key], chunked[1][split][key])

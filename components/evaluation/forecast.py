@@ -51,7 +51,7 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     y_state = state["y"]
     levels = list(getattr(model_cfg, "quantiles", ()) or ())
     codec = Codec.load(preprocess)
-    raw, actual, pred, quantiles = _forecasts(model, preprocess, "test", model_cfg, codec, levels)
+    raw, raw_x, actual, pred, quantiles = _forecasts(model, preprocess, "test", model_cfg, codec, levels)
     horizon, targets = actual.shape[1], actual.shape[-1]
     x_cols, y_cols = state["x"].get("columns") or [], y_state.get("columns") or []
     names = [str(c) for c in y_cols] if len(y_cols) == targets else [f"target_{j}" for j in range(targets)]
@@ -63,7 +63,7 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     many = any(i is not None for i in ids)
     lag = None
     if target_columns(state["x"], y_state) is not None and len(raw):  # a numeric input series with the targets
-        x_test = _raw_x(preprocess, "test", raw)
+        x_test = raw_x
         x_train = train_x()
         bases = _naive(x_test, horizon, columns, season, model_cfg.topology)
         lag_season = None if model_cfg.topology == "many_to_many" else season
@@ -157,23 +157,28 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
 
 
 def _forecasts(model: Any, preprocess: Any, split: str, model_cfg: ModelConfig, codec: Codec,
-               levels: list[float]) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray | None]:
-    """One split's raw rows, actual values, forecasts in raw units (as the export decodes them) and,
-    with `model.quantiles`, every level [N, H, targets, levels] (the median is the point forecast)."""
+               levels: list[float]) -> tuple[list[dict], Any, np.ndarray, np.ndarray, np.ndarray | None]:
+    """One split's raw rows, raw input windows (read once, where the decoding or the naive baselines need
+    them; else None),
+    actual values, forecasts in raw units (as the export decodes them) and, with `model.quantiles`,
+    every level [N, H, targets, levels] (the median is the point forecast)."""
     from models.build import model_inputs  # x, or x with the known future values / series ids
 
-    arrays = load_split(preprocess, split)
+    arrays = load_split(preprocess, split, codec=codec)
     raw = _raw(preprocess, split)
     actual = np.asarray([r["y"] for r in raw], dtype="float64").reshape(len(raw), *arrays["y"].shape[1:])
     encoded = _predict(model, model_inputs(model_cfg, preprocess.properties["io"], arrays))
     encoded = encoded.reshape(*actual.shape[:-1], -1).astype("float32")
-    raw_x = None
-    if codec.y.get("reference") or codec.y.get("window_scale"):  # the decoding reads the raw input window
-        raw_x = _raw_x(preprocess, split, raw).astype("float32").reshape(len(raw), *arrays["x"].shape[1:])
+    decoding_reads_x = bool(codec.y.get("reference") or codec.y.get("window_scale"))
+    naive_reads_x = target_columns(codec.x, codec.y) is not None
+    raw_x = _raw_x(preprocess, split, raw) if decoding_reads_x or naive_reads_x else None
+    window_x = None
+    if decoding_reads_x:  # the decoding reads the raw input window
+        window_x = raw_x.astype("float32").reshape(len(raw), *arrays["x"].shape[1:])
     if levels:
-        quantiles = np.asarray(codec.decode_quantiles(encoded, raw_x, len(levels)), dtype="float64")
-        return raw, actual, quantiles[..., levels.index(0.5)], quantiles
-    return raw, actual, np.asarray(codec.decode_series(encoded, raw_x), dtype="float64"), None
+        quantiles = np.asarray(codec.decode_quantiles(encoded, window_x, len(levels)), dtype="float64")
+        return raw, raw_x, actual, quantiles[..., levels.index(0.5)], quantiles
+    return raw, raw_x, actual, np.asarray(codec.decode_series(encoded, window_x), dtype="float64"), None
 
 
 def _train_arrays(preprocess: Any) -> tuple[Callable[[], np.ndarray], Callable[[], Any], list[Any]]:
@@ -206,12 +211,11 @@ def _validation_backtest(model: Any, preprocess: Any, workdir: Path, cfg: Evalua
                          scale: Any) -> list[str]:
     """`evaluate.backtest.on: validation | both`: the rolling origins over the validation period,
     against the test's strongest baseline, in the same units (reported; the gate reads test windows)."""
-    raw, actual, pred, _ = _forecasts(model, preprocess, "validation", model_cfg, codec, levels)
+    raw, x, actual, pred, _ = _forecasts(model, preprocess, "validation", model_cfg, codec, levels)
     origins, note = backtest_origins(raw, int(cfg.backtest["origins"]), "validation")
     if not origins or columns is None:
         why = "no validation windows" if not origins else "the targets are not among the inputs (no naive forecast)"
         return ["", "## Backtest (validation period)", "", f"Not computed: {why}{note}."]
-    x = _raw_x(preprocess, "validation", raw)
     bases = _naive(x, actual.shape[1], columns, season, model_cfg.topology)
     name = strongest if strongest in bases else next(iter(bases))
     if series_scale is not None:  # each window's own series scale (an id unseen in train: the mean scale)

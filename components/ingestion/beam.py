@@ -69,6 +69,11 @@ class ShardedRows:
         with contextlib.suppress(OSError):  # the pipeline's folder, once its last split has moved
             self.folder.parent.rmdir()
 
+    def discard(self) -> None:
+        """Remove the pipeline's folder if a split is still in it (the stage failed before moving it)."""
+        if self.folder.exists():
+            shutil.rmtree(self.folder.parent, ignore_errors=True)
+
 
 def shards(series: list[Any], n: int) -> list[list[Any]]:
     """Consecutive series in n shards of about equal rows (a shard is never empty unless there are no series)."""
@@ -116,25 +121,28 @@ def run_series(series: list[Any], job: Any) -> tuple[dict[str, ShardedRows], Cou
 # Validation statistics: each numeric column's parts and histogram, per shard, summed
 
 
-def _shard_columns(path: str, columns: list[str]) -> np.ndarray:
+def shard_columns(path: str, columns: list[str]) -> np.ndarray:
+    """Some row columns of one shard as a float table [rows, columns] (what statistics and moments read)."""
     from components.kinds.vector import as_table
 
-    from .windows import SeriesRows
+    from .windows import PREFIX, SeriesRows
 
-    rows = SeriesRows.read(Path(path))
-    return as_table(np.stack([rows.values[c] for c in columns], axis=1) if columns else np.zeros((len(rows), 0)))
+    read = dict(SeriesRows.columns(Path(path), [PREFIX + c for c in columns] or ["segment"]))  # those columns only
+    if not columns:
+        return np.zeros((len(read["segment"]), 0))
+    return as_table(np.stack([read[PREFIX + c] for c in columns], axis=1))
 
 
 def _parts_task(item: tuple[str, list[str]]) -> dict[str, list[float]]:
     from components.kinds.vector import column_parts
 
-    return column_parts(_shard_columns(*item))
+    return column_parts(shard_columns(*item))
 
 
 def _counts_task(item: tuple[str, list[str], list[Any]]) -> list[list[int]]:
     from components.kinds.vector import column_counts
 
-    return column_counts(_shard_columns(item[0], item[1]), item[2])
+    return column_counts(shard_columns(item[0], item[1]), item[2])
 
 
 def column_stats(tables: dict[str, tuple[Path, list[str]]], data: Any) -> dict[str, tuple[Any, ...]]:

@@ -73,23 +73,27 @@ OTHER_BLANKS = re.compile(rb"[\t\x0b\x0c\x1c-\x1f]|\xc2[\x85\xa0]|\xe1\x9a\x80|\
 
 @dataclass
 class Scan:
-    """What one pass over a file's bytes found: its lines, commas, quotes, blanks next to a separator."""
+    """What one pass over a file's bytes found: its lines, whether some line does not hold the header's
+    number of commas, quotes, blanks next to a separator."""
 
     lines: int = 0
-    commas: int = 0
+    uneven: bool = False
     quotes: bool = False
     padded: bool = False
 
 
-def _scan(path: Path, block: int = 1 << 24) -> Scan | None:
-    """Count lines and commas block by block (memory: one block); None when it is not plain UTF-8 text."""
+def _scan(path: Path, fields: int, block: int = 1 << 22) -> Scan | None:
+    """Count lines and check each line's commas (`fields` - 1) block by block (memory: a few blocks); None
+    when it is not plain UTF-8 text."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    scan, previous, size = Scan(), b"\n", 0
+    scan, previous, size, carry = Scan(), b"\n", 0, 0  # carry: commas of the line the last block left open
     with open(path, "rb") as handle:
         while chunk := handle.read(block):
             if not size:
                 chunk = chunk.removeprefix(codecs.BOM_UTF8)
             size += len(chunk)
+            if not chunk:
+                continue
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError:
@@ -97,8 +101,17 @@ def _scan(path: Path, block: int = 1 << 24) -> Scan | None:
             if b"\x00" in chunk:
                 return None
             edge = previous + chunk[:1]  # a blank next to a separator across the block boundary
-            scan.lines += chunk.count(b"\n")
-            scan.commas += chunk.count(b",")
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            commas = np.cumsum(data == ord(","), dtype=np.int64)
+            ends = np.flatnonzero(data == ord("\n"))
+            at = commas[ends]
+            per_line = np.diff(at, prepend=0)
+            if len(ends):
+                per_line[0] += carry
+                carry = 0
+            scan.uneven |= bool((per_line != fields - 1).any())
+            carry += int(commas[-1] - (at[-1] if len(ends) else 0))
+            scan.lines += len(ends)
             scan.quotes |= b'"' in chunk
             pads = (b" ,", b", ", b" \n", b"\n ", b" \r")
             scan.padded |= any(p in chunk or p == edge for p in pads) or bool(OTHER_BLANKS.search(chunk))
@@ -107,7 +120,9 @@ def _scan(path: Path, block: int = 1 << 24) -> Scan | None:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         return None
-    scan.lines += previous != b"\n"  # a last line without its newline
+    if previous != b"\n":  # a last line without its newline
+        scan.lines += 1
+        scan.uneven |= carry != fields - 1
     scan.padded |= previous == b" "
     return scan
 
@@ -149,13 +164,13 @@ def read_fast(rows: Rows, header: list[str], used: list[str], numeric: list[str]
     target, a number column with a stray word) is read as strings, as the line reader would.
     The file is read from disk by the parser CHUNK_ROWS lines at a time, never held whole as text;
     each chunk's time strings are parsed (by the TimeRule of the first chunk) and freed before the
-    next chunk is read. A column read as numbers in one chunk and as text in another, or a first
-    chunk without a time, takes the line reader.
+    next chunk is read. A text column read as numbers in some chunk, a time column whose first chunk
+    has no time or whose whole column votes otherwise, an infinity or a boolean take the line reader.
     """
     import pandas as pd
 
-    scan = _scan(rows.path)
-    if scan is None or len(header) < 2 or scan.commas != (len(header) - 1) * scan.lines or scan.quotes:
+    scan = _scan(rows.path, len(header))
+    if scan is None or len(header) < 2 or scan.uneven or scan.quotes:
         return None
     strings = {c: str for c in (data.time_column, data.id_column) if c}  # as written: "007", "NA" reported as is
     tokens = {c: ["", *NA_TOKENS] for c in used if c not in strings}  # a blank cell is missing, as in a line
@@ -186,19 +201,32 @@ def read_fast(rows: Rows, header: list[str], used: list[str], numeric: list[str]
                 votes = [a + b for a, b in zip(votes, vote)]
                 time_parts.append(times)
                 unreadable.update({n + i: text for i, text in bad.items()})
-            if chunks and set(chunk[0]) != set(chunks[0][0]):
-                return None  # a column read as numbers in one chunk, as text in another
             chunks.append(chunk)
             n += len(chunk[1][used[0]])
     if n != scan.lines - 1 or not n:
         return None
     if rule is not None and not data.time_format and (votes[0] * 2 >= max(votes[1], 1)) == rule.datetime:
         return None  # the whole column votes otherwise than its first chunk (numbers vs datetimes)
-    raw, absent, parsed = ({name: np.concatenate([c[k][name] for c in chunks]) for name in chunks[0][k]}
-                           for k in range(3))
+    absent, parsed = ({name: np.concatenate([c[k][name] for c in chunks]) for name in chunks[0][k]}
+                      for k in (1, 2))
+    raw = {}
+    for name in {name for c in chunks for name in c[0]}:  # text columns, or numbers with a word in some chunk
+        if any(name not in c[0] for c in chunks):
+            if name not in parsed or not numeric_vote(absent[name], parsed[name]):
+                return None  # a text column with a chunk of numbers only: the line reader keeps them as text
+            # a number column with a word in some chunk: its text is kept where it was read as text (what
+            # the message about a non-numeric value shows), None where the parser read numbers
+        raw[name] = np.concatenate([c[0][name] if name in c[0] else np.full(len(c[1][name]), None, dtype=object)
+                                    for c in chunks])
     rows.total = n
     times = timeseries.Times.concat(time_parts) if time_parts else None
     return np.arange(2, n + 2, dtype="int64"), raw, absent, parsed, times, unreadable
+
+
+def numeric_vote(absent: np.ndarray, numbers: np.ndarray) -> bool:
+    """A column is numeric when it has values and at least half of them read as finite numbers."""
+    present = int((~absent).sum())
+    return bool(present) and int(np.isfinite(numbers).sum()) * 2 >= present
 
 
 def _chunk_columns(frame: Any, used: list[str], strings: dict[str, Any], numeric: list[str],

@@ -48,9 +48,7 @@ def load_csv(data: DataConfig) -> tuple[dict[str, Any], Rows, dict[str, Any]]:
     first = reading.first_line(rows.path)  # the header, when it is line 1: the whole-file reader may take the file
     fast = None
     if first is not None:
-        header = [h.strip() for h in next(csv.reader([first]))]
-        targets, features = _csv_columns(header, data, rows.path)
-        used = list(dict.fromkeys([*targets, *features, *(c for c in (data.time_column, data.id_column) if c)]))
+        header, targets, features, used = _header(first, data, rows.path)
         fast = reading.read_fast(rows, header, used, [*targets, *features], data)
     if fast is not None:
         numbers, raw, absent, parsed_numbers, times, unreadable = fast
@@ -61,9 +59,7 @@ def load_csv(data: DataConfig) -> tuple[dict[str, Any], Rows, dict[str, Any]]:
         except StopIteration:
             raise DataSourceError(f"data file '{rows.path}' has no readable lines.") from None
         rows.total -= 1
-        header = [h.strip() for h in next(csv.reader([header_text]))]
-        targets, features = _csv_columns(header, data, rows.path)
-        used = list(dict.fromkeys([*targets, *features, *(c for c in (data.time_column, data.id_column) if c)]))
+        header, targets, features, used = _header(header_text, data, rows.path)
         numbers, raw = reading.read_lines(rows, lines, header, used)
         absent = {name: timeseries.missing(raw[name]) for name in used}
         parsed_numbers = {name: reading.to_numbers(raw[name], absent[name]) for name in [*targets, *features]}
@@ -108,7 +104,7 @@ def load_csv(data: DataConfig) -> tuple[dict[str, Any], Rows, dict[str, Any]]:
             f"(e.g. {next(b['where'] for b in rows.bad if b['reason'].startswith('duplicate time'))}): is it "
             f"several series in one file? Set data.id_column to the column that names each series.")
     grid = timeseries.infer_grid([t[o] for _, o in series], times)
-    job = SeriesJob(data, grid, columns, times is not None, None if times is None else t.dtype)
+    job = SeriesJob(data, grid, columns, None if times is None else t.dtype)
     ordered = ((key if data.id_column else None, _take(t, o), {n: _take(values[n], o) for n in columns})
                for key, o in series)
     if data.runner == "beam":  # the per-series work as an Apache Beam pipeline (beam.py), sharded rows
@@ -130,6 +126,14 @@ def load_csv(data: DataConfig) -> tuple[dict[str, Any], Rows, dict[str, Any]]:
                        "frequency": grid.frequency if data.time_column else None,
                        "id_column": data.id_column, "time_column": data.time_column}}
     return splits, rows, info
+
+
+def _header(text: str, data: DataConfig, path: Path) -> tuple[list[str], list[str], list[str], list[str]]:
+    """The header line -> its column names, the targets, the features, and every column read."""
+    header = [h.strip() for h in next(csv.reader([text]))]
+    targets, features = _csv_columns(header, data, path)
+    used = list(dict.fromkeys([*targets, *features, *(c for c in (data.time_column, data.id_column) if c)]))
+    return header, targets, features, used
 
 
 def _csv_columns(header: list[str], data: DataConfig, path: Path) -> tuple[list[str], list[str]]:
@@ -158,9 +162,7 @@ def _csv_columns(header: list[str], data: DataConfig, path: Path) -> tuple[list[
 
 
 def _column_type(name: str, absent: np.ndarray, numbers: np.ndarray) -> Column:
-    present = int((~absent).sum())
-    numeric = int(np.isfinite(numbers).sum())
-    return Column(name, numeric=bool(present) and numeric * 2 >= present, missing=int(absent.sum()))
+    return Column(name, numeric=reading.numeric_vote(absent, numbers), missing=int(absent.sum()))
 
 
 def _check_columns(columns: dict[str, Column], targets: list[str], features: list[str], path: Path,
@@ -203,11 +205,16 @@ def _csv_values(columns: dict[str, Column], raw: dict[str, np.ndarray], absent: 
     return values, problems
 
 
+def _slots(rows: np.ndarray) -> slice | np.ndarray:
+    """Row indices as a slice when they are consecutive (indexing by it gives a view, not a copy)."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and bool(np.all(np.diff(rows) == 1)):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
+
+
 def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """values[rows]; a view when the rows are consecutive (a series stored in time order: no copy)."""
-    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and bool(np.all(np.diff(rows) == 1)):
-        return values[int(rows[0]):int(rows[-1]) + 1]
-    return values[rows]
+    return values[_slots(rows)]
 
 
 def _drop_duplicate_times(order: np.ndarray, t: np.ndarray, numbers: np.ndarray, rows: Rows) -> np.ndarray:
@@ -229,8 +236,11 @@ class SeriesJob:
     data: DataConfig
     grid: Any
     columns: dict[str, Column]
-    timed: bool  # the rows carry time stamps (data.time_column)
-    time_dtype: Any = None
+    time_dtype: Any = None  # the rows' time stamps (data.time_column): int64 ns or float; None: no times
+
+    @property
+    def timed(self) -> bool:
+        return self.time_dtype is not None
 
     def run(self, series: Iterable[tuple[str | None, np.ndarray, dict[str, np.ndarray]]],
             segment: int = 0) -> tuple[dict[str, SeriesRows], timeseries.Counts]:
@@ -289,9 +299,7 @@ def _series_rows(key: str | None, tt: np.ndarray, vals: dict[str, np.ndarray], j
         lo, hi = np.searchsorted(keep, [r.start, r.stop])
         counts.rows[split] += int(hi - lo)
         if hi > lo:
-            slots = keep[lo:hi]
-            if slots[-1] - slots[0] == hi - lo - 1:  # no gap inside: views, not copies
-                slots = slice(int(slots[0]), int(slots[-1]) + 1)
+            slots = _slots(keep[lo:hi])  # no gap inside: views, not copies
             parts[split].append(SeriesRows({name: grid_values[name][slots] for name in columns},
                                            seg[lo:hi].astype("int64", copy=False),
                                            None if key is None else np.full(hi - lo, key, dtype=object),

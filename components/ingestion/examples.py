@@ -14,10 +14,12 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
+
 from components.config import DataConfig
 from components.kinds.tokens import tokens_of
 
-from . import bundled
+from . import bundled, windows
 
 Example = tuple[Any, ...]  # (x, y) or (x, y, meta): meta (e.g. a series' id, a time) rides along to raw rows
 Make = Callable[[list[dict[str, Any]], DataConfig], list[Example]]
@@ -38,9 +40,10 @@ def groups(records: list[dict[str, Any]], key: str) -> list[list[dict[str, Any]]
     return out
 
 
-def window_starts(n: int, window: int, ahead: int, stride: int) -> range:
-    """Start indices of windows of `window` steps that leave `ahead` more steps inside n."""
-    return range(0, max(n - window - ahead + 1, 0), stride)
+def window_starts(n: int, window: int, ahead: int, stride: int) -> list[int]:
+    """Start indices of windows of `window` steps that leave `ahead` more steps inside n (one segment of
+    `windows.window_starts`)."""
+    return windows.window_starts(np.zeros(n, dtype="int64"), window, ahead, stride).tolist()
 
 
 def language_model(records: list[dict[str, Any]], cfg: DataConfig) -> list[Example]:

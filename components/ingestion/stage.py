@@ -9,7 +9,6 @@ seeded order-keeping sample of `data.max_examples`, the one-line summary of a CS
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +41,20 @@ def resolve_kinds(task: Task, loaded: Loaded, data: DataConfig, topology: str) -
 
 def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig, topology: str) -> dict[str, Any]:
     """Load the source, shape it for the topology, cap each split and write it out."""
+    loaded = SOURCES[data.source].load(data)
+    try:
+        return _write(loaded, workdir, ctx, data, topology)
+    finally:  # rows a Beam pipeline wrote that did not move into this stage's output (a later error)
+        from .beam import ShardedRows
+
+        for rows in loaded.splits.values():
+            if isinstance(rows, ShardedRows):
+                rows.discard()
+
+
+def _write(loaded: Loaded, workdir: Path, ctx: Any, data: DataConfig, topology: str) -> dict[str, Any]:
     source = SOURCES[data.source]
     task = source.tasks[topology]
-    loaded = source.load(data)
     x_kind, y_kind = resolve_kinds(task, loaded, data, topology)
     counts = {}
     spec = {"x": x_kind, "y": y_kind, "topology": topology, "source": data.source}
@@ -53,9 +63,9 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig, topology: st
         for split in files.SPLITS:
             rows = loaded.splits[split]
             rows.write(workdir / files.rows_file(split))  # a file, or a folder of shards (data.runner: beam)
-            if not isinstance(rows, SeriesRows):
-                rows = SeriesRows.read(workdir / files.rows_file(split))
-            counts[split] = len(Windows(rows, spec["windows"]))
+            segment = rows.segment if isinstance(rows, SeriesRows) else \
+                dict(SeriesRows.columns(workdir / files.rows_file(split), ["segment"]))["segment"]
+            counts[split] = len(windows.starts_of(segment, spec["windows"]))
     for split in files.SPLITS if task.make else ():
         examples = _drop_empty(task.make(loaded.splits.get(split, []), data), split, loaded, x_kind)
         if data.max_examples is not None and len(examples) > data.max_examples:
@@ -121,8 +131,7 @@ def _drop_empty(examples: list[Example], split: str, loaded: Loaded, x_kind: dic
 
 def _sample(examples: list[Example], n: int, seed: int) -> list[Example]:
     """A seeded sample of n examples that keeps their original order (time order survives)."""
-    keep = sorted(random.Random(seed).sample(range(len(examples)), n))
-    return [examples[i] for i in keep]
+    return [examples[i] for i in windows.sample_positions(len(examples), n, seed)]
 
 
 def read_spec(artifact: Any) -> dict[str, Any]:

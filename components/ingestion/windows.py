@@ -15,6 +15,7 @@ validation statistics and the preprocessing fit read each row once (`steps`).
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,15 +73,15 @@ class SeriesRows:
                    col.get("id"), col.get("time"))
 
     @staticmethod
-    def columns(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-        """The stored columns (name, NumPy array), one at a time: at most one column is held twice (Arrow's
-        decoded pages and NumPy's copy), and those pages go back to the OS before the next column."""
+    def columns(path: Path, names: list[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """The stored columns (or those `names`) as (name, NumPy array), one at a time: at most one column is
+        held twice (Arrow's decoded pages and NumPy's copy), and those pages go back to the OS before the next."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         path = Path(path)
         parts = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-        for name in pq.read_schema(parts[0]).names:
+        for name in names or pq.read_schema(parts[0]).names:
             table = pa.concat_tables([pq.read_table(part, columns=[name]) for part in parts])
             values = table.column(0).to_numpy(zero_copy_only=False)
             del table
@@ -107,6 +108,26 @@ def window_starts(segment: np.ndarray, window: int, ahead: int, stride: int) -> 
     return (first + stride * offset).astype("int64")
 
 
+def starts_of(segment: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """The window starts of a split's rows (their `segment` column) under a recipe; with `max_examples`, a
+    seeded sample of them that keeps the time order."""
+    ahead = 0 if spec["topology"] == "many_to_many" and spec["text"] else spec["horizon"]
+    starts = window_starts(segment, spec["window"], ahead, spec["stride"])
+    cap = spec.get("max_examples")
+    return starts[sample_positions(len(starts), cap, spec["seed"])] if cap is not None and len(starts) > cap \
+        else starts
+
+
+def sample_positions(n: int, cap: int, seed: int) -> list[int]:
+    """A seeded sample of `cap` of n positions, in order (time order survives)."""
+    return sorted(random.Random(seed).sample(range(n), cap))
+
+
+def side_columns(spec: dict[str, Any]) -> dict[str, list[str]]:
+    """The row columns of each numeric side of a recipe: x, future, and y unless it is a text target."""
+    return {"x": spec["x"], "future": spec["future"], **({} if spec["text"] else {"y": spec["y"]})}
+
+
 def recipe(data: Any, topology: str, info: dict[str, Any]) -> dict[str, Any]:
     """How windows are cut from a CSV's rows (spec.json "windows"): x / y / future columns and steps."""
     text = info["target_type"] == "string"
@@ -122,16 +143,9 @@ class Windows:
 
     def __init__(self, rows: SeriesRows, spec: dict[str, Any], starts: np.ndarray | None = None):
         self.rows, self.spec = rows, spec
-        w, h = spec["window"], spec["horizon"]
-        self.w, self.h = w, h
-        text, topology = spec["text"], spec["topology"]
-        self.ahead = 0 if topology == "many_to_many" and text else h
-        if starts is None:
-            starts = window_starts(rows.segment, w, self.ahead, spec["stride"])
-            cap = spec.get("max_examples")
-            if cap is not None and len(starts) > cap:  # a seeded sample that keeps the time order
-                starts = starts[sorted(random.Random(spec["seed"]).sample(range(len(starts)), cap))]
-        self.starts = starts
+        self.w, self.h = spec["window"], spec["horizon"]
+        text = spec["text"]
+        self.starts = starts_of(rows.segment, spec) if starts is None else starts
         self._x = np.stack([rows.values[c] for c in spec["x"]], axis=1) if spec["x"] else np.zeros((len(rows), 0))
         self._x32: np.ndarray | None = None
         if text:
@@ -149,7 +163,9 @@ class Windows:
 
     def subset(self, keep: np.ndarray) -> Windows:
         """These windows but only those at positions (or where the mask) `keep`."""
-        return Windows(self.rows, self.spec, self.starts[keep])
+        out = copy.copy(self)  # the rows' stacked columns are shared, not stacked again
+        out.starts = self.starts[keep]
+        return out
 
     def _offsets(self, idx: Any, first: int, steps: int) -> np.ndarray:
         return self.starts[idx][:, None] + first + np.arange(steps)
@@ -186,6 +202,11 @@ class Windows:
         if self.rows.time is None:
             return None
         return time_labels(self.rows.time[self.starts[idx] + self.w - 1], self.spec.get("time"))
+
+    def length(self, side: str) -> int:
+        """Steps per window of one side: x the window; y the horizon (the window for many_to_many); future
+        the horizon."""
+        return self.w if side == "x" or (side == "y" and self.spec["topology"] == "many_to_many") else self.h
 
     def steps(self, side: str) -> np.ndarray | list[str]:
         """Every row of one side once (x, y or future): numbers [rows, columns], or a text target's labels."""

@@ -20,7 +20,11 @@ from components.kinds.vector import Vector, fit_moments, is_number, moments, num
 
 
 class Steps(NamedTuple):
-    """The steps of a side's windows, each row once [rows, features], and the window length (a CSV's windows)."""
+    """The steps of a side's windows, each row once [rows, features], and the window length (a CSV's windows).
+
+    The statistics (a global scale's mean and variance, validation's histograms) are those of the split's
+    rows, as TFX Transform fits on rows: each row counts once, not once per window it falls in, and rows no
+    window uses (a segment shorter than a window, the steps left out by `data.max_examples`) count too."""
 
     rows: np.ndarray
     length: int
