@@ -358,6 +358,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
         np.savez(workdir / files.split_file(split), **arrays)
         (workdir / files.raw_file(split)).write_text(  # x, y and any meta of the example (a series' id, time)
             "".join(json.dumps({"x": x, "y": y, **meta}, ensure_ascii=False) + "\n" for x, y, meta in examples))
+    del train, examples  # the rows in memory: the split digests below read the files a column at a time
     io = io_spec(state)
     io["frequency"] = ingest.properties.get("frequency")  # a series' time step (hourly, daily, ...) or None
     (workdir / files.PREPROCESSOR).write_text(json.dumps(state, indent=1, ensure_ascii=False))

@@ -205,11 +205,14 @@ def _csv_values(columns: dict[str, Column], raw: dict[str, np.ndarray], absent: 
     return values, problems
 
 
-def _slots(rows: np.ndarray) -> slice | np.ndarray:
-    """Row indices as a slice when they are consecutive (indexing by it gives a view, not a copy)."""
-    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and bool(np.all(np.diff(rows) == 1)):
-        return slice(int(rows[0]), int(rows[-1]) + 1)
-    return rows
+def _slots(rows: np.ndarray, block: int = 1 << 20) -> slice | np.ndarray:
+    """Row indices as a slice when they are consecutive (indexing by it gives a view, not a copy); checked a
+    block at a time (no temporary as long as the rows)."""
+    if not len(rows) or rows[-1] - rows[0] != len(rows) - 1:
+        return rows
+    if any(bool((np.diff(rows[i:i + block + 1]) != 1).any()) for i in range(0, len(rows), block)):
+        return rows
+    return slice(int(rows[0]), int(rows[-1]) + 1)
 
 
 def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -53,7 +53,10 @@ class Times:
     @property
     def date_only(self) -> bool:
         """Every datetime is at midnight: labels are plain dates."""
-        return self.datetime and bool(self.ok.any()) and bool(np.all(self.values[self.ok] % DAY == 0))
+        block = 1 << 20  # in blocks: no temporary of the whole column
+        return self.datetime and bool(self.ok.any()) and all(
+            bool(np.all(self.values[i:i + block][self.ok[i:i + block]] % DAY == 0))
+            for i in range(0, len(self.values), block))
 
     @classmethod
     def concat(cls, parts: list[Times]) -> Times:
