@@ -60,6 +60,8 @@ def same(a: tuple, b: tuple) -> None:
     ("Unicode blanks (NBSP, em space, NEL)", [line.replace(",sun", ",sun\xa0").replace(",A,", ",A\u2003,")
                                               .replace(",1,", ",1\x85,") for line in LINES],
      {"target_columns": ["weather"], "feature_columns": ["sales", "promo"]}),
+    ("spaces and a tab by the separators", [line.replace(",A,", ", A ,").replace(",sun", ",\tsun") for line in LINES],
+     {"target_columns": ["weather"], "feature_columns": ["sales", "promo"]}),
     ("a missing time", [line.replace("2024-01-05", "NA", 1) for line in LINES],
      {"target_columns": ["sales"], "feature_columns": ["promo"]}),
     ("blank cells", [line.replace(",0,", ",,", 1) if i % 5 == 0 else line for i, line in enumerate(LINES)],

@@ -69,6 +69,7 @@ def first_line(path: Path) -> str | None:
 # Unicode spaces; a file holding any of them has its text fields stripped (b"\xe2\x80" also matches dashes and
 # quotes: a needless strip, never a missed one).
 OTHER_BLANKS = re.compile(rb"[\t\x0b\x0c\x1c-\x1f]|\xc2[\x85\xa0]|\xe1\x9a\x80|\xe2\x80|\xe2\x81\x9f|\xe3\x80\x80")
+ASCII_BLANKS = (b"\t", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\x1f")  # the same, in ASCII text (memchr-fast)
 
 
 @dataclass
@@ -102,8 +103,9 @@ def _scan(path: Path, fields: int, block: int = 1 << 22) -> Scan | None:
                 return None
             edge = previous + chunk[:1]  # a blank next to a separator across the block boundary
             data = np.frombuffer(chunk, dtype=np.uint8)
-            commas = np.cumsum(data == ord(","), dtype=np.int64)
-            ends = np.flatnonzero(data == ord("\n"))
+            comma, newline = data == ord(","), data == ord("\n")
+            commas = np.cumsum(comma, dtype=np.int64)
+            ends = np.flatnonzero(newline)
             at = commas[ends]
             per_line = np.diff(at, prepend=0)
             if len(ends):
@@ -113,8 +115,13 @@ def _scan(path: Path, fields: int, block: int = 1 << 22) -> Scan | None:
             carry += int(commas[-1] - (at[-1] if len(ends) else 0))
             scan.lines += len(ends)
             scan.quotes |= b'"' in chunk
-            pads = (b" ,", b", ", b" \n", b"\n ", b" \r")
-            scan.padded |= any(p in chunk or p == edge for p in pads) or bool(OTHER_BLANKS.search(chunk))
+            if not scan.padded:  # a blank next to a separator, or any other blank: text fields get stripped
+                space = data == ord(" ")
+                if space.any():
+                    sep = comma | newline | (data == ord("\r"))
+                    scan.padded = bool((space[:-1] & sep[1:]).any() or (sep[:-1] & space[1:]).any())
+                scan.padded |= edge in (b" ,", b", ", b" \n", b"\n ", b" \r") or (
+                    any(b in chunk for b in ASCII_BLANKS) if chunk.isascii() else bool(OTHER_BLANKS.search(chunk)))
             previous = chunk[-1:]
     try:
         decoder.decode(b"", final=True)
