@@ -130,8 +130,9 @@ def split_digest(folder: Path, split: str) -> str:
     def add(name: str, array: np.ndarray) -> None:
         array = np.ascontiguousarray(array)
         digest.update(f"{name}{array.dtype}{array.shape}".encode())
-        if array.dtype.kind == "O":  # strings (series ids)
-            digest.update("\x00".join(map(str, array)).encode())
+        if array.dtype.kind == "O":  # strings (series ids), a block at a time
+            for lo in range(0, len(array), 1 << 16):
+                digest.update("".join(f"{v}\x00" for v in array[lo:lo + (1 << 16)]).encode())
         else:
             digest.update(memoryview(array).cast("B") if array.size and array.dtype.kind not in "mM" else
                           array.tobytes())
