@@ -110,7 +110,7 @@ def score(series: Series, result: Any, origins: int) -> dict[str, float]:
     pre, evaluated = result.artifacts["preprocess"], result.artifacts["evaluate"]
     raw, train = files.raw_examples(pre, "test"), files.raw_examples(pre, "train")
     season, horizon, _ = SHAPES[series.frequency]
-    chosen = np.concatenate(ev.backtest_origins(raw, origins)[0])
+    chosen = np.concatenate(ev.backtest_origins([r.get("id") for r in raw], origins)[0])
     with evaluated.path("test_predictions.csv").open() as handle:
         preds: dict[int, list[float]] = {}
         for row in csv.DictReader(handle):

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -398,10 +398,24 @@ def load_split(preprocess: Any, split: str, limit: int | None = None, codec: Cod
     starts = arrays.pop("starts", None)
     if starts is None:
         return arrays
+    cut = window_cutter(preprocess, split, starts, codec)
+    return {"x": np.concatenate([np.asarray(cut(starts[idx])) for idx in chunks(len(starts))]), **arrays}
+
+
+def window_cutter(preprocess: Any, split: str, starts: np.ndarray, codec: Codec | None = None) -> Callable[[Any], Any]:
+    """A CSV split's window starts [B] -> their encoded inputs, float32 [B, window, features]: gathered from the
+    split's rows (held once, as a tensor) and encoded by the codec's graph ops. Training maps it over each
+    batch in its tf.data pipeline, so memory grows with rows, not rows x window."""
+    import tensorflow as tf
+
     windows = files.raw_windows(preprocess, split, starts=starts)
     codec = codec or Codec.load(preprocess)
-    x = [np.asarray(codec.encode(windows.x(idx, "float32"), "x")) for idx in chunks(len(windows))]
-    return {"x": np.concatenate(x).astype("float32", copy=False), **arrays}
+    rows, steps = tf.constant(windows.x_rows()), tf.range(windows.w, dtype="int64")
+
+    def cut(at: Any) -> Any:
+        return tf.cast(codec.encode(tf.gather(rows, tf.cast(at, "int64")[:, None] + steps), "x"), "float32")
+
+    return cut
 
 
 def chunks(n: int) -> list[slice]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +90,14 @@ def load_arrays(preprocess: Any, split: str) -> dict[str, Any]:
         return {k: data[k] for k in data.files}
 
 
-def raw_examples(preprocess: Any, split: str = "test", limit: int | None = None) -> list[dict[str, Any]]:
-    """The examples of one split as read, in the encoded arrays' order: {"x", "y"} and meta (id, time, future)."""
+def raw_examples(preprocess: Any, split: str = "test", limit: int | None = None) -> Sequence[dict[str, Any]]:
+    """The examples of one split as read, in the encoded arrays' order: {"x", "y"} and meta (id, time, future);
+    a CSV's windows are cut from its rows at the saved starts as they are read (`Examples`)."""
     windows = raw_windows(preprocess, split, limit)
-    if windows is not None:  # a CSV: its windows, cut from the rows at the saved starts
-        return [{"x": x, "y": y, **meta} for x, y, meta in windows.examples(limit)]
+    if windows is not None:
+        from components.ingestion.windows import Examples
+
+        return Examples(windows)
     lines = preprocess.path(raw_file(split)).read_text().splitlines()
     return [json.loads(line) for line in lines[:limit]]
 

@@ -15,45 +15,61 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from components import faults
 from components import stage_files as files
 from components.config import ModelConfig, TrainConfig
-from components.preprocessing import load_split
+from components.preprocessing import load_split, window_cutter
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def make_dataset(inputs: Any, targets: Any, batch_size: int, *, shuffle: bool, seed: int) -> Any:
-    """In-memory arrays -> a cached, shuffled, batched, prefetched tf.data pipeline.
+def make_dataset(inputs: Any, targets: Any, batch_size: int, *, shuffle: bool, seed: int,
+                 cut: Callable[[Any], Any] | None = None) -> Any:
+    """Arrays -> a shuffled, batched, prefetched tf.data pipeline.
 
-    Under a multi-worker strategy each worker reads its shard of every global batch.
+    `cut` maps each batch's inputs to the model's: a CSV's windows stand as their starts and are cut from the
+    split's rows and encoded per batch (memory grows with rows, not rows x window); other inputs are in
+    memory already and are cached. Under a multi-worker strategy each worker reads its shard of every global
+    batch.
     """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((inputs, targets)).cache()
+    ds = tf.data.Dataset.from_tensor_slices((inputs, targets))
+    if cut is None:
+        ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(len(targets), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if cut is not None:
+        ds = ds.map(lambda x, y: (cut(x), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def split_dataset(preprocess: Any, split: str, model_cfg: ModelConfig, train: TrainConfig,
                   shuffle: bool = False) -> Any:
-    """The tf.data pipeline of one encoded split, shaped for the topology."""
+    """The tf.data pipeline of one encoded split, shaped for the topology (a CSV's windows cut per batch)."""
     from models.build import model_inputs, training_data
 
     io = preprocess.properties["io"]
-    arrays = load_split(preprocess, split)
+    arrays = files.load_arrays(preprocess, split)
+    starts = arrays.pop("starts", None)
+    cut = None
+    if starts is not None:  # x stands as the window starts until `cut` replaces them (x is "inputs" in a dict)
+        arrays["x"], window = starts, window_cutter(preprocess, split, starts)
+
+        def cut(inputs: Any) -> Any:
+            return {**inputs, "inputs": window(inputs["inputs"])} if isinstance(inputs, dict) else window(inputs)
     inputs, targets = training_data(model_cfg, io, model_inputs(model_cfg, io, arrays), arrays["y"])
     return make_dataset(inputs, targets, global_batch_size(train), shuffle=shuffle and train.shuffle,
-                        seed=train.seed)
+                        seed=train.seed, cut=cut)
 
 
 def global_batch_size(train: TrainConfig) -> int:

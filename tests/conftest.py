@@ -87,7 +87,8 @@ def ingested(folder: Path, split: str) -> list[dict[str, Any]]:
     from components import ingestion
 
     examples = ingestion.read_split(_folder(folder), split)
-    examples = examples.examples() if isinstance(examples, ingestion.Windows) else examples
+    if isinstance(examples, ingestion.Windows):
+        return examples.examples()
     return [{"x": x, "y": y, **meta} for x, y, meta in examples]
 
 
@@ -95,4 +96,4 @@ def raw_rows(folder: Path, split: str = "test") -> list[dict[str, Any]]:
     """A preprocess output's examples of one split as read ({"x", "y", meta...}), in the arrays' order."""
     from components import stage_files
 
-    return stage_files.raw_examples(_folder(folder), split)
+    return list(stage_files.raw_examples(_folder(folder), split))

@@ -208,7 +208,7 @@ def test_backtest_origins_over_the_validation_period(tmp_path: Path, on: str) ->
     assert [r["origin"] for r in origins] == ["1", "2", "3"] and all(r["windows"] == "2" for r in origins)
     assert origins[0]["time"] == "2021-02-24" and origins[-1]["time"] == "2021-03-09"  # first, last validation window
     # the model is the last-value forecast: each origin's MAE is last value's on those validation windows
-    picks, _ = ev.backtest_origins(splits["validation"], 3, "validation")
+    picks, _ = ev.backtest_origins([r.get("id") for r in splits["validation"]], 3, "validation")
     for row, idx in zip(origins, picks):
         chosen = [splits["validation"][i] for i in idx]
         want = np.mean([abs(np.asarray(r["y"]) - r["x"][-1][0]).mean() for r in chosen])

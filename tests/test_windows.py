@@ -164,3 +164,60 @@ def test_a_splits_digest_is_of_its_rows_not_of_the_parquet_bytes(tmp_path: Path)
     written = [(tmp_path / name / files.rows_file("test")).read_bytes() for name in ("a", "b")]
     assert written[0] != written[1]
     assert digests[0] == digests[1] != digests[2]
+
+
+def test_examples_are_cut_a_block_at_a_time_and_equal_the_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluation reads a CSV split as `Examples`: iterated in blocks, indexed, sliced, or a field at once, each
+    equals the windows' example dicts."""
+    from components.ingestion.windows import Examples
+
+    n = 40
+    segment = np.repeat([0, 1], [25, 15]).astype("int64")
+    rows = SeriesRows({"a": np.arange(n, dtype="float64"), "b": np.arange(n, dtype="float64") * 10},
+                      segment, np.array([f"s{s}" for s in segment], dtype=object), np.arange(n, dtype="float64"))
+    windows = Windows(rows, spec_of(4, 2, 1, "seq2seq", False))
+    whole = windows.examples()
+    monkeypatch.setattr(Examples, "BLOCK", 3)  # several blocks, the last one short
+    examples = Examples(windows)
+    assert len(examples) == len(whole) == 20 + 10 and list(examples) == whole
+    assert examples[0] == whole[0] and examples[-1] == whole[-1] and examples[5:9] == whole[5:9]
+    with pytest.raises(IndexError):
+        examples[len(whole)]
+    for key in ("x", "y", "id", "time", "future"):
+        assert examples.field(key) == [e[key] for e in whole]
+
+
+def test_training_cuts_a_csvs_windows_per_batch_as_the_arrays_would_be(tmp_path: Path) -> None:
+    """Training's tf.data pipeline holds a CSV split's window starts and cuts and encodes each batch's windows
+    from its rows: the batches (shuffled, with known future values and series ids) equal those of the arrays
+    encoded up front, in the same order."""
+    from components import config, preprocessing, stage_files, training
+    from models.build import model_inputs, training_data
+    from pipeline import runner
+
+    path = tmp_path / "d.csv"
+    path.write_text("time,id,y,a\n" + "".join(f"{h},{s},{(h * 7) % 11 + h / 50 + s},{h % 5}\n"
+                                             for s in (1, 2) for h in range(120)))
+    cfg = config.from_dict({"name": "t", "runs_dir": str(tmp_path / "runs"), "tracking": {"enabled": False},
+                            "data": {"source": "csv", "path": str(path), "time_column": "time", "id_column": "id",
+                                     "target_columns": ["y"], "window": 6, "horizon": 2, "future_columns": ["a"]},
+                            "model": {"topology": "seq2seq", "id_embedding_dim": 2},
+                            "train": {"batch_size": 4, "seed": 3}})
+    art = runner.run(cfg, to_stage="preprocess", log=lambda _: None).artifacts["preprocess"]
+    io, codec = art.properties["io"], preprocessing.Codec.load(art)
+    for split, shuffle in (("train", True), ("validation", False)):
+        lazy = training.split_dataset(art, split, cfg.model, cfg.train, shuffle=shuffle)
+        arrays = stage_files.load_arrays(art, split)  # x encoded up front, from windows cut by NumPy
+        arrays.pop("starts")
+        arrays["x"] = np.asarray(codec.encode(stage_files.raw_windows(art, split).x(dtype="float32"), "x"))
+        inputs, targets = training_data(cfg.model, io, model_inputs(cfg.model, io, arrays), arrays["y"])
+        assert isinstance(inputs, dict) and {"inputs", "future", "series_id"} <= inputs.keys()
+        eager = training.make_dataset(inputs, targets, cfg.train.batch_size, shuffle=shuffle, seed=cfg.train.seed)
+        batches = 0
+        for (got_x, got_y), (want_x, want_y) in zip(lazy, eager, strict=True):
+            assert got_x.keys() == want_x.keys()
+            for key in want_x:
+                np.testing.assert_allclose(got_x[key].numpy(), want_x[key].numpy(), rtol=1e-6)
+            np.testing.assert_array_equal(got_y.numpy(), want_y.numpy())
+            batches += 1
+        assert batches == -(-len(arrays["y"]) // 4) > 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,16 @@ from components.preprocessing import PAD
 BATCH = 256
 
 
-def _raw(preprocess: Any, split: str = "test") -> list[dict[str, Any]]:
+def _raw(preprocess: Any, split: str = "test") -> Sequence[dict[str, Any]]:
     return files.raw_examples(preprocess, split)
+
+
+def _field(raw: Sequence[dict[str, Any]], key: str) -> list[Any]:
+    """One field of every example (None where one has none); a CSV's windows read it from the rows at once,
+    not through a dict per window."""
+    from components.ingestion.windows import Examples
+
+    return raw.field(key) if isinstance(raw, Examples) else [r.get(key) for r in raw]
 
 
 def _state(preprocess: Any) -> dict[str, Any]:

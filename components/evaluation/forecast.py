@@ -11,7 +11,7 @@ import numpy as np
 from components import metrics as registry
 from components import stage_files as files
 from components.config import EvaluateConfig, ModelConfig
-from components.evaluation.common import _predict, _raw, _short, _state
+from components.evaluation.common import _field, _predict, _raw, _short, _state
 from components.evaluation.forecast_tables import (
     _backtest,
     _forecast_plots,
@@ -59,24 +59,24 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     frequency = preprocess.properties["io"].get("frequency")
     season, how = season_length(season, frequency)
     notes = [f"Raw units. Season: {season or 'none'} ({how})."]
-    ids = [r.get("id") for r in raw]
+    ids = _field(raw, "id")
     many = any(i is not None for i in ids)
     lag = None
     if target_columns(state["x"], y_state) is not None and len(raw):  # a numeric input series with the targets
         x_test = raw_x
-        x_train = train_x()
+        x_train, own = train_x(columns), list(range(len(columns)))  # the train windows' target columns
         bases = _naive(x_test, horizon, columns, season, model_cfg.topology)
         lag_season = None if model_cfg.topology == "many_to_many" else season
         if lag_season and f"seasonal naive (season {season})" not in bases:
             notes.append(f"No seasonal-naive baseline: the input window ({x_test.shape[1]} steps) is shorter "
                          f"than a season ({season}).")
-        per_column, lag = naive_scale(x_train, columns, lag_season, per_column=True)
+        per_column, lag = naive_scale(x_train, own, lag_season, per_column=True)
         scale = float(np.mean(per_column))  # every column has as many differences: the overall MAE
         notes.append(f"MASE scale: in-sample naive MAE on train with lag {lag} = {scale:.4g}"
                      + (" (per series and target)." if many or targets > 1 else "."))
 
         def scale_of(rows: np.ndarray) -> np.ndarray:
-            return naive_scale(x_train[rows], columns, lag_season, per_column=True)[0] if len(rows) else per_column
+            return naive_scale(x_train[rows], own, lag_season, per_column=True)[0] if len(rows) else per_column
     else:
         y_train = np.asarray(train_y(), dtype="float64").reshape(len(train_ids), *actual.shape[1:])
         bases = {"train mean": np.broadcast_to(y_train.mean(0), actual.shape)}
@@ -120,7 +120,7 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
     backtest = None
     on = cfg.backtest.get("on", "test")
     if cfg.backtest.get("origins") and on in ("test", "both"):
-        origin_idx, short = backtest_origins(raw, int(cfg.backtest["origins"]))
+        origin_idx, short = backtest_origins(ids, int(cfg.backtest["origins"]))
         if origin_idx:
             backtest = {"origins": origin_idx, "note": short}
             chosen = np.concatenate(origin_idx)
@@ -166,7 +166,7 @@ def _forecasts(model: Any, preprocess: Any, split: str, model_cfg: ModelConfig, 
 
     arrays = load_split(preprocess, split, codec=codec)
     raw = _raw(preprocess, split)
-    actual = np.asarray([r["y"] for r in raw], dtype="float64").reshape(len(raw), *arrays["y"].shape[1:])
+    actual = np.asarray(_field(raw, "y"), dtype="float64").reshape(len(raw), *arrays["y"].shape[1:])
     encoded = _predict(model, model_inputs(model_cfg, preprocess.properties["io"], arrays))
     encoded = encoded.reshape(*actual.shape[:-1], -1).astype("float32")
     decoding_reads_x = bool(codec.y.get("reference") or codec.y.get("window_scale"))
@@ -181,15 +181,20 @@ def _forecasts(model: Any, preprocess: Any, split: str, model_cfg: ModelConfig, 
     return raw, raw_x, actual, np.asarray(codec.decode_series(encoded, window_x), dtype="float64"), None
 
 
-def _train_arrays(preprocess: Any) -> tuple[Callable[[], np.ndarray], Callable[[], Any], list[Any]]:
-    """The train split's raw inputs and targets (read when asked) and series ids, without per-window rows
-    for a CSV's windows (cut from its rows)."""
+def _train_arrays(preprocess: Any) -> tuple[Callable[[list[int]], np.ndarray], Callable[[], Any], list[Any]]:
+    """The train split's raw input windows of some columns and its targets (read when asked) and series ids,
+    without per-window rows for a CSV's windows (cut from its rows)."""
     windows = files.raw_windows(preprocess, "train")
     if windows is not None:
-        return (lambda: windows.x()), (lambda: windows.y()), windows.ids() or [None] * len(windows)
+        ids = windows.ids() or [None] * len(windows)
+        return (lambda columns: windows.x(columns=columns)), (lambda: windows.y()), ids
     rows = _raw(preprocess, "train")
-    return ((lambda: np.asarray([r["x"] for r in rows], dtype="float64")), (lambda: [r["y"] for r in rows]),
-            [r.get("id") for r in rows])
+
+    def x(columns: list[int]) -> np.ndarray:
+        x = np.asarray([r["x"] for r in rows], dtype="float64")
+        return x.reshape(len(x), -1, x.shape[-1])[:, :, columns] if len(x) else x
+
+    return x, (lambda: [r["y"] for r in rows]), [r.get("id") for r in rows]
 
 
 def _raw_x(preprocess: Any, split: str, raw: list[dict[str, Any]]) -> np.ndarray:
@@ -212,7 +217,8 @@ def _validation_backtest(model: Any, preprocess: Any, workdir: Path, cfg: Evalua
     """`evaluate.backtest.on: validation | both`: the rolling origins over the validation period,
     against the test's strongest baseline, in the same units (reported; the gate reads test windows)."""
     raw, x, actual, pred, _ = _forecasts(model, preprocess, "validation", model_cfg, codec, levels)
-    origins, note = backtest_origins(raw, int(cfg.backtest["origins"]), "validation")
+    ids = _field(raw, "id")
+    origins, note = backtest_origins(ids, int(cfg.backtest["origins"]), "validation")
     if not origins or columns is None:
         why = "no validation windows" if not origins else "the targets are not among the inputs (no naive forecast)"
         return ["", "## Backtest (validation period)", "", f"Not computed: {why}{note}."]
@@ -220,6 +226,6 @@ def _validation_backtest(model: Any, preprocess: Any, workdir: Path, cfg: Evalua
     name = strongest if strongest in bases else next(iter(bases))
     if series_scale is not None:  # each window's own series scale (an id unseen in train: the mean scale)
         fallback = np.mean(list(series_scale.values()), axis=0)
-        scale = np.asarray([series_scale.get(r.get("id"), fallback) for r in raw]).reshape(len(raw), -1)
+        scale = np.asarray([series_scale.get(i, fallback) for i in ids]).reshape(len(raw), -1)
     return _backtest(workdir, {"origins": origins, "note": note}, raw, actual, pred, bases[name], name, scale, main,
                      period="validation")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from components.evaluation.common import _write_rows
+from components.evaluation.common import _field, _write_rows
 from components.evaluation.series_metrics import forecast_metrics
 from components.ingestion.timeseries import later_times
 
@@ -110,7 +110,8 @@ def _write_test_predictions(path: Path, raw: list[dict], actual: np.ndarray, pre
                             levels: list[float] = ()) -> None:
     """Every test forecast, untruncated: one row per window and step (id, origin time, step, time,
     then actual and forecast per target, and each quantile `<target>_q<level>`)."""
-    has_id, has_time = any("id" in r for r in raw), any("time" in r for r in raw)
+    ids, stamps = _field(raw, "id"), _field(raw, "time")
+    has_id, has_time = any(i is not None for i in ids), any(s is not None for s in stamps)
     fields = (["id"] if has_id else []) + (["origin_time"] if has_time else []) + ["window", "step"]
     fields += (["time"] if has_time and not synced else [])
     for name in names:
@@ -118,10 +119,10 @@ def _write_test_predictions(path: Path, raw: list[dict], actual: np.ndarray, pre
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(fields)
-        for i, r in enumerate(raw):
-            times = later_times(r.get("time"), frequency, actual.shape[1]) if has_time and not synced else []
+        for i, (series, stamp) in enumerate(zip(ids, stamps)):
+            times = later_times(stamp, frequency, actual.shape[1]) if has_time and not synced else []
             for step in range(actual.shape[1]):
-                row: list[Any] = ([r.get("id", "")] if has_id else []) + ([r.get("time", "")] if has_time else [])
+                row: list[Any] = [v if v is not None else "" for v, has in ((series, has_id), (stamp, has_time)) if has]
                 row += [i, step + 1] + ([times[step]] if times else [])
                 for j in range(len(names)):
                     row += [f"{actual[i, step, j]:.6g}", f"{pred[i, step, j]:.6g}"]

@@ -91,13 +91,14 @@ def naive_scale(train_x: np.ndarray, columns: list[int], season: int | None,
     return (diffs.mean(axis=(0, 1)) if per_column else float(diffs.mean())), lag
 
 
-def backtest_origins(raw: list[dict], origins: int, period: str = "test") -> tuple[list[np.ndarray], str]:
-    """`origins` rolling forecast origins over a period (the test split's, or validation's): for each
-    series its windows of that period (in time order) at `origins` evenly spaced positions, first to
-    last; origin k = the k-th of every series. Fewer when a series has fewer windows (said in the note)."""
+def backtest_origins(ids: list[Any], origins: int, period: str = "test") -> tuple[list[np.ndarray], str]:
+    """`origins` rolling forecast origins over a period (the test split's, or validation's) whose windows
+    belong to the series `ids` (None: one series): for each series its windows of that period (in time
+    order) at `origins` evenly spaced positions, first to last; origin k = the k-th of every series. Fewer
+    when a series has fewer windows (said in the note)."""
     groups: dict[Any, list[int]] = {}
-    for i, r in enumerate(raw):
-        groups.setdefault(r.get("id"), []).append(i)
+    for i, series in enumerate(ids):
+        groups.setdefault(series, []).append(i)
     shortest = min((len(g) for g in groups.values()), default=0)
     k = min(origins, shortest)
     note = "" if k == origins else (f" (asked for {origins}, but the shortest series has {shortest} {period} windows)")

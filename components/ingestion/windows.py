@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -170,13 +171,19 @@ class Windows:
     def _offsets(self, idx: Any, first: int, steps: int) -> np.ndarray:
         return self.starts[idx][:, None] + first + np.arange(steps)
 
-    def x(self, idx: Any = slice(None), dtype: str = "float64") -> np.ndarray:
-        """Raw input windows [n, window, features] (float32: gathered from a float32 copy of the rows, made once)."""
-        if dtype == "float32":
-            if self._x32 is None:
-                self._x32 = self._x.astype("float32")
-            return self._x32[self._offsets(idx, 0, self.w)]
-        return self._x[self._offsets(idx, 0, self.w)].astype(dtype, copy=False)
+    def x(self, idx: Any = slice(None), dtype: str = "float64", columns: list[int] | None = None) -> np.ndarray:
+        """Raw input windows [n, window, features] (float32: gathered from `x_rows`), or only those `columns`."""
+        rows = self.x_rows() if dtype == "float32" else self._x
+        if columns is not None:
+            rows = rows[:, columns]
+        return rows[self._offsets(idx, 0, self.w)].astype(dtype, copy=False)
+
+    def x_rows(self) -> np.ndarray:
+        """Every row's input columns once, float32 [rows, features] (a copy made once): window i is rows
+        starts[i] .. starts[i] + window - 1."""
+        if self._x32 is None:
+            self._x32 = self._x.astype("float32")
+        return self._x32
 
     def y(self, idx: Any = slice(None)) -> Any:
         """Raw targets: numbers [n, steps, targets]; a text target: one label per window (many_to_one) or a
@@ -216,18 +223,46 @@ class Windows:
             return self._future
         return self._labels.tolist() if self.spec["text"] else self._y
 
-    def examples(self, limit: int | None = None) -> list[tuple[Any, Any, dict[str, Any]]]:
-        """(x, y, meta) lists of the first `limit` windows (meta: id, time, future as configured)."""
-        idx = slice(0, limit)
-        xs, ys = self.x(idx).tolist(), self.y(idx)
-        ys = ys if isinstance(ys, list) else ys.tolist()
-        metas: list[dict[str, Any]] = [{} for _ in xs]
+    def examples(self, idx: Any = slice(None)) -> list[dict[str, Any]]:
+        """The windows at `idx` as example dicts: {"x", "y"} as lists and meta (id, time, future as configured)."""
+        ys = self.y(idx)
+        rows = [{"x": x, "y": y} for x, y in zip(self.x(idx).tolist(), ys if isinstance(ys, list) else ys.tolist())]
         for key, values in (("id", self.ids(idx)), ("time", self.times(idx)), ("future", self.future(idx))):
             if values is not None:
-                values = values.tolist() if isinstance(values, np.ndarray) else values
-                for meta, value in zip(metas, values):
-                    meta[key] = value
-        return list(zip(xs, ys, metas))
+                for row, value in zip(rows, values.tolist() if isinstance(values, np.ndarray) else values):
+                    row[key] = value
+        return rows
+
+
+class Examples(Sequence):
+    """A CSV split's windows as example dicts (`Windows.examples`), made a block at a time as they are
+    iterated (one when indexed): evaluation's tables read a split of any size in bounded memory."""
+
+    BLOCK = 4096
+
+    def __init__(self, windows: Windows):
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return self.windows.examples(np.arange(len(self))[i])
+        return self.windows.examples(np.asarray([range(len(self))[i]]))[0]  # range: negatives, IndexError
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for lo in range(0, len(self), self.BLOCK):
+            yield from self.windows.examples(slice(lo, lo + self.BLOCK))
+
+    def field(self, key: str) -> list[Any]:
+        """One field of every window at once, from the rows ("x", "y", "id", "time" or "future"; None each where
+        the data has none)."""
+        w = self.windows
+        values = {"x": w.x, "y": w.y, "id": w.ids, "time": w.times, "future": w.future}[key]()
+        if values is None:
+            return [None] * len(self)
+        return values.tolist() if isinstance(values, np.ndarray) else values
 
 
 def time_labels(stamps: np.ndarray, kind: str | None) -> list[Any]:
