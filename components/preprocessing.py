@@ -341,16 +341,17 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
     if spec.get("windows"):
         state["windows"] = spec["windows"]  # how `load_split` cuts x from the rows saved beside the arrays
     codec = Codec(state)
-    dropped = {}
+    dropped, on_beam = {}, {}  # on_beam: the splits' window starts, encoded by one Beam pipeline after the loop
     for split in SPLITS:
         examples, dropped[split] = usable(train if split == "train" else read_split(ingest, split, spec), state)
         if dropped[split]:
             ctx.log(f"{split}: {dropped[split]} examples have a target class unseen in train; left out")
         if isinstance(examples, Windows):  # the rows once, the windows' starts and their encoded targets
             link_or_copy(ingest.path(files.rows_file(split)), workdir / files.rows_file(split))
-            encoded = (beam_encode(ingest.path(files.rows_file(split)), examples, state, data) if beam else
-                       encode_windows(codec, examples))
-            np.savez(workdir / files.split_file(split), starts=examples.starts, **encoded)
+            if beam and len(examples):
+                on_beam[split] = examples.starts
+            else:
+                np.savez(workdir / files.split_file(split), starts=examples.starts, **encode_windows(codec, examples))
             continue
         xs = [e[0] for e in examples]
         arrays = {"x": codec.encode_inputs(xs), "y": codec.encode_targets([e[1] for e in examples], xs),
@@ -359,6 +360,10 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, data: DataConfig) -> dict[str,
         (workdir / files.raw_file(split)).write_text(  # x, y and any meta of the example (a series' id, time)
             "".join(json.dumps({"x": x, "y": y, **meta}, ensure_ascii=False) + "\n" for x, y, meta in examples))
     del train, examples  # the rows in memory: the split digests below read the files a column at a time
+    if on_beam:
+        paths = {split: ingest.path(files.rows_file(split)) for split in on_beam}
+        for split, encoded in beam_encode(paths, on_beam, state, data).items():
+            np.savez(workdir / files.split_file(split), starts=on_beam[split], **encoded)
     io = io_spec(state)
     io["frequency"] = ingest.properties.get("frequency")  # a series' time step (hourly, daily, ...) or None
     (workdir / files.PREPROCESSOR).write_text(json.dumps(state, indent=1, ensure_ascii=False))

@@ -35,14 +35,21 @@ def shard_moments(item: tuple[str, dict[str, list[str]]]) -> dict[str, Any]:
     return {side: moments(shard_columns(item[0], cols)) for side, cols in item[1].items()}
 
 
-def beam_encode(path: Path, windows: Windows, state: dict[str, Any], data: DataConfig) -> dict[str, np.ndarray]:
-    """`encode_windows` per row shard on Beam (no window crosses a shard), concatenated in shard order."""
+def beam_encode(paths: dict[str, Path], starts: dict[str, np.ndarray], state: dict[str, Any], data: DataConfig
+                ) -> dict[str, dict[str, np.ndarray]]:
+    """`encode_windows` of every split's windows (their `starts` in its rows at `paths`), one Beam task per row
+    shard, all in one pipeline (its workers start once, not once per split); each split's parts concatenated
+    in shard order (no window crosses a shard)."""
     from components.ingestion.beam import run_tasks, shard_files
 
-    items = [(str(file), windows.starts[(windows.starts >= lo) & (windows.starts < lo + n)] - lo, state)
-             for file, lo, n in shard_files(path)]
-    parts = run_tasks(items, shard_encode, data)
-    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    items = [(split, (str(file), at[(at >= lo) & (at < lo + n)] - lo, state))
+             for split, at in starts.items() for file, lo, n in shard_files(paths[split])]
+    parts = run_tasks([item for _, item in items], shard_encode, data)
+    out: dict[str, dict[str, list[np.ndarray]]] = {}
+    for (split, _), part in zip(items, parts):
+        for key, value in part.items():
+            out.setdefault(split, {}).setdefault(key, []).append(value)
+    return {split: {key: np.concatenate(values) for key, values in arrays.items()} for split, arrays in out.items()}
 
 
 def shard_encode(item: tuple[str, np.ndarray, dict[str, Any]]) -> dict[str, np.ndarray]:

@@ -95,7 +95,8 @@ def test_data_stages_runs() -> None:
     result = data_stages.main(["--quick", "--sizes", "500"])
     well_formed(result, "data_stages")
     row = result["rows"][0]
-    assert row["windows"] > 0 and "note" not in row  # both variants cut the same number of windows
+    assert row["windows"] > 0 and "note" not in row  # every variant cut the same number of windows
+    assert row["beam_s"] > 0 and row["beam_rss_gb"] > 0  # data.runner: beam measured beside the local runner
     assert set(data_stages.STAGES) <= {k.rsplit("_", 1)[0] for k in row if k.endswith("_mb")}
 
 
