@@ -231,7 +231,8 @@ def measure_size(rows: int, rounds: int, workdir: Path) -> dict[str, Any]:
     if BEAM in runs:  # data.runner: beam against the local runner, both as run (TensorFlow imported by preprocess)
         b_runs = runs[BEAM]
         row["beam_s"], row["beam_cpu_s"] = med[BEAM]["wall"], med[BEAM]["cpu"]
-        row["beam_vs_local_s"] = common.ratio(row["beam_s"], row["rnnpipe_s"])
+        row["local_as_run_s"] = med[AS_RUN]["wall"]  # TensorFlow imported inside the clock, as in the Beam run
+        row["beam_vs_local_s"] = common.ratio(row["beam_s"], row["local_as_run_s"])
         row["beam_rss_gb"] = med[BEAM]["peak_rss"] / GB  # the driver process (the workers are processes of their own)
         row["beam_stages_s"] = {stage: common.median([run["stages"][stage] for run in b_runs]) for stage in STAGES}
         if b_runs[0]["windows"] != r_runs[0]["windows"]:
@@ -267,7 +268,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "met": bool(row["rnnpipe_rss_gb"] < limit)})
         if "beam_s" in row:  # reported, no target: the DirectRunner on one machine is Beam's test runner
             out.append({**common.summary_line(case, "seconds (data.runner beam / local)", row["beam_s"],
-                                              row["rnnpipe_s"], "local runner", cpu_ratio=None), "target": "-",
+                                              row["local_as_run_s"], "local runner, as run", cpu_ratio=None),
+                        "target": "-",
                         "met": None})
     return out
 

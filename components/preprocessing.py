@@ -3,7 +3,8 @@
 inputs -> outputs: ingest, validate -> `preprocessor.json` (the fitted state), `io.json`
 (shapes the model builder needs) and `<split>.npz` (encoded, right-padded arrays); for a CSV,
 window starts and encoded targets beside its rows (`<split>.parquet`, fitted on each row once):
-`load_split` cuts and encodes the inputs where they are read (`data.runner: beam`: preprocessing_beam.py).
+the inputs are cut from the rows and encoded where they are read: per batch in training's tf.data pipeline
+(`window_cutter`), per chunk in `load_split` (`data.runner: beam`: preprocessing_beam.py).
 
 `Codec` rebuilds Keras preprocessing layers (StringLookup, Normalization) from the fitted
 state. The same layers encode the training data here and run inside the exported SavedModel,

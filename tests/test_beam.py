@@ -63,7 +63,7 @@ def test_beam_stages_equal_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     beam, beam_pre = run(tmp_path, "beam", fill_missing=fill, runner="beam",
                          beam_options={"direct_num_workers": 2, "direct_running_mode": "multi_processing"})
     # every stage's work ran on Beam: ingest's shards, validation's two passes, preprocessing's fit and encoding
-    assert tasks == ["shard_task", "_parts_task", "_counts_task", "shard_moments", "shard_encode"]  # 1 encode: all splits
+    assert tasks == ["shard_task", "_parts_task", "_counts_task", "shard_moments", "shard_encode"]  # one: all splits
     assert (beam.uri / "train.parquet").is_dir()  # written as shards by the workers
     assert len(list((beam.uri / "train.parquet").glob("part-*.parquet"))) >= 2
     for split in ("train", "validation", "test"):

@@ -22,6 +22,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from components import config as cfgmod
+from components.preprocessing import load_split
 from pipeline import runner
 raw, out = json.loads(sys.argv[1]), {}
 for name, dist, batch in (("mirrored", "mirrored", 8), ("single", "none", 16)):
@@ -29,7 +30,7 @@ for name, dist, batch in (("mirrored", "mirrored", 8), ("single", "none", 16)):
                                                         "runs_dir": raw["runs_dir"] + "/" + name})
     result = runner.run(cfg, log=lambda _: None)
     model = keras.saving.load_model(result.artifacts["train"].path("model.keras"))
-    x = np.load(result.artifacts["preprocess"].path("test.npz"))["x"]
+    x = load_split(result.artifacts["preprocess"], "test")["x"]
     out[name] = {"pred": model.predict(x, verbose=0).tolist(), "loss": result.metrics}
 print("RESULT " + json.dumps(out))
 """
@@ -53,12 +54,26 @@ def python(args: list[str], env: dict | None = None, **kwargs: object) -> subpro
                             stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
+def csv_raw(tmp_path: Path) -> dict:
+    """A small CSV series: training cuts its windows per batch from the rows (`preprocessing.window_cutter`)."""
+    path = tmp_path / "series.csv"
+    path.write_text("time,y,a\n" + "".join(f"{h},{(h * 7) % 11 + h / 50},{h % 5}\n" for h in range(400)))
+    data = {"source": "csv", "path": str(path), "time_column": "time", "target_columns": ["y"], "window": 6}
+    return isolated({"name": "csv_dist", "data": data, "tracking": {"enabled": False},
+                     "model": {"topology": "many_to_one", "cell": "gru", "units": 8, "dropout": 0.0},
+                     "train": {"epochs": 2, "shuffle": False, "clipnorm": None},
+                     "export": {"infra_validate": False, "require_blessing": False}}, tmp_path)
+
+
 @pytest.mark.slow
-def test_mirrored_on_two_logical_cpus_matches_single_device(tmp_path: Path) -> None:
-    """Same examples per global step (shuffle off): gradients averaged over replicas = one device."""
+@pytest.mark.parametrize("data", ["names", "csv"])
+def test_mirrored_on_two_logical_cpus_matches_single_device(tmp_path: Path, data: str) -> None:
+    """Same examples per global step (shuffle off): gradients averaged over replicas = one device; also for a
+    CSV's windows, cut per batch inside the distributed tf.data pipeline."""
     import numpy as np
 
-    proc = python(["-c", MIRRORED, json.dumps(names_raw(tmp_path, tracking__enabled="false"))])
+    raw = names_raw(tmp_path, tracking__enabled="false") if data == "names" else csv_raw(tmp_path)
+    proc = python(["-c", MIRRORED, json.dumps(raw)])
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])

@@ -183,8 +183,11 @@ def test_examples_are_cut_a_block_at_a_time_and_equal_the_windows(monkeypatch: p
     assert examples[0] == whole[0] and examples[-1] == whole[-1] and examples[5:9] == whole[5:9]
     with pytest.raises(IndexError):
         examples[len(whole)]
-    for key in ("x", "y", "id", "time", "future"):
+    for key in ("x", "y", "future"):  # numbers: an array
+        np.testing.assert_array_equal(examples.field(key), [e[key] for e in whole])
+    for key in ("id", "time"):
         assert examples.field(key) == [e[key] for e in whole]
+    assert examples[2:30:9] == whole[2:30:9] and examples[-3:] == whole[-3:] and examples[40:] == []
 
 
 def test_training_cuts_a_csvs_windows_per_batch_as_the_arrays_would_be(tmp_path: Path) -> None:

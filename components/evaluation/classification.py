@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from components import kinds
+from components import stage_files as files
 from components.config import EvaluateConfig, ModelConfig
 from components.evaluation.common import _predict, _raw, _short, _state, accuracy_by_position
 from components.metrics import Sample, mean_sample
@@ -49,7 +50,7 @@ def evaluate_classification(model: Any, preprocess: Any, workdir: Path, cfg: Eva
 
     classes = _state(preprocess)["y"]["classes"]
     k = len(classes)
-    test, train = load_split(preprocess, "test"), load_split(preprocess, "train")
+    test, train = load_split(preprocess, "test"), files.load_arrays(preprocess, "train")  # train: its targets
     y = test["y"]
     probs = _predict(model, test["x"])
     result = classification_metrics(y, probs, classes)
@@ -73,7 +74,7 @@ def evaluate_classification(model: Any, preprocess: Any, workdir: Path, cfg: Eva
     }
 
 
-def step_mask(x: np.ndarray, y: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+def step_mask(x: np.ndarray | None, y: np.ndarray, state: dict[str, Any]) -> np.ndarray:
     """Which steps count: real (non-padding) input tokens, or every step of a numeric window."""
     steps = y.shape[1]
     if kinds.of(state["y"]).zero_pads:
@@ -97,13 +98,14 @@ def evaluate_tagging(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateCo
     state = _state(preprocess)
     classes = state["y"]["classes"]
     k = len(classes)
-    test, train = load_split(preprocess, "test"), load_split(preprocess, "train")
+    # train as stored: its targets, and token inputs (the step mask reads those; a CSV's are not encoded here)
+    test, train = load_split(preprocess, "test"), files.load_arrays(preprocess, "train")
     y = test["y"]
     probs = _predict(model, test["x"])[:, : y.shape[1]]
     y = y[:, : probs.shape[1]]
     mask = step_mask(test["x"], y, state)
     pred = probs.argmax(-1)
-    train_mask = step_mask(train["x"], train["y"], state)
+    train_mask = step_mask(train.get("x"), train["y"], state)
     majority = int(np.bincount(train["y"][train_mask], minlength=k).argmax())
     predictions = {"model": pred, f"majority label ({classes[majority]})": np.full_like(y, majority),
                    "stratified random": stratified_random(train["y"][train_mask], y.shape, k)}

@@ -22,9 +22,9 @@ def _raw(preprocess: Any, split: str = "test") -> Sequence[dict[str, Any]]:
     return files.raw_examples(preprocess, split)
 
 
-def _field(raw: Sequence[dict[str, Any]], key: str) -> list[Any]:
+def _field(raw: Sequence[dict[str, Any]], key: str) -> Any:
     """One field of every example (None where one has none); a CSV's windows read it from the rows at once,
-    not through a dict per window."""
+    not through a dict per window (`Examples.field`: numbers as an array)."""
     from components.ingestion.windows import Examples
 
     return raw.field(key) if isinstance(raw, Examples) else [r.get(key) for r in raw]

@@ -171,7 +171,7 @@ def _forecasts(model: Any, preprocess: Any, split: str, model_cfg: ModelConfig, 
     encoded = encoded.reshape(*actual.shape[:-1], -1).astype("float32")
     decoding_reads_x = bool(codec.y.get("reference") or codec.y.get("window_scale"))
     naive_reads_x = target_columns(codec.x, codec.y) is not None
-    raw_x = _raw_x(preprocess, split, raw) if decoding_reads_x or naive_reads_x else None
+    raw_x = _raw_x(raw) if decoding_reads_x or naive_reads_x else None
     window_x = None
     if decoding_reads_x:  # the decoding reads the raw input window
         window_x = raw_x.astype("float32").reshape(len(raw), *arrays["x"].shape[1:])
@@ -197,10 +197,9 @@ def _train_arrays(preprocess: Any) -> tuple[Callable[[list[int]], np.ndarray], C
     return x, (lambda: [r["y"] for r in rows]), [r.get("id") for r in rows]
 
 
-def _raw_x(preprocess: Any, split: str, raw: list[dict[str, Any]]) -> np.ndarray:
-    """One split's raw input windows [n, steps, features] (a CSV's: cut from its rows, not from `raw`)."""
-    windows = files.raw_windows(preprocess, split)
-    return windows.x() if windows is not None else np.asarray([r["x"] for r in raw], dtype="float64")
+def _raw_x(raw: Any) -> np.ndarray:
+    """A split's raw input windows [n, steps, features] (a CSV's: cut from its rows, not through dicts)."""
+    return np.asarray(_field(raw, "x"), dtype="float64")
 
 
 def _naive(x: np.ndarray, horizon: int, columns: list[int], season: int | None, topology: str) -> dict[str, np.ndarray]:

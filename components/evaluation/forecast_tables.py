@@ -154,17 +154,18 @@ def _forecast_plots(workdir: Path, actual: np.ndarray, pred: np.ndarray, base: n
             ax.set_ylabel("MAE / naive scale (per target)")
         ax.set_xlabel("step ahead")
         ax.legend(fontsize=7)
+    head = raw[:3]  # the plotted windows, read once
     for j, name in enumerate(names):
         path = workdir / ("forecast_vs_actual.png" if j == 0 else f"forecast_vs_actual_{_slug(name)}.png")
         with figure(path, f"Forecast vs actual: {name}", size=(8.0, 4.2)) as ax:
             for i in range(min(3, len(actual))):
                 offset = 0
-                if columns is not None and isinstance(raw[i]["x"], list) and isinstance(raw[i]["x"][0], list):
-                    history = np.asarray(raw[i]["x"], dtype="float64")[:, columns[j]]
+                if columns is not None and isinstance(head[i]["x"], list) and isinstance(head[i]["x"][0], list):
+                    history = np.asarray(head[i]["x"], dtype="float64")[:, columns[j]]
                     offset = len(history)
                     ax.plot(np.arange(offset), history, color=f"C{i}", alpha=0.5)
                 future = np.arange(offset, offset + actual.shape[1])
-                label = f" {raw[i]['id']}" if raw[i].get("id") is not None else f" {i + 1}"
+                label = f" {head[i]['id']}" if head[i].get("id") is not None else f" {i + 1}"
                 ax.plot(future, actual[i, :, j], color=f"C{i}", label=f"actual{label}")
                 ax.plot(future, pred[i, :, j], color=f"C{i}", linestyle="--", label=f"forecast{label}")
                 if band is not None:

@@ -248,21 +248,19 @@ class Examples(Sequence):
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
-            return self.windows.examples(np.arange(len(self))[i])
+            return self.windows.examples(np.arange(*i.indices(len(self))))
         return self.windows.examples(np.asarray([range(len(self))[i]]))[0]  # range: negatives, IndexError
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for lo in range(0, len(self), self.BLOCK):
             yield from self.windows.examples(slice(lo, lo + self.BLOCK))
 
-    def field(self, key: str) -> list[Any]:
-        """One field of every window at once, from the rows ("x", "y", "id", "time" or "future"; None each where
-        the data has none)."""
+    def field(self, key: str) -> Any:
+        """One field of every window at once, from the rows ("x", "y", "id", "time" or "future"): numbers as an
+        array, labels, ids and times as a list (None each where the data has none)."""
         w = self.windows
         values = {"x": w.x, "y": w.y, "id": w.ids, "time": w.times, "future": w.future}[key]()
-        if values is None:
-            return [None] * len(self)
-        return values.tolist() if isinstance(values, np.ndarray) else values
+        return [None] * len(self) if values is None else values
 
 
 def time_labels(stamps: np.ndarray, kind: str | None) -> list[Any]:
