@@ -29,22 +29,28 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+SHUFFLE_WINDOWS = 65_536  # the shuffle buffer of a split read shard by shard (`data.runner: beam`)
+SHARDS_AT_ONCE = 4  # row shards read in turn by the interleave (memory: their rows)
+BLOCK = 4_096  # windows cut from a shard's rows at a time
+
+
 def make_dataset(inputs: Any, targets: Any, batch_size: int, *, shuffle: bool, seed: int,
-                 cut: Callable[[Any], Any] | None = None) -> Any:
-    """Arrays -> a shuffled, batched, prefetched tf.data pipeline.
+                 cut: Callable[[Any], Any] | None = None, elements: Any = None) -> Any:
+    """Arrays (or a dataset of `elements`) -> a shuffled, batched, prefetched tf.data pipeline.
 
     `cut` maps each batch's inputs to the model's: a CSV's windows stand as their starts and are cut from the
     split's rows and encoded per batch (memory grows with rows, not rows x window); other inputs are in
-    memory already and are cached. Under a multi-worker strategy each worker reads its shard of every global
-    batch.
+    memory already and are cached. `elements`: a split read shard by shard (`shard_elements`), shuffled
+    within SHUFFLE_WINDOWS. Under a multi-worker strategy each worker reads its shard of every global batch.
     """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((inputs, targets))
+    ds = tf.data.Dataset.from_tensor_slices((inputs, targets)) if elements is None else elements
     if cut is None:
         ds = ds.cache()
     if shuffle:
-        ds = ds.shuffle(len(targets), seed=seed, reshuffle_each_iteration=True)
+        buffer = len(targets) if elements is None else min(len(targets), SHUFFLE_WINDOWS)
+        ds = ds.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if cut is not None:
         ds = ds.map(lambda x, y: (cut(x), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -55,21 +61,73 @@ def make_dataset(inputs: Any, targets: Any, batch_size: int, *, shuffle: bool, s
 
 def split_dataset(preprocess: Any, split: str, model_cfg: ModelConfig, train: TrainConfig,
                   shuffle: bool = False) -> Any:
-    """The tf.data pipeline of one encoded split, shaped for the topology (a CSV's windows cut per batch)."""
+    """The tf.data pipeline of one encoded split, shaped for the topology (a CSV's windows cut per batch; a
+    Beam split's read a row shard at a time)."""
     from models.build import model_inputs, training_data
 
     io = preprocess.properties["io"]
     arrays = files.load_arrays(preprocess, split)
     starts = arrays.pop("starts", None)
-    cut = None
-    if starts is not None:  # x stands as the window starts until `cut` replaces them (x is "inputs" in a dict)
-        arrays["x"], window = starts, window_cutter(preprocess, split, starts)
+
+    def shaped(arrays: dict[str, Any]) -> tuple[Any, Any]:
+        return training_data(model_cfg, io, model_inputs(model_cfg, io, arrays), arrays["y"])
+
+    cut, elements = None, None
+    if starts is not None:  # x stands as the window starts (or raw windows) until `cut` (x is "inputs" in a dict)
+        elements = shard_elements(preprocess, split, starts, arrays, shaped)
+        if elements is None:
+            arrays["x"], window = starts, window_cutter(preprocess, split, starts)
+        else:
+            window = encoder(preprocess)
 
         def cut(inputs: Any) -> Any:
             return {**inputs, "inputs": window(inputs["inputs"])} if isinstance(inputs, dict) else window(inputs)
-    inputs, targets = training_data(model_cfg, io, model_inputs(model_cfg, io, arrays), arrays["y"])
+    inputs, targets = shaped(arrays) if elements is None else (None, arrays["y"])
     return make_dataset(inputs, targets, global_batch_size(train), shuffle=shuffle and train.shuffle,
-                        seed=train.seed, cut=cut)
+                        seed=train.seed, cut=cut, elements=elements)
+
+
+def encoder(preprocess: Any) -> Callable[[Any], Any]:
+    """Raw input windows [B, window, features] -> the model's (the codec's graph ops)."""
+    import tensorflow as tf
+
+    from components.preprocessing import Codec
+
+    codec = Codec.load(preprocess)
+    return lambda raw: tf.cast(codec.encode(raw, "x"), "float32")
+
+
+def shard_elements(preprocess: Any, split: str, starts: np.ndarray, arrays: dict[str, np.ndarray],
+                   shaped: Callable[[dict[str, Any]], tuple[Any, Any]]) -> Any:
+    """A split stored as row shards (`data.runner: beam`) as a tf.data interleave of its shards, SHARDS_AT_ONCE
+    read in turn, each cutting its windows (raw, float32) from its own rows a BLOCK at a time, with their
+    targets and other arrays, shaped by `shaped`; memory holds those shards' rows. None for one file."""
+    import tensorflow as tf
+
+    from components.ingestion.beam import shard_files
+    from components.ingestion.windows import PREFIX, SeriesRows
+
+    path = preprocess.path(files.rows_file(split))
+    if not path.is_dir():
+        return None
+    spec = files.preprocessor_state(preprocess)["windows"]
+    shards, steps, keys = shard_files(path), np.arange(spec["window"]), sorted(arrays)
+    bounds = [*np.searchsorted(starts, [lo for _, lo, _ in shards]).tolist(), len(starts)]  # windows per shard
+
+    def read(k: int) -> Iterator[tuple[np.ndarray, ...]]:
+        file, lo, n = shards[k]
+        columns = [values for _, values in SeriesRows.columns(file, [PREFIX + c for c in spec["x"]])]
+        rows = np.stack(columns, axis=1).astype("float32") if columns else np.zeros((n, 0), "float32")
+        for i in range(bounds[k], bounds[k + 1], BLOCK):
+            j = min(i + BLOCK, bounds[k + 1])
+            yield (rows[(starts[i:j] - lo)[:, None] + steps], *(arrays[key][i:j] for key in keys))
+
+    signature = (tf.TensorSpec([None, spec["window"], len(spec["x"])], tf.float32),
+                 *(tf.TensorSpec([None, *arrays[key].shape[1:]], arrays[key].dtype) for key in keys))
+    ds = tf.data.Dataset.range(len(shards)).interleave(
+        lambda k: tf.data.Dataset.from_generator(read, args=(k,), output_signature=signature),
+        cycle_length=min(SHARDS_AT_ONCE, max(len(shards), 1)), deterministic=True)
+    return ds.unbatch().map(lambda x, *rest: shaped({"x": x, **dict(zip(keys, rest))}))
 
 
 def global_batch_size(train: TrainConfig) -> int:

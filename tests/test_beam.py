@@ -80,6 +80,32 @@ def test_beam_stages_equal_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                  json.loads((local_pre.uri / "preprocessor.json").read_text()))
     same_numbers(json.loads((tmp_path / "beam_validate" / "statistics.json").read_text()),
                  json.loads((tmp_path / "local_validate" / "statistics.json").read_text()))
+    # training reads the Beam split a row shard at a time (a tf.data interleave): the local split's examples
+    from components import stage_files, training
+
+    for pre, sharded in ((beam_pre, True), (local_pre, False)):
+        arrays = stage_files.load_arrays(pre, "train")
+        starts = arrays.pop("starts")
+        read = training.shard_elements(pre, "train", starts, arrays, lambda a: (a["x"], a["y"]))
+        assert (read is not None) == sharded  # the Beam split is read shard by shard, the local one is one file
+    ours, theirs = training_examples(beam_pre), training_examples(local_pre)
+    assert ours.shape == theirs.shape and len(ours) > 16
+    distance = np.abs(ours[:, None, :] - theirs[None, :, :]).max(axis=2)
+    assert sorted(distance.argmin(axis=1).tolist()) == list(range(len(theirs)))  # each local example once
+    assert distance.min(axis=1).max() < 1e-4
+
+
+def training_examples(pre: Artifact) -> np.ndarray:
+    """Every example of training's train split (shuffle off) as a row: model inputs, then targets."""
+    from components import training
+    from components.config import ModelConfig, TrainConfig
+
+    model, train = ModelConfig(topology="seq2seq", id_embedding_dim=2), TrainConfig(batch_size=8)
+    rows = []
+    for x, y in training.split_dataset(pre, "train", model, train):
+        parts = [x[key].numpy().reshape(len(y), -1) for key in sorted(x)] + [y.numpy().reshape(len(y), -1)]
+        rows.append(np.concatenate([part.astype("float64") for part in parts], axis=1))
+    return np.concatenate(rows)
 
 
 def same_numbers(a: object, b: object) -> None:
