@@ -105,22 +105,22 @@ def shard_elements(preprocess: Any, split: str, starts: np.ndarray, arrays: dict
     import tensorflow as tf
 
     from components.ingestion.beam import shard_files
-    from components.ingestion.windows import PREFIX, SeriesRows
+    from components.ingestion.windows import SeriesRows, Windows
 
     path = preprocess.path(files.rows_file(split))
     if not path.is_dir():
         return None
     spec = files.preprocessor_state(preprocess)["windows"]
-    shards, steps, keys = shard_files(path), np.arange(spec["window"]), sorted(arrays)
+    shards, keys = shard_files(path), sorted(arrays)
     bounds = [*np.searchsorted(starts, [lo for _, lo, _ in shards]).tolist(), len(starts)]  # windows per shard
 
     def read(k: int) -> Iterator[tuple[np.ndarray, ...]]:
-        file, lo, n = shards[k]
-        columns = [values for _, values in SeriesRows.columns(file, [PREFIX + c for c in spec["x"]])]
-        rows = np.stack(columns, axis=1).astype("float32") if columns else np.zeros((n, 0), "float32")
-        for i in range(bounds[k], bounds[k + 1], BLOCK):
-            j = min(i + BLOCK, bounds[k + 1])
-            yield (rows[(starts[i:j] - lo)[:, None] + steps], *(arrays[key][i:j] for key in keys))
+        file, lo, _ = shards[k]
+        first, last = bounds[k], bounds[k + 1]
+        windows = Windows(SeriesRows.read(file), spec, starts[first:last] - lo)  # this shard's rows only
+        for i in range(0, last - first, BLOCK):
+            at = slice(first + i, min(first + i + BLOCK, last))
+            yield (windows.x(slice(i, i + BLOCK), "float32"), *(arrays[key][at] for key in keys))
 
     signature = (tf.TensorSpec([None, spec["window"], len(spec["x"])], tf.float32),
                  *(tf.TensorSpec([None, *arrays[key].shape[1:]], arrays[key].dtype) for key in keys))
