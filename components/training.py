@@ -250,6 +250,25 @@ def _nan_guard() -> Any:
     return StopOnNaN()
 
 
+def fit_callbacks(ctx: Any, train: TrainConfig, has_val: bool) -> list[Any]:
+    """The stage's Keras callbacks: epoch checkpoints (resume), the epoch log, the NaN guard, the context's own
+    (live MLflow metrics) and early stopping. Their per-step work (`bench.pipeline_overhead`'s `hooks_share`) is
+    the NaN check."""
+    import keras
+
+    callbacks = [
+        _atomic_backup(ctx.scratch / "backup"),
+        keras.callbacks.CSVLogger(str(ctx.scratch / "epochs.csv"), append=True),
+        _nan_guard(),
+        *ctx.callbacks,
+    ]
+    if train.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss" if has_val else "loss", patience=train.early_stopping_patience,
+            restore_best_weights=True))
+    return callbacks
+
+
 def read_epoch_log(path: Path) -> dict[str, list[float]]:
     """Per-epoch metrics from the CSV log, across resumes (a repeated epoch keeps its last row).
 
@@ -309,19 +328,9 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, model: ModelConfig, train: Tra
         if not has_val:
             ctx.log("warning: the validation split is empty (data.val_fraction=0, or series too short for a "
                     "window): training without validation (no val_loss; early stopping watches loss)")
-        backup = ctx.scratch / "backup"
-        if backup.is_dir() and any(backup.iterdir()):
+        if (ctx.scratch / "backup").is_dir() and any((ctx.scratch / "backup").iterdir()):
             ctx.log("resuming from the last epoch checkpoint of an interrupted run")
-        callbacks = [
-            _atomic_backup(backup),
-            keras.callbacks.CSVLogger(str(ctx.scratch / "epochs.csv"), append=True),
-            _nan_guard(),
-            *ctx.callbacks,
-        ]
-        if train.early_stopping_patience:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss" if has_val else "loss", patience=train.early_stopping_patience,
-                restore_best_weights=True))
+        callbacks = fit_callbacks(ctx, train, has_val)
         if train.distribution != "none":
             _build_before_fit(net, split_dataset(preprocess, "train", model, train))
         net.fit(train_ds, validation_data=val_ds if has_val else None, epochs=train.epochs,
