@@ -399,13 +399,15 @@ def encode_windows(codec: Codec, windows: Windows) -> dict[str, np.ndarray]:
 def load_split(preprocess: Any, split: str, limit: int | None = None, codec: Codec | None = None
                ) -> dict[str, np.ndarray]:
     """The encoded arrays of one split (`x`, `y`, and `future` / `series_id` where used), or its first `limit`
-    examples; a CSV's inputs are cut from its rows and encoded here (by `codec`, if the caller has one)."""
+    examples; a CSV's inputs are cut from its rows and encoded here, CHUNK windows at a time (by `codec`, if the
+    caller has one)."""
     arrays = {k: v[:limit] for k, v in files.load_arrays(preprocess, split).items()}
     starts = arrays.pop("starts", None)
     if starts is None:
         return arrays
-    cut = window_cutter(preprocess, split, starts, codec)
-    return {"x": np.concatenate([np.asarray(cut(starts[idx])) for idx in chunks(len(starts))]), **arrays}
+    windows, codec = files.raw_windows(preprocess, split, starts=starts), codec or Codec.load(preprocess)
+    x = [np.asarray(codec.encode(windows.x(idx, "float32"), "x"), "float32") for idx in chunks(len(starts))]
+    return {"x": np.concatenate(x), **arrays}
 
 
 def window_cutter(preprocess: Any, split: str, starts: np.ndarray, codec: Codec | None = None) -> Callable[[Any], Any]:
