@@ -17,6 +17,7 @@ redaction, `check_tracking_uri`) in `components/config_plain.py`; both are re-ex
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,7 @@ from .config_plain import (  # noqa: F401  (re-exported: plain data, tracking UR
     to_plain,
 )
 
+MAX_TRIALS = 1000  # trials one sweep may run (a grid may be larger: `sweep.random` samples it)
 SEED_MAX = 2 ** 32 - 1  # seeds feed NumPy / TensorFlow generators, which take 32-bit seeds
 
 
@@ -200,6 +202,17 @@ class SweepConfig:
                                   f"(not name or sweep.*).")
             if not values:
                 raise ConfigError(f"sweep.grid.{key} has no values; give a list, e.g. [lstm, gru].")
+        trials = min(self.size, self.random or self.size)
+        if trials > MAX_TRIALS:
+            raise ConfigError(f"sweep: {trials} trials ({self.size} grid points"
+                              + (f", sweep.random={self.random}" if self.random else "")
+                              + f") exceed the limit of {MAX_TRIALS}; set sweep.random (--random K) to K <= "
+                              f"{MAX_TRIALS} to sample that many.")
+
+    @property
+    def size(self) -> int:
+        """The number of grid points (never enumerated: a grid may be far larger than any sweep can run)."""
+        return math.prod(len(values) for values in self.grid.values())
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ and formats.
 from __future__ import annotations
 
 import itertools
+import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
@@ -61,13 +63,30 @@ def parse_grid(items: Sequence[str]) -> dict[str, tuple[Any, ...]]:
 
 
 def plan(grid: dict[str, Sequence[Any]], budget: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
-    """Every combination of the grid (first key slowest), or `budget` of them drawn at random."""
+    """Every combination of the grid (first key slowest), or `budget` of them drawn at random (in grid order).
+    Only the combinations returned are made: a huge grid costs nothing beyond them."""
     keys = list(grid)
-    combos = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-    if budget is not None and budget < len(combos):
-        picked = sorted(random.Random(seed).sample(range(len(combos)), budget))
-        combos = [combos[i] for i in picked]
-    return combos
+    size = math.prod(len(grid[k]) for k in keys)
+    if budget is None or budget >= size:
+        return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    rng = random.Random(seed)
+    if size <= sys.maxsize:
+        picked = sorted(rng.sample(range(size), budget))
+    else:  # range() cannot be sampled past sys.maxsize; the budget is far below the size, so this ends fast
+        drawn: set[int] = set()
+        while len(drawn) < budget:
+            drawn.add(rng.randrange(size))
+        picked = sorted(drawn)
+    return [combination(grid, keys, i) for i in picked]
+
+
+def combination(grid: dict[str, Sequence[Any]], keys: list[str], index: int) -> dict[str, Any]:
+    """The index-th combination in `itertools.product` order (the last key changes fastest)."""
+    combo = {}
+    for key in reversed(keys):
+        index, at = divmod(index, len(grid[key]))
+        combo[key] = grid[key][at]
+    return {key: combo[key] for key in keys}
 
 
 def lower_is_better(metric: str) -> bool:
@@ -149,7 +168,7 @@ def run_sweep(config: Config, sweep: SweepConfig, to_stage: str | None = "evalua
     configs = [with_overrides(base, combo) for combo in combos]  # every value is checked before any work
     trials = [Trial(i + 1, combo) for i, combo in enumerate(combos)]
     keys = list(sweep.grid)
-    size = len(plan(sweep.grid))
+    size = sweep.size
     mode = f"random {len(trials)} of {size}" if len(trials) < size else \
         f"grid {' x '.join(str(len(v)) for v in sweep.grid.values())}"
     log(f"sweep: {len(trials)} trials ({mode}) over {', '.join(keys)}")

@@ -44,6 +44,22 @@ def test_plan_is_the_full_grid_or_a_seeded_random_draw() -> None:
     assert sweep.plan(grid, budget=50) == full  # a budget above the grid size runs the grid
 
 
+def test_a_huge_grid_is_sampled_without_being_enumerated_and_refused_without_a_budget() -> None:
+    from components.config import MAX_TRIALS, SweepConfig
+
+    grid = {f"model.k{i}": tuple(range(10)) for i in range(30)}  # 10**30 points
+    drawn = sweep.plan(grid, budget=4, seed=1)
+    assert len(drawn) == 4 and len({tuple(c.values()) for c in drawn}) == 4
+    assert all(list(c) == list(grid) and all(v in range(10) for v in c.values()) for c in drawn)
+    small = {"model.cell": ("lstm", "gru", "simple_rnn"), "model.units": (8, 16, 32, 64)}
+    assert [sweep.combination(small, list(small), i) for i in range(12)] == sweep.plan(small)
+    assert SweepConfig(grid=grid, random=MAX_TRIALS).size == 10 ** 30
+    with pytest.raises(ConfigError, match=rf"{10 ** 30} grid points\) exceed the limit of {MAX_TRIALS}; set"):
+        SweepConfig(grid=grid)
+    with pytest.raises(ConfigError, match="sweep.random=5000"):
+        SweepConfig(grid=grid, random=5000)
+
+
 def test_direction_and_ranking() -> None:
     assert sweep.lower_is_better("val_loss") and sweep.lower_is_better("test_mae")
     assert sweep.lower_is_better("test_perplexity") and not sweep.lower_is_better("test_accuracy")
