@@ -116,10 +116,9 @@ HOME_PREFIX = "rnnpipe-infra-"  # + the pid of the process that made it
 def _remove_orphaned_homes() -> None:
     """Remove the private folders of validation servers whose maker died (kill -9 during training): the
     server died with it (parent-death signal), its folder did not."""
-    for home in Path(tempfile.gettempdir()).glob(f"{HOME_PREFIX}*-*"):
-        pid = home.name[len(HOME_PREFIX):].split("-")[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and Path("/proc/self").exists():
-            shutil.rmtree(home, ignore_errors=True)
+    from components.artifacts import remove_orphans
+
+    remove_orphans(Path(tempfile.gettempdir()), HOME_PREFIX)
 
 
 _prestarted: list[Prestarted] = []  # at most one, claimed by the next infra_validate in this process

@@ -33,7 +33,7 @@ from typing import Any
 
 from components import faults
 from components import stage_files as files
-from components.artifacts import file_lock, fsync_dir, write_text
+from components.artifacts import file_lock, fsync_dir, remove_orphans, write_text
 from components.config import ExportConfig
 
 PUBLISHED_FILE = "rnnpipe.json"  # in each published version: which model it holds
@@ -77,15 +77,7 @@ def find_published(base: Path, content_hash: str) -> tuple[int, Path] | None:
 
 def clean_stale(base: Path) -> list[str]:
     """Remove `.tmp-<pid>-*` folders whose process is gone; returns their names."""
-    from components.artifacts import alive
-
-    removed = []
-    for tmp in base.glob(".tmp-*"):
-        pid = tmp.name.split("-")[1] if tmp.name.count("-") >= 2 else ""
-        if not (pid.isdigit() and alive(int(pid))):
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp.name)
-    return removed
+    return remove_orphans(base, ".tmp-")
 
 
 def publish(source: Path, base: Path, content_hash: str, record: dict[str, Any]) -> tuple[int, Path, bool]:

@@ -45,6 +45,24 @@ def test_stale_temp_dirs_of_dead_processes_are_removed(tmp_path: Path) -> None:
     assert not dead.exists() and alive.exists()
 
 
+def test_a_killed_beam_runs_folders_are_removed_by_the_next_and_no_one_elses(tmp_path: Path) -> None:
+    """kill -9 runs no `finally`: the next Beam pipeline of this host removes the shard folders of dead
+    processes; a live process's, and another host's in a shared temp_location, stay."""
+    import socket
+
+    from components.ingestion.beam import private_folder
+
+    host = socket.gethostname()
+    dead = tmp_path / f"rnnpipe-beam-{host}-999999999-rows-x1"
+    live = tmp_path / f"rnnpipe-beam-{host}-{os.getpid()}-tasks-x2"
+    other_host = tmp_path / "rnnpipe-beam-elsewhere-999999999-rows-x3"
+    for folder in (dead, live, other_host):
+        (folder / "train").mkdir(parents=True)
+    made = private_folder(str(tmp_path), "rows")
+    assert not dead.exists() and live.exists() and other_host.exists()
+    assert made.parent == tmp_path and made.name.startswith(f"rnnpipe-beam-{host}-{os.getpid()}-rows-")
+
+
 def test_fingerprint_depends_on_config_inputs_and_stage(tmp_path: Path) -> None:
     up = artifacts.Artifact("ingest", tmp_path, "f1")
     base = artifacts.fingerprint("train", {"epochs": 1}, {"ingest": up})

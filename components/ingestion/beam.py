@@ -16,7 +16,9 @@ shards are written: on a cluster it must be storage every worker and this proces
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,18 @@ class ShardedRows:
             shutil.rmtree(self.folder.parent, ignore_errors=True)
 
 
+def private_folder(temp_location: Any, what: str) -> Path:
+    """A new folder for this process's shards or task results, in `temp_location` (or the system's temporary
+    folder), named `rnnpipe-beam-<host>-<pid>-<what>-*`; those that processes of this host left when killed
+    (kill -9: no `finally` ran) are removed first. Other hosts' folders in a shared location are left alone."""
+    from components.artifacts import remove_orphans
+
+    base = Path(str(temp_location)) if temp_location else Path(tempfile.gettempdir())
+    prefix = f"rnnpipe-beam-{socket.gethostname()}-"
+    remove_orphans(base, prefix)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-{what}-", dir=base))
+
+
 def shards(series: list[Any], n: int) -> list[list[Any]]:
     """Consecutive series in n shards of about equal rows (a shard is never empty unless there are no series)."""
     rows = np.cumsum([len(tt) for _, tt, _ in series])
@@ -100,7 +114,7 @@ def run_series(series: list[Any], job: Any) -> tuple[dict[str, ShardedRows], Cou
     """Run `job` over shards of `series` on Beam; the sharded rows per split and the summed counts."""
     options = {**DEFAULTS, **job.data.beam_options}
     workers = int(options.get("direct_num_workers") or 1) if options["runner"] == "DirectRunner" else 8
-    out = Path(tempfile.mkdtemp(prefix="rnnpipe-beam-", dir=options.get("temp_location")))
+    out = private_folder(options.get("temp_location"), "rows")
     try:
         parts = run_tasks([(k, shard, job, str(out)) for k, shard in enumerate(shards(series, 2 * workers))],
                           shard_task, job.data)
@@ -182,7 +196,7 @@ def run_tasks(items: list[Any], fn: Any, data: Any) -> list[Any]:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    out = Path(tempfile.mkdtemp(prefix="rnnpipe-beam-tasks-", dir=data.beam_options.get("temp_location")))
+    out = private_folder(data.beam_options.get("temp_location"), "tasks")
     try:
         with beam.Pipeline(options=PipelineOptions(flags=[], **{**DEFAULTS, **data.beam_options})) as pipeline:
             _ = (pipeline | "items" >> beam.Create(list(enumerate(items)))
