@@ -10,7 +10,7 @@ one `CellSpec` to `BUILTIN`.
 layer whose `call(inputs, states)` returns `(output, new_states)` and which declares
 `state_size`; its first state is its output h). It is made as `Class(units, **options)` with
 those of `activation`, `recurrent_activation`, `use_bias`, `dropout`, `recurrent_dropout` its
-constructor names, wrapped in `keras.layers.RNN`, registered for `.keras` serialization (package
+constructor names (one it does not name, set to anything but its default, is a ConfigError), wrapped in `keras.layers.RNN`, registered for `.keras` serialization (package
 `rnnpipe_cells.<module>`) unless it already is, and never cuDNN-fused. Naming a module in the
 config imports it, i.e. runs its code, when the config is read: name only modules you trust.
 Loading a saved model imports only the custom cells its caller trusts (`load_model(cells=...)`,
@@ -212,6 +212,24 @@ def _custom_state_sizes(name: str, cls: type, units: int) -> tuple[int, ...]:
         raise ConfigError(f"{where} declares state_size {short(size)}: at most {MAX_STATES} states of at most "
                           f"{MAX_STATE_WIDTH} values each.")
     return tuple(sizes)
+
+
+def check_options(cfg: ModelConfig) -> None:
+    """A custom cell is made with those `CUSTOM_OPTIONS` its constructor names; one it does not name, set to
+    anything but its default, would be dropped without a word: one ConfigError naming it instead."""
+    import dataclasses
+
+    spec = get(cfg.cell)
+    if not spec.custom:
+        return
+    taken = _accepted(spec.cell)
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    for name in CUSTOM_OPTIONS:
+        if name not in taken and getattr(cfg, name) != defaults[name]:
+            raise ConfigError(
+                f"model.{name}={short(getattr(cfg, name))}: the custom cell {spec.cell.__name__} does not take "
+                f"{name!r} (its constructor names {', '.join(taken) or 'none of ' + ', '.join(CUSTOM_OPTIONS)}); "
+                f"leave model.{name} at {short(defaults[name])} or add the argument to the cell.")
 
 
 def _accepted(cls: type) -> tuple[str, ...]:

@@ -78,3 +78,4 @@ class ModelConfig:
         from models import cells
 
         cells.check(self.cell, self.units)  # raises ConfigError naming model.cell
+        cells.check_options(self)  # a custom cell's options it does not take

@@ -135,6 +135,18 @@ def test_a_bad_cell_is_one_config_error_naming_model_cell(cell: str, words: list
         assert word in message, (word, message)
 
 
+def test_an_option_the_custom_cell_does_not_take_is_an_error_not_dropped() -> None:
+    """MinimalRNNCell(units, activation): model.activation reaches it; model.dropout would be dropped."""
+    assert cells.get("tests.custom_cells:MinimalRNNCell").cell_options(
+        ModelConfig(cell="tests.custom_cells:MinimalRNNCell", activation="relu")) == {"activation": "relu"}
+    with pytest.raises(ConfigError) as err:
+        ModelConfig(cell="tests.custom_cells:MinimalRNNCell", dropout=0.3)
+    message = str(err.value)
+    assert "\n" not in message
+    for word in ("model.dropout=0.3", "MinimalRNNCell does not take 'dropout'", "names activation", "leave"):
+        assert word in message, (word, message)
+
+
 @pytest.mark.slow
 def test_a_pipeline_trains_evaluates_and_exports_a_custom_cell(make_config) -> None:
     """names -> gender with `model.cell: module:Class`: the stages save, reload and export it."""
@@ -145,7 +157,8 @@ def test_a_pipeline_trains_evaluates_and_exports_a_custom_cell(make_config) -> N
     from pipeline import runner
     from tests.conftest import tiny
 
-    config = make_config(**tiny(model__cell=MINIMAL, export__infra_validate="false", tracking__enabled="false"))
+    config = make_config(**tiny(model__cell=MINIMAL, model__dropout=0.0,  # MinimalRNNCell takes no dropout
+                                export__infra_validate="false", tracking__enabled="false"))
     result = runner.run(config, log=lambda _: None)
     assert "encoder_minimal_rnn_cell_1 | MinimalRNNCell | no | MinimalRNNCell: no fused kernel |" in \
         result.artifacts["train"].path("cudnn.md").read_text()
