@@ -6,16 +6,17 @@ attentive decoder (`attention.AttentiveRNN`), the state plumbing of encoders/dec
 parameter-size check (`gates`) and the benches all read `CELLS` / `get`. Adding a cell is adding
 one `CellSpec` to `BUILTIN`.
 
-`model.cell` may also be `module:Class`, a user's Keras RNN cell (as for `keras.layers.RNN`: a
-layer whose `call(inputs, states)` returns `(output, new_states)` and which declares
-`state_size`; its first state is its output h). It is made as `Class(units, **options)` with
-those of `activation`, `recurrent_activation`, `use_bias`, `dropout`, `recurrent_dropout` its
-constructor names (one it does not name, set to anything but its default, is a ConfigError), wrapped in `keras.layers.RNN`, registered for `.keras` serialization (package
-`rnnpipe_cells.<module>`) unless it already is, and never cuDNN-fused. Naming a module in the
-config imports it, i.e. runs its code, when the config is read: name only modules you trust.
-Loading a saved model imports only the custom cells its caller trusts (`load_model(cells=...)`,
-the run's `model.cell`), never a module the archive names. This module imports Keras only
-when a layer or a custom cell is made, so config validation of built-in cells stays light.
+`model.cell` may also be `module:Class`, a user's Keras RNN cell (as for `keras.layers.RNN`: a layer
+whose `call(inputs, states)` returns `(output, new_states)` and which declares `state_size`; its
+first state is its output h). It is made as `Class(units, **options)` with those of `activation`,
+`recurrent_activation`, `use_bias`, `dropout`, `recurrent_dropout` its constructor names (one it
+does not name, set to anything but its default, is a ConfigError), wrapped in `keras.layers.RNN`,
+registered for `.keras` serialization (package `rnnpipe_cells.<module>`) unless it already is, and
+never cuDNN-fused. Naming a module in the config imports it, i.e. runs its code, when the config is
+read: name only modules you trust. Loading a saved model imports only the custom cells its caller
+trusts (`load_model(cells=...)`, the run's `model.cell`), never a module the archive names. This
+module imports Keras only when a layer or a custom cell is made, so config validation of built-in
+cells stays light.
 """
 
 from __future__ import annotations
