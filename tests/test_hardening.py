@@ -132,6 +132,13 @@ def test_generation_work_per_request_is_bounded(base: Path) -> None:
                                            r"--max-generate-tokens"):
         decode_request(body, signatures, Limits(max_generate_tokens=3999), info)
     assert decode_request(body, signatures, Limits(max_generate_tokens=4000), info).rows == 50
+    # serving_default generates the export's default length per row: that work is bounded too
+    default = {"inputs": {"inputs": ["ab"] * 50}}
+    tokens = 50 * info.default_length
+    with pytest.raises(ServingError, match=rf"50 rows x {info.default_length} \(the export's default length\) = "
+                                           rf"{tokens} tokens .*--max-generate-tokens"):
+        decode_request(default, signatures, Limits(max_generate_tokens=tokens - 1), info)
+    assert decode_request(default, signatures, Limits(max_generate_tokens=tokens), info).rows == 50
 
 
 def test_inputs_of_different_batch_sizes_get_a_clear_400(tmp_path: Path) -> None:

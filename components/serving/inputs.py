@@ -219,13 +219,17 @@ def _check_values(tensors: dict[str, np.ndarray], specs: dict[str, Any], limits:
         top = info.max_beam_width or MAX_BEAM_WIDTH
         if not 1 <= width <= top:
             raise bad_request(f"beam_width={width} is out of range: allowed 1..{top} (what the export supports)")
+    asked = length is not None
+    if not asked and info.default_length and "max_length" not in specs:  # `serving_default` of a generating model
+        length = info.default_length  # it generates the export's default length per row
     if length is not None:  # the decoding work: rows x beams x steps
         rows = next((int(a.shape[0]) for k, a in tensors.items() if a.ndim and _rank(specs[k]) != 0), 1)
         tokens = rows * width * length
         if tokens > limits.max_generate_tokens:
-            raise bad_request(f"{rows} rows x beam_width {width} x max_length {length} = {tokens} "
-                              f"tokens is over the limit of {limits.max_generate_tokens} generated tokens per "
-                              f"request (--max-generate-tokens); send fewer rows or a smaller max_length")
+            work = f"beam_width {width} x max_length {length}" if asked else f"{length} (the export's default length)"
+            raise bad_request(f"{rows} rows x {work} = {tokens} tokens is over the limit of "
+                              f"{limits.max_generate_tokens} generated tokens per request (--max-generate-tokens); "
+                              f"send fewer rows" + (" or a smaller max_length" if asked else ""))
     if "temperature" in scalars and specs["temperature"].dtype.is_floating:
         value = float(scalars["temperature"])
         if value < 0:

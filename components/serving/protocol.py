@@ -77,7 +77,8 @@ class Limits:
     values in the whole body (list items and object members); max_string_bytes: UTF-8 bytes of
     one string input; max_generate_length: the largest `max_length` of a generate signature
     (None: what the export declares, else DEFAULT_GENERATE_LENGTH); max_generate_tokens: rows x
-    beam_width x max_length of one generate call (the decoding work a request may ask for).
+    beam_width x max_length of one generate call, or rows x the default length of a generating
+    model's serving_default (the decoding work a request may ask for).
     """
 
     max_rows: int = 10_000
