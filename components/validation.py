@@ -322,16 +322,20 @@ def _num(v: float | None) -> str:
 
 
 def _plot_lengths(stats: dict, path: Path) -> None:
+    import numpy as np
+
     from components.plots import figure
 
     sides = [(split, side) for split in stats for side in ("x", "y") if stats[split][side].get("length_counts")]
-    if len({length for split, side in sides for length in stats[split][side]["length_counts"]}) < 2:
-        return  # one length for every sequence (e.g. a CSV's windows): the report's table says it
+    if all(len(stats[split][side]["length_counts"]) < 2 for split, side in sides):
+        return  # each side one length for every sequence (e.g. a CSV's windows): the report's table says it
+    lengths = [int(k) for split, side in sides for k in stats[split][side]["length_counts"]]
+    edges = np.histogram_bin_edges(lengths, bins=30)
     with figure(path, "Sequence lengths") as ax:
-        for split, side in sides:
+        for split, side in sides:  # one outline per split and side (one artist each, not a patch per bin)
             counts = stats[split][side]["length_counts"]
-            ax.hist([int(k) for k in counts], weights=list(counts.values()), bins=30, alpha=0.5,
-                    label=f"{split} {side}")
+            hist, _ = np.histogram([int(k) for k in counts], bins=edges, weights=list(counts.values()))
+            ax.stairs(hist, edges, fill=True, alpha=0.4, label=f"{split} {side}")
         ax.set_xlabel("length (tokens / steps)")
         ax.set_ylabel("examples")
         ax.legend()

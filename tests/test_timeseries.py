@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from components import config as cfgmod
@@ -139,6 +140,30 @@ def test_time_formats_and_frequencies(tmp_path: Path, stamps: list[str], fmt: st
     assert props["metrics"]["data_missing_timestamps"] == 0 and props["counts"]["train"] == len(stamps) - 4
     first = ingested(tmp_path / "ingest", "train")[0]
     assert first["time"] == first_time  # the time of the window's last input step
+
+
+@pytest.mark.parametrize("values", [
+    ["2021-03-01", "2021-03-02", "7", "8"],  # half numbers: numbers win the tie
+    ["2021-03-01", "2021-03-02", "2021-03-03", "7", "8"],
+    ["2021-03-01T10:00:00", "2021-03-01T11:00:00", "", "5"],
+    ["01.03.2021", "02.03.2021", "3.5"], ["2021.03", "2021.04", "2021.05"],  # a format that reads as numbers
+    ["20210301", "20210302", "x"], ["1e3", "2e3", "2021-01-01"], ["Mar 1 2021", "Mar 2 2021", "1", "2", "3"],
+])
+def test_the_time_rule_is_the_whole_columns_vote(values: list[str]) -> None:
+    """Numbers when at least half of the present values read as finite numbers, else datetimes in the guessed
+    format; the shortcut (most values in a format no number has) reaches the same rule as reading them all."""
+    import pandas as pd
+    from pandas.core.tools.datetimes import _guess_datetime_format_for_array as guess
+
+    from components.ingestion import timeseries
+
+    raw = np.array(values, dtype=object)
+    absent = timeseries.missing(raw)
+    present = raw[~absent]
+    numbers = np.isfinite(pd.to_numeric(pd.Series(present, dtype=object), errors="coerce").to_numpy("float64")).sum()
+    expected = timeseries.TimeRule(False) if numbers * 2 >= len(present) else \
+        timeseries.TimeRule(True, guess(np.where(absent, None, raw)), retry=True)
+    assert timeseries.time_rule(raw, None, absent) == expected
 
 
 def test_time_format_mismatch_is_reported_per_row(tmp_path: Path) -> None:

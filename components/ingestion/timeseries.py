@@ -77,6 +77,9 @@ class TimeRule:
     retry: bool = False
 
 
+NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")  # a value read as a finite number, digits as 0
+
+
 def time_rule(raw: np.ndarray, time_format: str | None, absent: np.ndarray) -> TimeRule:
     """The TimeRule of a time column (or of its first rows, for a file read in chunks)."""
     import pandas as pd
@@ -84,16 +87,23 @@ def time_rule(raw: np.ndarray, time_format: str | None, absent: np.ndarray) -> T
     if time_format is not None:
         return TimeRule(True, time_format)
     series = pd.Series(np.where(absent, None, raw), dtype=object)
-    finite = np.isfinite(pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64"))
-    if finite.sum() * 2 >= max((~absent).sum(), 1):
-        return TimeRule(False)
+    present = max(int((~absent).sum()), 1)
     try:  # the format pd.to_datetime would infer for the whole column (from its first present value)
         from pandas.core.tools.datetimes import _guess_datetime_format_for_array as guess
     except ImportError:  # pragma: no cover - a pandas without it: each value on its own
-        return TimeRule(True, None, retry=True)
+        guess = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return TimeRule(True, guess(series.to_numpy(dtype=object)), retry=True)
+        guessed = guess(series.to_numpy(dtype=object)) if guess else None
+        if guessed and not NUMBER.fullmatch(re.sub("%-?.", "0", guessed)):  # no value in it reads as a number
+            # most present values in that format: fewer than half are numbers, the vote below is decided (reading
+            # each value as a number costs 8x parsing the column as datetimes)
+            if pd.to_datetime(series, format=guessed, errors="coerce").notna().sum() * 2 > present:
+                return TimeRule(True, guessed, retry=True)
+    finite = np.isfinite(pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64"))
+    if finite.sum() * 2 >= present:
+        return TimeRule(False)
+    return TimeRule(True, guessed, retry=True)
 
 
 def numbers_among(raw: np.ndarray, absent: np.ndarray, times: Times, rule: TimeRule) -> int:
