@@ -20,9 +20,10 @@ Both get one epoch-level timing callback (a clock read per epoch). Reported per 
 Every figure comes from wall seconds and, as `cpu`, from this process's CPU seconds (steadier
 when other jobs share the machine).
 
-Where the ratio misses the target, the row says why, from two measurements taken in the same run:
-- `ratio_ci95`: a bootstrap 95% interval of the steady wall ratio over the per-epoch samples (epochs of the
-  same work vary by 2x on a shared 2-core machine; an interval that holds the target means the miss is noise);
+Each case's note says how far the ratio can be trusted, from two measurements taken in the same run:
+- `ratio_ci95`: a bootstrap 95% interval of the steady wall ratio, resampling calls and then epochs within
+  them (epochs of the same work vary by 2x on a shared 2-core machine, and a call's epochs vary together);
+  an interval that holds the target means a miss is within the noise;
 - `hooks_share`: the stage's own per-step work, timed alone: its callbacks' batch hooks (the only code the
   stage adds inside an epoch) against plain `fit`'s, per step, as a share of a steady step.
 
@@ -133,6 +134,8 @@ def hook_seconds(config: Any, art: Any, workdir: Path, stage: bool, steps: int =
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     own = fit_callbacks(StageContext("train", log=lambda _: None, scratch=workdir), config.train, True) if stage else []
+    # verbose=2: the stage's progress logger when its output is not a terminal (as here); on one, verbose=1 also
+    # redraws a progress bar each step
     hooks = keras.callbacks.CallbackList([*own, epoch_clock()], add_history=True, add_progbar=stage,
                                          verbose=2 if stage else 0, epochs=1, steps=steps, model=net)
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
@@ -147,13 +150,18 @@ def hook_seconds(config: Any, art: Any, workdir: Path, stage: bool, steps: int =
     return (end[0] - start[0]) / steps, (end[1] - start[1]) / steps
 
 
-def ratio_interval(stage: list[float], plain: list[float], draws: int = 2000) -> tuple[float, float]:
-    """Bootstrap 95% interval of median(plain) / median(stage) (a throughput ratio) over per-epoch seconds."""
+def ratio_interval(stage: list[list[float]], plain: list[list[float]], draws: int = 2000) -> tuple[float, float]:
+    """Bootstrap 95% interval of median(plain) / median(stage) (a throughput ratio) from per-epoch seconds
+    grouped by call: each draw resamples the calls, then the epochs within each drawn call."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    a, b = np.asarray(stage), np.asarray(plain)
-    ratios = [np.median(rng.choice(b, len(b))) / np.median(rng.choice(a, len(a))) for _ in range(draws)]
+
+    def draw(calls: list[list[float]]) -> float:
+        picked = [calls[i] for i in rng.integers(len(calls), size=len(calls))]
+        return float(np.median(np.concatenate([rng.choice(c, len(c)) for c in picked])))
+
+    ratios = [draw(plain) / draw(stage) for _ in range(draws)]
     return float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975))
 
 
@@ -190,8 +198,8 @@ def measure(path: str, cell: str, workdir: Path, *, examples: int, epochs: int, 
         row[f"{name}_outside_fit_s"] = common.median(
             [w - sum(e[0] for e in call) for w, call in zip(times.wall(name), runs[name])])
         row[f"{name}_spread"] = common.spread([e[0] for call in runs[name] for e in call[1:]])
-    lo, hi = ratio_interval([e[0] for call in runs["rnnpipe"] for e in call[1:]],
-                            [e[0] for call in runs["keras"] for e in call[1:]])
+    lo, hi = ratio_interval([[e[0] for e in call[1:]] for call in runs["rnnpipe"]],
+                            [[e[0] for e in call[1:]] for call in runs["keras"]])
     row["ratio_ci95"] = f"{lo:.3f}-{hi:.3f}"
     stage_hooks, plain_hooks = (hook_seconds(config, art, workdir / "hooks", stage) for stage in (True, False))
     row["stage_hooks_us"], row["plain_hooks_us"] = stage_hooks[0] * 1e6, plain_hooks[0] * 1e6

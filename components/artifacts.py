@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -245,15 +246,20 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def remove_orphans(folder: Path, prefix: str) -> list[str]:
-    """Remove the entries `<prefix><pid>-*` of `folder` whose process is gone from this host (a kill -9 left
-    them); returns their names. The one home of this rule for every private temporary folder."""
+def remove_orphans(folder: Path, prefix: str, unreadable: bool = False) -> list[str]:
+    """Remove the entries `<prefix><pid>[-...]` of `folder` whose process is gone from this host (a kill -9 left
+    them), and with `unreadable` those whose pid cannot be read; returns the names removed. The rule for every
+    private temporary folder named by its maker's pid first (a stage's `.tmp-<fp>-<pid>` is `clean_stale`'s)."""
+    import glob
+
     removed = []
-    for path in Path(folder).glob(f"{prefix}*-*"):
+    for path in Path(folder).glob(glob.escape(prefix) + "*"):
         pid = path.name[len(prefix):].split("-")[0]
-        if pid.isdigit() and not alive(int(pid)):
+        readable = re.fullmatch("[0-9]{1,10}", pid) is not None  # ASCII digits: int() takes "²"; kill() no 10**20
+        if (not alive(int(pid))) if readable else unreadable:
             shutil.rmtree(path, ignore_errors=True)
-            removed.append(path.name)
+            if not path.exists():
+                removed.append(path.name)
     return removed
 
 
@@ -261,7 +267,7 @@ def alive(pid: int) -> bool:
     """Whether a process with this pid exists on this host."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such pid (or none that large)
         return False
     except PermissionError:
         return True

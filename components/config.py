@@ -202,6 +202,10 @@ class SweepConfig:
                                   f"(not name or sweep.*).")
             if not values:
                 raise ConfigError(f"sweep.grid.{key} has no values; give a list, e.g. [lstm, gru].")
+
+    def check_trials(self) -> None:
+        """At most MAX_TRIALS trials: checked on the sweep about to run (the YAML's grid with the command line's
+        --random laid over it), not when the config is read (`rnnpipe run` ignores the sweep section)."""
         trials = min(self.size, self.random or self.size)
         if trials > MAX_TRIALS:
             raise ConfigError(f"sweep: {trials} trials ({self.size} grid points"

@@ -76,8 +76,8 @@ def find_published(base: Path, content_hash: str) -> tuple[int, Path] | None:
 
 
 def clean_stale(base: Path) -> list[str]:
-    """Remove `.tmp-<pid>-*` folders whose process is gone; returns their names."""
-    return remove_orphans(base, ".tmp-")
+    """Remove `.tmp-<pid>-*` folders whose process is gone, and `.tmp-*` ones with no pid; returns their names."""
+    return remove_orphans(base, ".tmp-", unreadable=True)
 
 
 def publish(source: Path, base: Path, content_hash: str, record: dict[str, Any]) -> tuple[int, Path, bool]:

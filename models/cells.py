@@ -234,9 +234,17 @@ def check_options(cfg: ModelConfig) -> None:
 
 
 def _accepted(cls: type) -> tuple[str, ...]:
-    """The `CUSTOM_OPTIONS` a custom cell's constructor names."""
-    params = inspect.signature(cls.__init__).parameters
-    return tuple(name for name in CUSTOM_OPTIONS if name in params)
+    """The `CUSTOM_OPTIONS` a custom cell's constructor names, or a base class's that it hands `**kwargs` to
+    (`class MyCell(keras.layers.LSTMCell)` whose `__init__(self, units, **kwargs)` takes `dropout`)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters
+        names |= set(params)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break
+    return tuple(name for name in CUSTOM_OPTIONS if name in names)
 
 
 def state_sizes(cfg: ModelConfig) -> list[int]:

@@ -218,7 +218,8 @@ def parser() -> argparse.ArgumentParser:
                        help="largest max_length of a generate call (default: what the export declares, "
                             "4x its longest training target; else 256)")
     serve.add_argument("--max-generate-tokens", type=int, default=200_000,
-                       help="rows x beam_width x max_length of one generate call; more get 400")
+                       help="rows x beam_width x max_length of one generate call (rows x the default length "
+                            "of a generating model's serving_default); more get 400")
     serve.add_argument("--header-timeout", type=float, default=10.0,
                        help="seconds to send a request's headers; slower or idle connections are closed")
     serve.add_argument("--body-timeout", type=float, default=30.0, help="seconds to send a request's body, else 408")

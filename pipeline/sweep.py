@@ -164,6 +164,7 @@ def run_sweep(config: Config, sweep: SweepConfig, to_stage: str | None = "evalua
     if to_stage is not None and to_stage not in runner.STAGE_NAMES:
         raise ConfigError(f"--to {to_stage!r} is not a stage. Stages: {', '.join(runner.STAGE_NAMES)}.")
     base = replace(config, sweep=SweepConfig())
+    sweep.check_trials()  # before any work
     combos = plan(sweep.grid, sweep.random, sweep.seed)
     configs = [with_overrides(base, combo) for combo in combos]  # every value is checked before any work
     trials = [Trial(i + 1, combo) for i, combo in enumerate(combos)]

@@ -79,3 +79,10 @@ class HugeStateCell(MinimalRNNCell):
     def __init__(self, units: int, **kwargs: Any) -> None:
         super().__init__(units, **kwargs)
         self.state_size = [10**9]
+
+
+class SubclassedSimpleCell(keras.layers.SimpleRNNCell):
+    """A built-in cell subclassed with `**kwargs`: model.dropout and the others reach SimpleRNNCell through them."""
+
+    def __init__(self, units: int, **kwargs: Any):
+        super().__init__(units, **kwargs)

@@ -45,22 +45,37 @@ def test_stale_temp_dirs_of_dead_processes_are_removed(tmp_path: Path) -> None:
     assert not dead.exists() and alive.exists()
 
 
-def test_a_killed_beam_runs_folders_are_removed_by_the_next_and_no_one_elses(tmp_path: Path) -> None:
+def test_a_killed_beam_runs_folders_are_removed_by_the_next_and_no_one_elses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """kill -9 runs no `finally`: the next Beam pipeline of this host removes the shard folders of dead
-    processes; a live process's, and another host's in a shared temp_location, stay."""
+    processes; a live process's, and another host's in a shared temp_location, stay (host "node" does not
+    take host "node-7"'s folders for its own)."""
     import socket
 
     from components.ingestion.beam import private_folder
 
-    host = socket.gethostname()
-    dead = tmp_path / f"rnnpipe-beam-{host}-999999999-rows-x1"
-    live = tmp_path / f"rnnpipe-beam-{host}-{os.getpid()}-tasks-x2"
-    other_host = tmp_path / "rnnpipe-beam-elsewhere-999999999-rows-x3"
-    for folder in (dead, live, other_host):
-        (folder / "train").mkdir(parents=True)
-    made = private_folder(str(tmp_path), "rows")
-    assert not dead.exists() and live.exists() and other_host.exists()
-    assert made.parent == tmp_path and made.name.startswith(f"rnnpipe-beam-{host}-{os.getpid()}-rows-")
+    monkeypatch.setattr(socket, "gethostname", lambda: "node-7")
+    other = private_folder(str(tmp_path), "rows")  # node-7's, its pid then dead for node's check below
+    other_dead = other.with_name(other.name.replace(f"-{os.getpid()}-", "-999999999-"))
+    other.rename(other_dead)
+    monkeypatch.setattr(socket, "gethostname", lambda: "node")
+    mine = private_folder(str(tmp_path), "rows")
+    dead = mine.with_name(mine.name.replace(f"-{os.getpid()}-", "-999999999-"))
+    mine.rename(dead)
+    live = private_folder(str(tmp_path), "tasks")
+    assert not dead.exists() and live.exists() and other_dead.exists()
+    assert live.parent == tmp_path and f"-{os.getpid()}-tasks-" in live.name
+
+
+def test_orphan_names_anyone_can_make_neither_crash_nor_match(tmp_path: Path) -> None:
+    """A pid too large for kill() or digits int() reads but kill() does not ("²") are no one's: the folder
+    stays (or goes, where unreadable names are removed), and nothing raises."""
+    names = [".tmp-99999999999999999999-x", ".tmp-\u00b2-x", ".tmp-noid", f".tmp-{os.getpid()}-live"]
+    for name in names:
+        (tmp_path / name).mkdir()
+    assert artifacts.remove_orphans(tmp_path, ".tmp-") == []
+    assert sorted(artifacts.remove_orphans(tmp_path, ".tmp-", unreadable=True)) == sorted(names[:3])
+    assert [p.name for p in tmp_path.iterdir()] == [names[3]]
 
 
 def test_fingerprint_depends_on_config_inputs_and_stage(tmp_path: Path) -> None:

@@ -145,6 +145,11 @@ def test_an_option_the_custom_cell_does_not_take_is_an_error_not_dropped() -> No
     assert "\n" not in message
     for word in ("model.dropout=0.3", "MinimalRNNCell does not take 'dropout'", "names activation", "leave"):
         assert word in message, (word, message)
+    # a subclass of a built-in cell that hands **kwargs on takes what its base class takes
+    cfg = ModelConfig(cell="tests.custom_cells:SubclassedSimpleCell", dropout=0.3, activation="relu")
+    options = cells.get(cfg.cell).cell_options(cfg)
+    assert options["dropout"] == 0.3 and options["activation"] == "relu"
+    assert cells.make_cell(cfg.cell, 4, **options).dropout == 0.3
 
 
 @pytest.mark.slow

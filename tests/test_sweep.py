@@ -54,10 +54,23 @@ def test_a_huge_grid_is_sampled_without_being_enumerated_and_refused_without_a_b
     small = {"model.cell": ("lstm", "gru", "simple_rnn"), "model.units": (8, 16, 32, 64)}
     assert [sweep.combination(small, list(small), i) for i in range(12)] == sweep.plan(small)
     assert SweepConfig(grid=grid, random=MAX_TRIALS).size == 10 ** 30
+    SweepConfig(grid=grid, random=MAX_TRIALS).check_trials()
     with pytest.raises(ConfigError, match=rf"{10 ** 30} grid points\) exceed the limit of {MAX_TRIALS}; set"):
-        SweepConfig(grid=grid)
+        SweepConfig(grid=grid).check_trials()
     with pytest.raises(ConfigError, match="sweep.random=5000"):
-        SweepConfig(grid=grid, random=5000)
+        SweepConfig(grid=grid, random=5000).check_trials()
+
+
+def test_a_yaml_grid_over_the_limit_loads_and_sweeps_with_random() -> None:
+    """The limit is the sweep's about to run: `rnnpipe run` reads the config, and `--random` makes it fit."""
+    from components.config import from_dict
+    from pipeline.sweep import resolve, run_sweep
+
+    config = from_dict({"sweep": {"grid": {"train.seed": list(range(40)), "model.units": list(range(1, 41))}}})
+    assert config.sweep.size == 1600
+    assert resolve(config, budget=3).random == 3
+    with pytest.raises(ConfigError, match="1600 trials"):
+        run_sweep(config, resolve(config), log=lambda _: None)  # refused before any work
 
 
 def test_direction_and_ranking() -> None:

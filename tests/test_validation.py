@@ -72,6 +72,20 @@ def test_statistics_schema_report_and_plots(tmp_path: Path) -> None:
     assert not (out / "lengths.png").exists()  # every sequence has 2 steps: no histogram of one bar
 
 
+def test_a_length_histogram_only_where_some_side_has_two_lengths(tmp_path: Path) -> None:
+    """A CSV's windows: x 24 steps, y 1 step, in every split: nothing to histogram (the report's table says
+    it); names of varying length: one outline per split."""
+    from components.stage_files import SPLITS
+    from components.validation import _plot_lengths
+
+    one_each = {s: {"x": {"length_counts": {"24": 9}}, "y": {"length_counts": {"1": 9}}} for s in SPLITS}
+    _plot_lengths(one_each, tmp_path / "one.png")
+    assert not (tmp_path / "one.png").exists()
+    varied = {s: {"x": {"length_counts": {"3": 2, "7": 5}}, "y": {}} for s in SPLITS}
+    _plot_lengths(varied, tmp_path / "varied.png")
+    assert (tmp_path / "varied.png").stat().st_size > 1000
+
+
 def test_tokens_statistics_and_warnings(tmp_path: Path) -> None:
     splits = names_like()
     splits["validation"].append(("zzzzqqqqxxxxyyyy", "x"))  # unseen class, OOV chars, longer than train

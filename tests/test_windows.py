@@ -213,6 +213,7 @@ def test_training_cuts_a_csvs_windows_per_batch_as_the_arrays_would_be(tmp_path:
         arrays = stage_files.load_arrays(art, split)  # x encoded up front, from windows cut by NumPy
         arrays.pop("starts")
         arrays["x"] = np.asarray(codec.encode(stage_files.raw_windows(art, split).x(dtype="float32"), "x"))
+        np.testing.assert_array_equal(preprocessing.load_split(art, split)["x"], arrays["x"])  # as evaluation reads
         inputs, targets = training_data(cfg.model, io, model_inputs(cfg.model, io, arrays), arrays["y"])
         assert isinstance(inputs, dict) and {"inputs", "future", "series_id"} <= inputs.keys()
         eager = training.make_dataset(inputs, targets, cfg.train.batch_size, shuffle=shuffle, seed=cfg.train.seed)

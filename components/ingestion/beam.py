@@ -79,12 +79,15 @@ class ShardedRows:
 
 def private_folder(temp_location: Any, what: str) -> Path:
     """A new folder for this process's shards or task results, in `temp_location` (or the system's temporary
-    folder), named `rnnpipe-beam-<host>-<pid>-<what>-*`; those that processes of this host left when killed
-    (kill -9: no `finally` ran) are removed first. Other hosts' folders in a shared location are left alone."""
+    folder), named `rnnpipe-beam-<host hash>-<pid>-<what>-*`; those that processes of this host left when
+    killed (kill -9: no `finally` ran) are removed first. Other hosts' folders in a shared location are left
+    alone (the host's name is hashed: no dash or glob character in it can make one host's prefix another's)."""
+    import hashlib
+
     from components.artifacts import remove_orphans
 
     base = Path(str(temp_location)) if temp_location else Path(tempfile.gettempdir())
-    prefix = f"rnnpipe-beam-{socket.gethostname()}-"
+    prefix = f"rnnpipe-beam-{hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]}-"
     remove_orphans(base, prefix)
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-{what}-", dir=base))
 

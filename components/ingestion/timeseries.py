@@ -77,7 +77,13 @@ class TimeRule:
     retry: bool = False
 
 
-NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")  # a value read as a finite number, digits as 0
+NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")  # a value read as a finite number
+
+
+def may_be_number(time_format: str) -> bool:
+    """Whether a value written in this strftime format could read as a number (each directive stands for
+    digits: %Y%m%d -> 20240101 or %Y.%m -> 2024.01 could; %Y-%m-%d, %d.%m.%Y or %H:%M cannot)."""
+    return NUMBER.fullmatch(re.sub("%-?.", "0", time_format)) is not None
 
 
 def time_rule(raw: np.ndarray, time_format: str | None, absent: np.ndarray) -> TimeRule:
@@ -95,11 +101,11 @@ def time_rule(raw: np.ndarray, time_format: str | None, absent: np.ndarray) -> T
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         guessed = guess(series.to_numpy(dtype=object)) if guess else None
-        if guessed and not NUMBER.fullmatch(re.sub("%-?.", "0", guessed)):  # no value in it reads as a number
-            # most present values in that format: fewer than half are numbers, the vote below is decided (reading
-            # each value as a number costs 8x parsing the column as datetimes)
-            if pd.to_datetime(series, format=guessed, errors="coerce").notna().sum() * 2 > present:
-                return TimeRule(True, guessed, retry=True)
+    if guessed and not may_be_number(guessed):
+        # most present values in that format: fewer than half are numbers, the vote below is decided (reading
+        # each value as a number costs 8x parsing the column as datetimes)
+        if (~np.isnat(_to_datetime(series, format=guessed))).sum() * 2 > present:
+            return TimeRule(True, guessed, retry=True)
     finite = np.isfinite(pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64"))
     if finite.sum() * 2 >= present:
         return TimeRule(False)
@@ -114,8 +120,7 @@ def numbers_among(raw: np.ndarray, absent: np.ndarray, times: Times, rule: TimeR
 
     if not rule.datetime:
         return int(times.ok.sum())
-    digits = rule.format is None or set(re.sub("%.", "", rule.format)) <= {"."}  # e.g. %Y%m%d: 20240101
-    maybe = ~absent if digits else ~absent & ~times.ok
+    maybe = ~absent if rule.format is None or may_be_number(rule.format) else ~absent & ~times.ok
     numbers = pd.to_numeric(pd.Series(raw[maybe], dtype=object), errors="coerce").to_numpy(dtype="float64")
     return int(np.isfinite(numbers).sum())
 

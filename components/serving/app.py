@@ -14,8 +14,9 @@ latest loaded version answers. Strings may be sent as `{"b64": "..."}`. Errors c
 `{"error": "..."}` with TF Serving's status codes: 400 malformed JSON, wrong shape or dtype,
 both or neither of instances/inputs, NaN/Infinity, empty instances, JSON nested too deep,
 unknown signature, a limit exceeded (`--max-rows`, `--max-elements`, `--max-string-bytes`,
-`max_length` over `--max-generate-length`, rows x beam_width x max_length over
-`--max-generate-tokens`, `beam_width` / `temperature` outside what the export accepts),
+`max_length` over `--max-generate-length`, rows x beam_width x max_length (or a generating
+model's serving_default: rows x its default length) over `--max-generate-tokens`, `beam_width` /
+`temperature` outside what the export accepts),
 unparsable HTTP; 404 unknown model or version; 408 a body slower than
 `--body-timeout`; 413 a body over `--max-request-bytes`; 503 a version still loading after
 `--timeout` (or more than `--max-connections`); 504 inference past `--timeout`; 500 only for a
