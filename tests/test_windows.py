@@ -225,3 +225,33 @@ def test_training_cuts_a_csvs_windows_per_batch_as_the_arrays_would_be(tmp_path:
             np.testing.assert_array_equal(got_y.numpy(), want_y.numpy())
             batches += 1
         assert batches == -(-len(arrays["y"]) // 4) > 1
+
+
+def test_evaluation_forecasts_a_chunk_at_a_time_as_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CSV split's forecasts (window-scaled, so the decoding reads each raw window; with quantiles, known
+    future values and series ids) are predicted and decoded CHUNK windows at a time: with chunks of 7 they
+    equal those of one chunk."""
+    from components import config, preprocessing
+    from components.evaluation import forecast
+    from models import load_model
+    from pipeline import runner
+
+    path = tmp_path / "d.csv"
+    path.write_text("time,id,y,a\n" + "".join(f"{h},{s},{(h * 7) % 11 + h / 50 + s},{h % 5}\n"
+                                             for s in (1, 2) for h in range(150)))
+    cfg = config.from_dict({"name": "t", "runs_dir": str(tmp_path / "runs"), "tracking": {"enabled": False},
+                            "data": {"source": "csv", "path": str(path), "time_column": "time", "id_column": "id",
+                                     "target_columns": ["y"], "window": 6, "horizon": 2, "future_columns": ["a"],
+                                     "scale": "window"},
+                            "model": {"topology": "seq2seq", "id_embedding_dim": 2, "units": 4,
+                                      "quantiles": [0.1, 0.5, 0.9]},
+                            "train": {"epochs": 1}})
+    arts = runner.run(cfg, to_stage="train", log=lambda _: None).artifacts
+    art, net = arts["preprocess"], load_model(arts["train"].path("model.keras"), cells=[cfg.model.cell])
+    codec, levels = preprocessing.Codec.load(art), list(cfg.model.quantiles)
+    whole = forecast._forecasts(net, art, "test", cfg.model, codec, levels)
+    monkeypatch.setattr(preprocessing, "CHUNK", 7)
+    chunked = forecast._forecasts(net, art, "test", cfg.model, codec, levels)
+    assert len(whole[0]) > 3 * 7 and codec.y.get("window_scale")  # several chunks; the decoding reads x
+    for got, want in zip(chunked[1:], whole[1:], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -29,7 +29,7 @@ from components.evaluation.series_metrics import (
 )
 from components.kinds.series import target_columns
 from components.metrics import Sample
-from components.preprocessing import Codec, load_split
+from components.preprocessing import Codec, chunks
 
 
 def _select(samples: dict[str, Sample], idx: np.ndarray) -> dict[str, Sample]:
@@ -159,26 +159,36 @@ def evaluate_forecast(model: Any, preprocess: Any, workdir: Path, cfg: EvaluateC
 def _forecasts(model: Any, preprocess: Any, split: str, model_cfg: ModelConfig, codec: Codec,
                levels: list[float]) -> tuple[list[dict], Any, np.ndarray, np.ndarray, np.ndarray | None]:
     """One split's raw rows, raw input windows (read once, where the decoding or the naive baselines need
-    them; else None),
-    actual values, forecasts in raw units (as the export decodes them) and, with `model.quantiles`,
-    every level [N, H, targets, levels] (the median is the point forecast)."""
+    them; else None), actual values, forecasts in raw units (as the export decodes them) and, with
+    `model.quantiles`, every level [N, H, targets, levels] (the median is the point forecast).
+
+    Predicted and decoded CHUNK windows at a time: a CSV's encoded inputs exist one chunk at a time."""
     from models.build import model_inputs  # x, or x with the known future values / series ids
 
-    arrays = load_split(preprocess, split, codec=codec)
+    arrays = files.load_arrays(preprocess, split)
+    starts = arrays.pop("starts", None)  # a CSV: inputs cut from its rows, encoded a chunk at a time
+    windows = files.raw_windows(preprocess, split, starts=starts) if starts is not None else None
     raw = _raw(preprocess, split)
     actual = np.asarray(_field(raw, "y"), dtype="float64").reshape(len(raw), *arrays["y"].shape[1:])
-    encoded = _predict(model, model_inputs(model_cfg, preprocess.properties["io"], arrays))
-    encoded = encoded.reshape(*actual.shape[:-1], -1).astype("float32")
     decoding_reads_x = bool(codec.y.get("reference") or codec.y.get("window_scale"))
     naive_reads_x = target_columns(codec.x, codec.y) is not None
     raw_x = _raw_x(raw) if decoding_reads_x or naive_reads_x else None
-    window_x = None
-    if decoding_reads_x:  # the decoding reads the raw input window
-        window_x = raw_x.astype("float32").reshape(len(raw), *arrays["x"].shape[1:])
+    io, decoded = preprocess.properties["io"], []
+    for idx in chunks(len(raw)):
+        part = {k: v[idx] for k, v in arrays.items()}
+        if windows is not None:
+            part["x"] = np.asarray(codec.encode(windows.x(idx, "float32"), "x"), "float32")
+        encoded = _predict(model, model_inputs(model_cfg, io, part))
+        encoded = encoded.reshape(*actual[idx].shape[:-1], -1).astype("float32")
+        window_x = None  # the decoding reads the raw input window
+        if decoding_reads_x:
+            window_x = raw_x[idx].astype("float32").reshape(len(encoded), *part["x"].shape[1:])
+        decoded.append(np.asarray(codec.decode_quantiles(encoded, window_x, len(levels)) if levels else
+                                  codec.decode_series(encoded, window_x), dtype="float64"))
+    out = np.concatenate(decoded)
     if levels:
-        quantiles = np.asarray(codec.decode_quantiles(encoded, window_x, len(levels)), dtype="float64")
-        return raw, raw_x, actual, quantiles[..., levels.index(0.5)], quantiles
-    return raw, raw_x, actual, np.asarray(codec.decode_series(encoded, window_x), dtype="float64"), None
+        return raw, raw_x, actual, out[..., levels.index(0.5)], out
+    return raw, raw_x, actual, out, None
 
 
 def _train_arrays(preprocess: Any) -> tuple[Callable[[list[int]], np.ndarray], Callable[[], Any], list[Any]]:
