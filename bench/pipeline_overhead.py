@@ -238,9 +238,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     case, "train examples/s (steady epochs)", row["rnnpipe_wall_steady_ex_s"],
                     row["keras_wall_steady_ex_s"], "plain model.fit, same tf.data", TARGET, row["steady_cpu_ratio"]))
                 result["notes"].append(
-                    f"{case}: steady wall ratio {row['steady_wall_ratio']:.3f} (95% CI {row['ratio_ci95']} over "
-                    f"per-epoch samples); the stage's batch hooks {row['stage_hooks_us']:.0f} us/step vs plain fit's "
-                    f"{row['plain_hooks_us']:.0f} us = {row['hooks_share']:+.2%} of a steady step")
+                    f"{case}: steady wall ratio {row['steady_wall_ratio']:.3f} (95% CI {row['ratio_ci95']}, "
+                    f"resampling calls, then their epochs); the stage's batch hooks {row['stage_hooks_us']:.0f} "
+                    f"us/step vs plain fit's {row['plain_hooks_us']:.0f} us = {row['hooks_share']:+.2%} of a step")
                 result["summary"].append(common.summary_line(
                     case, "train examples/s (steady epochs)", row["rnnpipe_wall_steady_ex_s"],
                     row["numpy_wall_steady_ex_s"], "plain model.fit, NumPy arrays", None,
