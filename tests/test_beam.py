@@ -142,3 +142,21 @@ def test_bad_beam_options_are_one_line(tmp_path: Path, options: dict, message: s
     with pytest.raises(ConfigError, match=message):
         ingestion.check(DataConfig(source="csv", path=str(long_csv(tmp_path / "s.csv")), target_columns=("units",),
                                    runner="beam", beam_options=options), "many_to_one")
+
+
+def test_beam_carries_task_numbers_not_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run_tasks` hands Beam only each task's number (its item is a file in the shared temp_location), so the
+    pipeline graph stays small whatever the data; results come back in item order and no file is left."""
+    import apache_beam as beam
+
+    from components.ingestion.beam import run_tasks
+
+    created: list[object] = []
+    real_create = beam.Create
+    monkeypatch.setattr(beam, "Create", lambda values, **kw: created.extend(values) or real_create(values, **kw))
+    items = [np.arange(n, dtype="float64") for n in (3, 200_000, 0, 5)]
+    data = DataConfig(runner="beam", beam_options={"runner": "DirectRunner", "direct_num_workers": 1,
+                                                   "direct_running_mode": "in_memory", "temp_location": str(tmp_path)})
+    assert run_tasks(items, len, data) == [3, 200_000, 0, 5]
+    assert created == [0, 1, 2, 3]
+    assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,8 @@ a folder of shards, read back in shard order (= series order) as one table.
 Beam's DirectRunner runs here with 2 worker processes (`direct_num_workers: 2`,
 `direct_running_mode: multi_processing`); `data.beam_options` go to `PipelineOptions` as given
 (e.g. `runner: FlinkRunner`, `flink_master: host:8081`), and `temp_location`, if set, is where the
-shards are written: on a cluster it must be storage every worker and this process share.
+shards and each task's input are written: on a cluster it must be storage every worker and this
+process share.
 """
 
 from __future__ import annotations
@@ -184,33 +185,42 @@ def column_stats(tables: dict[str, tuple[Path, list[str]]], data: Any) -> dict[s
 # Any per-shard work: a Beam task per item, results back in item order
 
 
-def _run_one(item: tuple[int, Any], fn: Any, out: str) -> int:
+def _run_one(i: int, fn: Any, folder: str) -> int:
+    """Task i: its item from `in-<i>.pkl`, its result to `out-<i>.pkl`, both in the pipeline's folder."""
     import pickle
 
-    i, value = item
-    (Path(out) / f"{i:06d}.pkl").write_bytes(pickle.dumps(fn(value)))
+    folder_path = Path(folder)
+    result = fn(pickle.loads((folder_path / f"in-{i:06d}.pkl").read_bytes()))
+    (folder_path / f"out-{i:06d}.pkl").write_bytes(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
     return i
 
 
 def run_tasks(items: list[Any], fn: Any, data: Any) -> list[Any]:
-    """`[fn(item) for item in items]` as a Beam pipeline (`fn` a module-level function: workers import it)."""
+    """`[fn(item) for item in items]` as a Beam pipeline (`fn` a module-level function: workers import it).
+
+    Each item is written to the pipeline's folder (`temp_location`: storage the workers share) and Beam
+    carries only its number: the pipeline graph stays a few bytes per task whatever the data (a runner
+    such as Dataflow caps a job's graph; a DirectRunner encodes every element it creates).
+    """
     import pickle
 
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    out = private_folder(data.beam_options.get("temp_location"), "tasks")
+    folder = private_folder(data.beam_options.get("temp_location"), "tasks")
     try:
+        for i, item in enumerate(items):
+            (folder / f"in-{i:06d}.pkl").write_bytes(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
         with beam.Pipeline(options=PipelineOptions(flags=[], **{**DEFAULTS, **data.beam_options})) as pipeline:
-            _ = (pipeline | "items" >> beam.Create(list(enumerate(items)))
-                 | "work" >> beam.Map(_run_one, fn, str(out)))
-        done = [out / f"{i:06d}.pkl" for i in range(len(items))]
+            _ = (pipeline | "items" >> beam.Create(list(range(len(items))))
+                 | "work" >> beam.Map(_run_one, fn, str(folder)))
+        done = [folder / f"out-{i:06d}.pkl" for i in range(len(items))]
         missing = [p.name for p in done if not p.is_file()]
         if missing:
             raise RuntimeError(f"the Beam pipeline left {len(missing)} of {len(items)} tasks undone")
         return [pickle.loads(p.read_bytes()) for p in done]
     finally:
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def shard_files(path: Path) -> list[tuple[Path, int, int]]:
