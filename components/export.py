@@ -140,8 +140,25 @@ def serving_function(model: Any, codec: Codec, io: dict[str, Any], cfg: ModelCon
     return kinds.of(io["y"]).serve(model, codec, cfg)
 
 
-def write_saved_model(model: Any, codec: Codec, io: dict[str, Any], path: Path, cfg: ModelConfig) -> None:
-    """Write a SavedModel with `serving_default` (and `generate` for generative models) to `path`."""
+def serving_endpoint(model: Any, codec: Codec, io: dict[str, Any], cfg: ModelConfig) -> Any:
+    """`serving_default` as the SavedModel holds it: one tf.function with a fixed signature.
+
+    Export calls it on the canaries, then hands it to `write_saved_model`: its body is traced
+    for the canaries and once more by TF's save, not a third time for a separate canary function
+    (a trace of a decoding loop costs about a second).
+    """
+    import tensorflow as tf
+
+    return tf.function(serving_function(model, codec, io, cfg), autograph=False,  # as Keras' ExportArchive
+                       input_signature=[input_signature(io["x"], cfg), *extra_signature(codec, cfg)])
+
+
+def write_saved_model(model: Any, codec: Codec, io: dict[str, Any], path: Path, cfg: ModelConfig,
+                      serve: Any = None) -> None:
+    """Write a SavedModel with `serving_default` (and `generate` for generative models) to `path`.
+
+    `serve` is `serving_endpoint(...)` already traced, if the caller has one.
+    """
     import keras
     import tensorflow as tf
 
@@ -150,8 +167,10 @@ def write_saved_model(model: Any, codec: Codec, io: dict[str, Any], path: Path, 
     for layer in codec.layers.values():
         archive.track(layer)
     spec = input_signature(io["x"], cfg)
-    archive.add_endpoint(name="serving_default", fn=serving_function(model, codec, io, cfg),
-                         input_signature=[spec, *extra_signature(codec, cfg)])
+    if serve is None:
+        serve = serving_endpoint(model, codec, io, cfg)
+    serve.get_concrete_function()  # the archive takes a traced tf.function as it is
+    archive.add_endpoint(name="serving_default", fn=serve)
     if io["y"].get("language_model"):
         archive.add_endpoint(name="generate", fn=lm_generate(model, codec, cfg), input_signature=[
             spec, tf.TensorSpec([], tf.int32, name="max_length"), tf.TensorSpec([], tf.float32, name="temperature")])
@@ -309,13 +328,8 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
     io = preprocess.properties["io"]
     extra = extra_signature(codec, cfg)
     canaries = canary_inputs(preprocess, extra=[spec.name for spec in extra])
-    expected = {}
-    if canaries:  # traced, as in the SavedModel (eager decoding loops are slow)
-        import tensorflow as tf
-
-        traced = tf.function(serving_function(net, codec, io, cfg),
-                             input_signature=[input_signature(io["x"], cfg), *extra])
-        expected = jsonable(traced(*raw_inputs(canaries, io["x"])))
+    serve = serving_endpoint(net, codec, io, cfg)  # the SavedModel's own function
+    expected = jsonable(serve(*raw_inputs(canaries, io["x"]))) if canaries else {}
     artifacts_json = {"inputs": canaries, "outputs": expected, "signature_name": "serving_default"}
     files.write_canary(workdir, artifacts_json)
     signatures = ["serving_default"] + (["generate"] if is_generative(io, cfg.topology) else [])
@@ -324,7 +338,7 @@ def run(inputs: dict, workdir: Path, ctx: Any, *, export: ExportConfig, name: st
     card_config.pop("tracking", None)
 
     path = workdir / files.SAVED_MODEL
-    write_saved_model(net, codec, io, path, cfg)
+    write_saved_model(net, codec, io, path, cfg, serve)
 
     described = data_description(data, cfg.topology, io, cfg.quantiles, codec.state, [e.name for e in extra])
     # how `rnnpipe predict` reads files

@@ -104,6 +104,35 @@ def test_unrolled_series_classifier_takes_exactly_its_window(tmp_path: Path) -> 
     assert served_status(fn, inputs=raw[:, :4]) == 400  # the signature's fixed shape
 
 
+def test_export_traces_serving_default_for_canaries_and_saving_only(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Export runs the canaries through `serving_endpoint`, then writes that same tf.function.
+    Its body is traced twice: once for the canaries, once by TF under its save context. A second
+    function for the canaries made it three (a decoding loop's trace costs about a second)."""
+    from models.build import build_model
+
+    traces = []
+    plain = export.serving_function
+
+    def counted(*args: Any) -> Any:
+        fn = plain(*args)
+        return lambda *inputs: traces.append(1) or fn(*inputs)
+
+    monkeypatch.setattr(export, "serving_function", counted)
+    state = {"topology": "many_to_one", "x": SERIES_X, "y": {"kind": "label", "classes": ["no", "yes"]}}
+    cfg = ModelConfig(topology="many_to_one", cell="gru", units=4)
+    keras.utils.set_random_seed(0)
+    codec, io = Codec(state), io_spec(state)
+    model = build_model(cfg, io)
+    serve = export.serving_endpoint(model, codec, io, cfg)
+    raw = np.random.default_rng(2).normal(5, 3, size=(3, 6, 2)).astype("float32")
+    canaries = serve(tf.constant(raw))["probabilities"].numpy()
+    export.write_saved_model(model, codec, io, tmp_path / "1", cfg, serve)
+    assert len(traces) <= 2
+    loaded = tf.saved_model.load(str(tmp_path / "1")).signatures["serving_default"]
+    np.testing.assert_allclose(loaded(inputs=tf.constant(raw))["probabilities"].numpy(), canaries, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_generate_checks_beam_width_and_max_length_and_scores_the_returned_tokens(tmp_path: Path) -> None:
     from models.decoding import make_generator
