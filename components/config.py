@@ -193,7 +193,7 @@ class SweepConfig:
     random: int | None = bounded(None, 1)  # sample this many grid points (the budget); None: all
     seed: int = bounded(0, 0, SEED_MAX)
     metric: str | None = None  # None: test_<the evaluation's main metric>
-    goal: str = choice("auto", "auto", "max", "min")  # auto: min for *loss/error/mae/mse..., else max
+    goal: str = choice("auto", "auto", "max", "min")  # auto: the metric's direction in components/metrics.py
 
     def __post_init__(self) -> None:
         for key, values in self.grid.items():

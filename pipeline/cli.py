@@ -197,7 +197,8 @@ def parser() -> argparse.ArgumentParser:
     predict.set_defaults(fn=cmd_predict)
 
     stage = sub.add_parser("stage", help="run one stage alone on the artifacts in --run-dir (orchestrators)")
-    stage.add_argument("stage", help="ingest | validate | preprocess | train | evaluate | export | infra_validate")
+    stage.add_argument("stage", help="ingest | validate | preprocess | train | evaluate | export | infra_validate"
+                                     " | push")
     stage.add_argument("--config", required=True, help="YAML config")
     stage.add_argument("--run-dir", required=True, help="shared folder holding every stage's output")
     stage.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
