@@ -277,19 +277,46 @@ def pipeline_run(config: Config, resume_run_id: str | None = None, nested: bool 
 
 
 def _tracked(config: Config, run_id: str) -> Iterator[Tracker]:
-    """Yield the run's Tracker; an exception ends the run FAILED (KILLED on Ctrl-C)."""
-    import mlflow
-
+    """Yield the run's Tracker; an exception ends the run FAILED (KILLED on Ctrl-C or SIGTERM)."""
     try:
         yield Tracker(config, run_id)
-    except KeyboardInterrupt:
-        mlflow.set_tag("error", "interrupted")
-        mlflow.end_run("KILLED")
+    except KeyboardInterrupt as exc:
+        # The interrupt may have landed inside an MLflow query. Python 3.11's sqlite3 keeps that
+        # query's statement open (SQLite's read lock held) while the cursor is alive, and the
+        # traceback's frames keep it alive: ending the run would then fail "database is locked"
+        # and replace the interrupt. Those frames' locals are not needed to report an interrupt.
+        import gc
+        import traceback
+
+        traceback.clear_frames(exc.__traceback__)
+        gc.collect()
+        _end(run_id, "KILLED", "interrupted")
         raise
     except BaseException as exc:
-        mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
-        mlflow.end_run("FAILED")
+        _end(run_id, "FAILED", f"{type(exc).__name__}: {exc}"[:5000])
         raise
+
+
+def _end(run_id: str, status: str, error: str) -> None:
+    """Tag the run's error and end it with `status`. A write the store refuses now is one line on
+    stderr and the original exception goes on; a run left RUNNING is marked KILLED by the next
+    run in its experiment (`close_stale_runs`)."""
+    import sys
+
+    import mlflow
+
+    def refused(what: str, exc: Exception) -> None:
+        reason = (str(exc).splitlines() or [""])[0]
+        print(f"rnnpipe: could not {what} ({type(exc).__name__}: {reason})", file=sys.stderr)
+
+    try:
+        mlflow.set_tag("error", error)
+    except Exception as exc:
+        refused(f"tag the error of MLflow run {run_id}", exc)
+    try:
+        mlflow.end_run(status)  # leaves MLflow's active-run stack before it writes
+    except Exception as exc:
+        refused(f"mark MLflow run {run_id} {status}; the next run in its experiment marks it KILLED", exc)
 
 
 def close_stale_runs(exp_id: str) -> None:

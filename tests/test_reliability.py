@@ -114,6 +114,35 @@ def test_stale_running_runs_are_closed_on_the_next_start(make_config) -> None:
     mlflow.end_run()
 
 
+def test_an_interrupt_inside_an_mlflow_query_still_ends_the_run_killed(make_config,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """SIGTERM / Ctrl-C can land while MLflow reads the SQLite store (CI saw it in an epoch's
+    log_metrics). The open statement held SQLite's read lock, so ending the run failed "database is
+    locked" and replaced the interrupt: exit 1 and a FAILED run instead of 143 and KILLED."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipeline import tracking
+    from pipeline.cli import Terminated
+
+    config = make_config(**tiny())
+
+    def read_interrupted() -> None:  # a query with rows left to fetch when the signal arrives
+        store = mlflow.tracking._tracking_service.utils._get_store()
+        with store.ManagedSessionMaker() as session:
+            rows = session.connection().exec_driver_sql("SELECT key FROM params")
+            rows.fetchone()
+            raise Terminated()
+
+    with pytest.raises(Terminated):
+        with tracking.pipeline_run(config) as tracker:
+            read_interrupted()
+    run = MlflowClient(tracking_uri=config.tracking.uri).get_run(tracker.run_id)
+    assert (run.info.status, run.data.tags["error"]) == ("KILLED", "interrupted")
+    assert "could not" not in capsys.readouterr().err
+    assert mlflow.active_run() is None
+
+
 @pytest.mark.slow
 def test_concurrent_runs_share_one_store_without_collisions(tmp_path: Path) -> None:
     same = write_config(tmp_path, **tiny(export__infra_validate="false"))
