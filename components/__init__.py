@@ -9,7 +9,8 @@ validates it, config_plain.py flattens and redacts it), kinds/ (one module per d
 kind: type checks, statistics, encoding, serving functions, which evaluator judges it), stage_files.py
 (the file names stages hand each other, and their readers), artifacts.py (atomic, fingerprinted,
 verified stage outputs; file locks), metrics.py (the metric registry: direction, unit; the bootstrap),
-plots.py, cluster.py (tf.distribute), faults.py (kill points for tests). Tools beside the stages:
+plots.py, cluster.py (tf.distribute), faults.py (kill points for tests), stop.py (a stop a signal
+asked for, checked at safe points). Tools beside the stages:
 serving/ (the TF-Serving-compatible REST server), predict.py (`rnnpipe predict`, batch inference).
 
 Layers: components imports models, never pipeline.

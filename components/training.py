@@ -233,13 +233,17 @@ def _build_before_fit(net: Any, dataset: Any) -> None:
     net._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
-def _nan_guard() -> Any:
+def _batch_guard() -> Any:
     import keras
 
-    class StopOnNaN(keras.callbacks.Callback):
-        """Raise as soon as a batch loss is NaN or infinite."""
+    from components import stop
+
+    class BatchGuard(keras.callbacks.Callback):
+        """After every batch: stop for a signal whose first exception was lost (`components.stop`);
+        raise as soon as the batch loss is NaN or infinite."""
 
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            stop.check()
             loss = (logs or {}).get("loss")
             if loss is not None and not np.isfinite(float(loss)):
                 raise TrainingDiverged(
@@ -247,19 +251,19 @@ def _nan_guard() -> Any:
                     f"lower train.learning_rate or set train.clipnorm"
                 )
 
-    return StopOnNaN()
+    return BatchGuard()
 
 
 def fit_callbacks(ctx: Any, train: TrainConfig, has_val: bool) -> list[Any]:
     """The stage's Keras callbacks: epoch checkpoints (resume), the epoch log, the NaN guard, the context's own
     (live MLflow metrics) and early stopping. Their per-step work (`bench.pipeline_overhead`'s `hooks_share`) is
-    the NaN check."""
+    the stop and NaN checks."""
     import keras
 
     callbacks = [
         _atomic_backup(ctx.scratch / "backup"),
         keras.callbacks.CSVLogger(str(ctx.scratch / "epochs.csv"), append=True),
-        _nan_guard(),
+        _batch_guard(),
         *ctx.callbacks,
     ]
     if train.early_stopping_patience:

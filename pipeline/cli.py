@@ -14,6 +14,9 @@ import sys
 import threading
 import time
 
+from components import stop
+from components.stop import Terminated
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 # a remote tracking store that does not answer fails in seconds, not after MLflow's default
@@ -281,14 +284,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the MLflow run ends KILLED and the same command resumes."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
 def _disk_full(exc: BaseException) -> OSError | None:
     """The ENOSPC / EDQUOT error behind `exc` (itself or a cause), if any."""
     seen = 0
@@ -301,14 +296,15 @@ def _disk_full(exc: BaseException) -> OSError | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    previous = None
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = {sig: signal.signal(sig, stop.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return _main(args)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stop.reset()
 
 
 def _main(args: argparse.Namespace) -> int:

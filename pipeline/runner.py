@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from components import artifacts
+from components import artifacts, stop
 from components.artifacts import Artifact
 from components.config import Config, ConfigError, to_plain
 from pipeline import stages as wiring
@@ -192,6 +192,7 @@ def _as_worker(config: Config, last: int) -> tuple[Config, int]:
 def _run_stage(stage: Stage, config: Config, root: Path, result: RunResult, *, force: bool,
                may_build: bool, tracker: Any, log: Callable[[str], None], label: str,
                later: tuple[Stage, ...] = (), warmed: set[str] | None = None) -> Artifact | None:
+    stop.check()  # a SIGTERM whose exception a finalizer swallowed stops here
     missing = [i for i in stage.inputs if i not in result.artifacts]
     if missing:
         log(f"{label:<24} skipped (no {', '.join(missing)} output)")

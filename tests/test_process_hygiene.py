@@ -149,7 +149,7 @@ def test_sigterm_during_training_is_handled_like_ctrl_c(tmp_path: Path) -> None:
 
     path = write_config(tmp_path, data__max_examples=300, train__epochs=500, train__batch_size=32,
                         model__units=8, export__infra_validate="false")
-    proc = cli(path)
+    proc = cli(path, env_extra={"PYTHONFAULTHANDLER": "1"})  # SIGABRT prints every thread's stack
     train_dir = tmp_path / "runs" / "names_gender_lstm" / "train"
     try:
         wait_until(lambda: proc.poll() is not None
@@ -157,7 +157,12 @@ def test_sigterm_during_training_is_handled_like_ctrl_c(tmp_path: Path) -> None:
                    "the first epoch checkpoint", timeout=300)
         assert proc.poll() is None, proc.stdout.read()
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=120)
+        try:
+            out, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            out, _ = proc.communicate(timeout=60)
+            pytest.fail(f"still running 120 s after SIGTERM; where it was:\n{out[-8000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -143,6 +143,43 @@ def test_an_interrupt_inside_an_mlflow_query_still_ends_the_run_killed(make_conf
     assert mlflow.active_run() is None
 
 
+def test_a_sigterm_whose_exception_a_finalizer_swallowed_still_stops_training(make_config, monkeypatch) -> None:
+    """Python drops an exception raised while a finalizer runs ("Exception ignored"), and TensorFlow
+    runs many: a SIGTERM landing there was lost and training went on (CI: the SIGTERM test timed out
+    with the run still training). The handler's request is checked again after every batch."""
+    import gc
+    import signal
+
+    import keras
+    from mlflow import MlflowClient
+
+    from components import stop
+    from pipeline import tracking
+
+    class SignalledWhileFinalized:
+        def __del__(self) -> None:
+            stop.on_signal(signal.SIGTERM, None)  # raises Terminated, which Python ignores here
+
+    class LoseASignalAfterTheFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == 0:
+                SignalledWhileFinalized()
+                gc.collect()
+
+    live = tracking.Tracker.callbacks
+    monkeypatch.setattr(tracking.Tracker, "callbacks", lambda self: [*live(self), LoseASignalAfterTheFirstEpoch()])
+    config = make_config(**tiny(train__epochs=4))
+    try:
+        with pytest.raises(stop.Terminated):
+            runner.run(config, to_stage="train", **QUIET)
+    finally:
+        stop.reset()
+    client = MlflowClient(tracking_uri=config.tracking.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(config.experiment).experiment_id])
+    assert run.info.status == "KILLED"
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 1  # stopped in epoch 2 of 4
+
+
 @pytest.mark.slow
 def test_concurrent_runs_share_one_store_without_collisions(tmp_path: Path) -> None:
     same = write_config(tmp_path, **tiny(export__infra_validate="false"))
