@@ -157,7 +157,7 @@ def write_saved_model(model: Any, codec: Codec, io: dict[str, Any], path: Path, 
                       serve: Any = None) -> None:
     """Write a SavedModel with `serving_default` (and `generate` for generative models) to `path`.
 
-    `serve` is `serving_endpoint(...)` already traced, if the caller has one.
+    `serve` is `serving_endpoint(...)` of this same model, already traced, if the caller has one.
     """
     import keras
     import tensorflow as tf

@@ -131,3 +131,27 @@ def test_config_error_names_field_value_and_allowed() -> None:
         cfgmod.from_dict({"model": {"merge_mode": "avg"}})
     message = str(err.value)
     assert "model.merge_mode='avg'" in message and "concat" in message and "ave" in message
+
+
+def config_keys(cls: type = cfgmod.Config, prefix: str = "") -> list[str]:
+    """Every dotted key a config accepts (the dataclass fields, sections walked)."""
+    import dataclasses
+
+    keys = []
+    for f in dataclasses.fields(cls):
+        section = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        keys += config_keys(section, f"{f.name}.") if dataclasses.is_dataclass(section) else [prefix + f.name]
+    return keys
+
+
+def test_every_config_key_is_in_the_readme() -> None:
+    """A key a user cannot find in the README is a key they cannot use: each is named there, dotted
+    (`model.units`), as a key in a section's list or table (`units`), or in YAML (`units:`)."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    keys = config_keys()
+    assert len(keys) > 80 and "data.beam_options" in keys and "sweep.goal" in keys
+    leaf = {k: k.rsplit(".", 1)[-1] for k in keys}
+    missing = [k for k in keys if k not in readme and not re.search(rf"`{leaf[k]}\b|\b{leaf[k]}\s*[:=]", readme)]
+    assert not missing, f"config keys the README does not name: {missing}"
