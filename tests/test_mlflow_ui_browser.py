@@ -230,11 +230,13 @@ def test_chart_view_plots_each_metric_for_both_runs(browser: Any, ui: dict[str, 
             if "val_loss" not in titles or not all("val_loss" in t for t in titles):
                 return False
             index = [t.split("\n")[0] for t in texts].index("val_loss")
-            return texts[index] if cards[index].find_elements("css selector", ".js-plotly-plot, svg") else False
+            drawn = cards[index].find_elements("css selector", ".js-plotly-plot, svg")
+            legend = all(name[:20] in texts[index] for name in store["names"].values())  # drawn after the plot
+            return texts[index] if drawn and legend else False
         except StaleElementReferenceException:
             return False
 
-    text = _wait(browser, val_loss_card, "only the val_loss charts, each drawn")
+    text = _wait(browser, val_loss_card, "only the val_loss charts, each drawn with both runs in its legend")
     assert all(name[:20] in text for name in store["names"].values())  # both runs in the chart's legend
     browser.save_screenshot(str(shots / "3_charts.png"))
 
